@@ -1,0 +1,200 @@
+//! Conformance suites: one public async case per contract clause of
+//! [`Queue`](crate::queue::Queue) and [`Store`](crate::store::Store), run
+//! against every backend.
+//!
+//! Each case takes a fresh, empty backend, syncs its own small model or
+//! registers its own consumers, and panics with a message naming the clause
+//! it checked. A backend crate runs them all with one macro line in a test
+//! file (its dev-dependencies need `tokio` with the `macros` and
+//! `rt-multi-thread` features, and `bergamot-core` with the `conformance`
+//! feature):
+//!
+//! ```no_run
+//! use bergamot_core::queue::{InMemoryQueue, Queue};
+//! use bergamot_core::store::{InMemoryStore, Store};
+//! use std::sync::Arc;
+//!
+//! // A backend's factory: `None` skips the case (say, no server URL set).
+//! async fn make_store() -> Option<Arc<dyn Store>> {
+//!     Some(Arc::new(InMemoryStore::new()))
+//! }
+//! async fn make_queue() -> Option<Arc<dyn Queue>> {
+//!     Some(Arc::new(InMemoryQueue::new()))
+//! }
+//! bergamot_core::store_conformance_tests!(make_store);
+//! bergamot_core::queue_conformance_tests!(make_queue);
+//! # fn main() {}
+//! ```
+//!
+//! Each macro expands to one `#[tokio::test(flavor = "multi_thread",
+//! worker_threads = 2)]` per case, named after the case, that calls the
+//! factory, returns early when it gives `None`, and runs the case.
+
+pub mod queue;
+pub mod store;
+
+use crate::model::{Check, CheckId, CheckKind, CheckResult, GroupId, LocationId, Policy, Status};
+use chrono::{DateTime, TimeZone, Utc};
+use std::time::Duration;
+
+/// The site of every object the suites create.
+pub const SITE: &str = "conformance";
+
+/// How long a case waits for something that must arrive (generous: a
+/// broker on a loaded machine is slow; no case asserts on speed).
+pub const ARRIVAL_BOUND: Duration = Duration::from_secs(15);
+
+/// `secs` seconds after a fixed base time (2026-01-01T00:00:00Z).
+pub fn at(secs: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .single()
+        .expect("a valid fixed date")
+        + chrono::Duration::seconds(secs)
+}
+
+/// A policy with these thresholds and the default intervals.
+pub fn policy(failed_after: u32, recovers_after: u32) -> Policy {
+    Policy {
+        failed_after,
+        recovers_after,
+        ..Policy::default()
+    }
+}
+
+/// A host check of `host` in `groups` at `location`.
+pub fn host(name: &str, groups: &[GroupId], location: Option<LocationId>, policy: Policy) -> Check {
+    Check {
+        id: CheckId::host(SITE, name),
+        kind: CheckKind::Host,
+        host: name.to_string(),
+        name: name.to_string(),
+        host_id: None,
+        engine: "dummy".to_string(),
+        pool: "default".to_string(),
+        params: Default::default(),
+        policy,
+        groups: groups.to_vec(),
+        location,
+        dependencies: Vec::new(),
+        enabled: true,
+    }
+}
+
+/// A service `name` on host `host` in `groups`.
+pub fn service(host: &str, name: &str, groups: &[GroupId], policy: Policy) -> Check {
+    Check {
+        id: CheckId::service(SITE, host, name),
+        kind: CheckKind::Service,
+        host: host.to_string(),
+        name: name.to_string(),
+        host_id: Some(CheckId::host(SITE, host)),
+        engine: "dummy".to_string(),
+        pool: "default".to_string(),
+        params: Default::default(),
+        policy,
+        groups: groups.to_vec(),
+        location: None,
+        dependencies: Vec::new(),
+        enabled: true,
+    }
+}
+
+/// A group `name` with `parents`.
+pub fn group(name: &str, parents: &[GroupId]) -> crate::model::Group {
+    crate::model::Group {
+        id: GroupId::named(SITE, name),
+        name: name.to_string(),
+        parents: parents.to_vec(),
+    }
+}
+
+/// A location `name` under `parent`.
+pub fn location(name: &str, parent: Option<LocationId>) -> crate::model::Location {
+    crate::model::Location {
+        id: LocationId::named(SITE, name),
+        name: name.to_string(),
+        parent,
+    }
+}
+
+/// A result of `check` with `status`, executed at [`at`]`(secs)`.
+pub fn result(check: CheckId, status: Status, secs: i64) -> CheckResult {
+    CheckResult::new(
+        check,
+        status,
+        format!("{} at {secs}", status.as_str()),
+        at(secs),
+    )
+}
+
+/// Runs every store case against stores made by `$make`
+/// (`async fn() -> Option<Arc<dyn Store>>`; `None` skips).
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($make:path) => {
+        $crate::__conformance_cases!(
+            store,
+            $make,
+            apply_matches_pure_transition,
+            duplicate_result_dropped,
+            stale_result_dropped,
+            unknown_check_not_found,
+            concurrent_applies_serialise,
+            different_checks_apply_concurrently,
+            group_aggregates_match_pure,
+            group_subtree_root,
+            group_states_of_selects,
+            location_aggregates,
+            ancestors_of_check,
+            acknowledgements_take_effect_at_once,
+            downtime_now_takes_effect_at_once,
+            due_downtime_windows_start_and_end,
+            cancel_downtime_ends_it,
+            suppression_takes_effect_at_once,
+            history_newest_first_paginated,
+            alert_records_open_and_close,
+            config_sync_keeps_adds_removes,
+            apply_results_batch_equals_serial,
+        );
+    };
+}
+
+/// Runs every queue case against queues made by `$make`
+/// (`async fn() -> Option<Arc<dyn Queue>>`; `None` skips).
+#[macro_export]
+macro_rules! queue_conformance_tests {
+    ($make:path) => {
+        $crate::__conformance_cases!(
+            queue,
+            $make,
+            execute_delivered_to_pool_engine,
+            competing_consumers_get_distinct_executes,
+            unroutable_execute_becomes_dead_check,
+            expired_execute_becomes_dead_check,
+            unacked_delivery_redelivered,
+            nack_requeue_redelivers,
+            results_in_publish_order,
+            single_active_result_consumer_failover,
+            updates_fan_out,
+            control_messages_delivered,
+            message_json_round_trip,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_cases {
+    ($suite:ident, $make:path, $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(backend) = $make().await else {
+                    eprintln!(concat!(stringify!($case), ": skipped (no backend)"));
+                    return;
+                };
+                $crate::conformance::$suite::$case(backend).await;
+            }
+        )*
+    };
+}

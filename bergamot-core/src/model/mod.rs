@@ -1,0 +1,13 @@
+//! Plain data: ids, statuses, checks, groups, locations, results and the
+//! resolved model that a configuration loads to.
+
+mod check;
+pub(crate) use check::secs as secs_serde;
+mod ids;
+mod result;
+mod status;
+
+pub use check::{Check, CheckKind, Group, Location, Model, Policy};
+pub use ids::{CheckId, GroupId, LocationId, ObjectKind, ResultId};
+pub use result::{CheckResult, Perfdata};
+pub use status::{Status, UnknownStatus};

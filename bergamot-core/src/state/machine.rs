@@ -1,0 +1,451 @@
+//! The transition functions of DESIGN.md "State machine".
+//!
+//! Every function here decides without I/O: it takes the state before and
+//! returns a [`Transition`] holding the state after, the events and the next
+//! interval ([`transition_in_place`] writes the state after into the caller's
+//! state instead). Time is an argument, so a store can replay them and tests
+//! need no clock.
+
+use super::flap;
+use super::{Ack, CheckState, Decision, DependencyState, Event, OpenAlert, Outcome, Transition};
+use crate::model::{CheckResult, Policy, Status};
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+pub use super::flap::FLAP_HISTORY_LEN;
+
+/// Namespace of the alert ids derived from result ids: the same result
+/// always opens the same alert, so replaying a transition (e.g. a store that
+/// retries a failed commit) yields the same alert record id.
+const ALERT_NAMESPACE: Uuid = Uuid::from_u128(0x0d7e_55a1_3b9c_4f62_a8e4_71c2_9b05_e3d6);
+
+/// A threshold as the state machine uses it: `<= 1` means "hard at once".
+fn threshold(policy: &Policy, ok: bool) -> u32 {
+    let t = if ok {
+        policy.recovers_after
+    } else {
+        policy.failed_after
+    };
+    t.max(1)
+}
+
+/// The initial state (DESIGN.md point 0): PENDING, ok, hard,
+/// attempt = `recovers_after`, flap history all ok, no alert, version 0.
+pub fn initial_state(policy: &Policy) -> CheckState {
+    CheckState {
+        status: Status::Pending,
+        ok: true,
+        output: Arc::default(),
+        long_output: Arc::default(),
+        perfdata: Arc::default(),
+        hard: true,
+        attempt: threshold(policy, true),
+        last_check_at: None,
+        last_state_change_at: None,
+        last_hard_change_at: None,
+        last_result_id: None,
+        ok_history: flap::ALL_OK,
+        flap_percent: 0.0,
+        flapping: false,
+        in_downtime: false,
+        suppressed: false,
+        acknowledged: Ack::None,
+        encompassed: false,
+        current_alert: None,
+        version: 0,
+    }
+}
+
+/// Applies one result (DESIGN.md points 1–5, 7, 9).
+///
+/// `deps` are the current states of the check's dependencies (empty when it
+/// has none). A duplicate (the id of the last applied result) or stale result
+/// (`executed_at` before `last_check_at`) comes back as
+/// [`Outcome::Duplicate`] / [`Outcome::Stale`] with the state unchanged.
+///
+/// Every timestamp the result sets is its `executed_at`, not `now`: the
+/// state then says when things happened at the checked object, and a replay
+/// of the same results gives the same state whenever it runs.
+///
+/// The result's output and perfdata are copied once into the new state; the
+/// old state's are not copied at all. [`transition_in_place`] decides the
+/// same and reuses the state's buffers instead.
+///
+/// Timestamps: `last_check_at` is the result's `executed_at`;
+/// `last_state_change_at` moves when the status changes; `last_hard_change_at`
+/// when the pair (hard, ok) changes into a hard state: a soft phase ends, or
+/// a threshold of 1 flips a hard state's ok-ness (and on the first hard
+/// result, when it was never set).
+///
+/// # Example
+///
+/// ```
+/// use bergamot_core::model::{CheckId, CheckResult, Policy, Status};
+/// use bergamot_core::state::{initial_state, transition, Event};
+/// use chrono::{Duration, Utc};
+///
+/// let policy = Policy { failed_after: 2, ..Policy::default() };
+/// let check = CheckId::random();
+/// let t0 = Utc::now();
+/// let mut state = initial_state(&policy);
+/// let mut events = Vec::new();
+/// for i in 0..2 {
+///     let at = t0 + Duration::seconds(60 * i);
+///     let result = CheckResult::new(check, Status::Critical, "down", at);
+///     let t = transition(&state, &result, &policy, &[], at);
+///     assert!(t.is_applied());
+///     events.push(t.events);
+///     state = t.state;
+/// }
+/// // Soft at first: no notification; hard at the second failure: an alert.
+/// assert_eq!(events, vec![vec![], vec![Event::Alert]]);
+/// assert!(state.hard && state.current_alert.is_some());
+/// assert_eq!(state.version, 2);
+/// ```
+pub fn transition(
+    state: &CheckState,
+    result: &CheckResult,
+    policy: &Policy,
+    deps: &[DependencyState],
+    now: DateTime<Utc>,
+) -> Transition {
+    // `now` is part of the signature so that every transition function reads
+    // alike and a future rule that needs processing time (not result time)
+    // does not change the contract; no current rule does.
+    let _ = now;
+    if let Some(outcome) = reject(state, result) {
+        return unchanged(state, outcome, policy);
+    }
+    let mut next = without_payload(state);
+    let events = apply_result(&mut next, result, policy, deps);
+    let next_interval = next_interval(&next, policy);
+    Transition {
+        outcome: Outcome::Applied,
+        state: next,
+        events,
+        next_interval,
+    }
+}
+
+/// [`transition`] on a state the caller owns: the same decision, written
+/// into `state` where it lies, reusing its output and perfdata buffers.
+///
+/// For a caller that keeps states in memory (an in-memory store, a
+/// benchmark, a replay) this saves most of the allocations a transition
+/// costs. When the result is not applied, `state` is left untouched.
+pub fn transition_in_place(
+    state: &mut CheckState,
+    result: &CheckResult,
+    policy: &Policy,
+    deps: &[DependencyState],
+    now: DateTime<Utc>,
+) -> Decision {
+    let _ = now;
+    let (outcome, events) = match reject(state, result) {
+        Some(outcome) => (outcome, Vec::new()),
+        None => (Outcome::Applied, apply_result(state, result, policy, deps)),
+    };
+    Decision {
+        outcome,
+        events,
+        next_interval: next_interval(state, policy),
+    }
+}
+
+/// Point 7: why a result must not be applied, if it must not.
+fn reject(state: &CheckState, result: &CheckResult) -> Option<Outcome> {
+    // Duplicate first: a redelivery of the last applied result is named as
+    // such even though it is also not newer than it.
+    if state.last_result_id == Some(result.id) {
+        Some(Outcome::Duplicate)
+    } else if state
+        .last_check_at
+        .is_some_and(|last| result.executed_at < last)
+    {
+        Some(Outcome::Stale)
+    } else {
+        None
+    }
+}
+
+/// A copy of everything but the result payload, which the next result
+/// replaces anyway: copying it would be wasted allocations.
+fn without_payload(state: &CheckState) -> CheckState {
+    CheckState {
+        status: state.status,
+        ok: state.ok,
+        output: Arc::default(),
+        long_output: Arc::default(),
+        perfdata: Arc::default(),
+        hard: state.hard,
+        attempt: state.attempt,
+        last_check_at: state.last_check_at,
+        last_state_change_at: state.last_state_change_at,
+        last_hard_change_at: state.last_hard_change_at,
+        last_result_id: state.last_result_id,
+        ok_history: state.ok_history,
+        flap_percent: state.flap_percent,
+        flapping: state.flapping,
+        in_downtime: state.in_downtime,
+        suppressed: state.suppressed,
+        acknowledged: state.acknowledged,
+        encompassed: state.encompassed,
+        current_alert: state.current_alert,
+        version: state.version,
+    }
+}
+
+/// Applies an accepted result to `s` (the state before, updated in place;
+/// its payload may be empty) and returns the events, in order.
+fn apply_result(
+    s: &mut CheckState,
+    result: &CheckResult,
+    policy: &Policy,
+    deps: &[DependencyState],
+) -> Vec<Event> {
+    let at = result.executed_at;
+    let ok = result.status.is_ok();
+    let any_dep_soft = deps.iter().any(|d| !d.hard);
+    let (prev_status, prev_ok, prev_hard) = (s.status, s.ok, s.hard);
+
+    // Point 1 (and 4): attempts count the results of the current ok-ness; a
+    // flip restarts at 1. The state turns hard at the threshold unless a
+    // dependency is soft: then the attempt waits at the threshold, so the
+    // check turns hard on the first result after the dependency settles.
+    let limit = threshold(policy, ok);
+    let (hard, attempt) = if ok == prev_ok && prev_hard {
+        // Staying hard: re-pin to the (possibly reloaded) threshold.
+        (true, limit)
+    } else {
+        let attempt = if ok == prev_ok {
+            s.attempt.saturating_add(1).min(limit)
+        } else {
+            1
+        };
+        (attempt >= limit && !any_dep_soft, attempt)
+    };
+
+    let status_changed = result.status != prev_status;
+    if status_changed {
+        s.last_state_change_at = Some(at);
+    }
+    if hard && (!(prev_hard && prev_ok == ok) || s.last_hard_change_at.is_none()) {
+        s.last_hard_change_at = Some(at);
+    }
+
+    // Point 6: a normal acknowledgement ends with any status change; both
+    // kinds end when the check is hard ok again (the recovery, even if its
+    // notification is held back).
+    s.acknowledged = match s.acknowledged {
+        Ack::Normal if status_changed => Ack::None,
+        Ack::Sticky | Ack::Normal if ok && hard => Ack::None,
+        other => other,
+    };
+
+    // Point 5: flapping with hysteresis.
+    s.ok_history = flap::push(s.ok_history, ok);
+    s.flap_percent = flap::flap_percent(s.ok_history);
+    let mut events = Vec::new();
+    if !s.flapping && s.flap_percent >= policy.flap_high {
+        events.push(Event::FlappingStarted);
+        s.flapping = true;
+    } else if s.flapping && s.flap_percent <= policy.flap_low {
+        events.push(Event::FlappingStopped);
+        s.flapping = false;
+    }
+
+    s.status = result.status;
+    s.ok = ok;
+    s.hard = hard;
+    s.attempt = attempt;
+    s.last_check_at = Some(at);
+    s.last_result_id = Some(result.id);
+    s.encompassed = !deps.is_empty() && !any_dep_soft && deps.iter().any(|d| !d.ok);
+    s.version += 1;
+    // The payload is shared with the result, not copied: three reference
+    // counts, no allocation.
+    s.output = Arc::clone(&result.output);
+    s.long_output = Arc::clone(&result.long_output);
+    s.perfdata = Arc::clone(&result.perfdata);
+
+    // Point 3: worse while alerting re-notifies, unless someone already
+    // acknowledged it or it is held back; better is an update only.
+    if prev_hard
+        && !prev_ok
+        && hard
+        && !ok
+        && result.status > prev_status
+        && s.current_alert.is_some()
+        && s.acknowledged == Ack::None
+        && !held_back(s)
+        && !s.encompassed
+    {
+        events.push(Event::Realert);
+    }
+
+    settle_alert(s, &mut events, at, || {
+        Uuid::new_v5(&ALERT_NAMESPACE, result.id.0.as_bytes())
+    });
+    events
+}
+
+/// Acknowledges a not-ok check (refused when ok).
+///
+/// Acknowledging with the kind it already has is [`Outcome::Unchanged`];
+/// switching between normal and sticky is applied. [`Ack::None`] removes the
+/// acknowledgement, as [`remove_acknowledgement`] does.
+pub fn acknowledge(
+    state: &CheckState,
+    kind: Ack,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> Transition {
+    if kind == Ack::None {
+        return remove_acknowledgement(state, policy, now);
+    }
+    if state.ok {
+        return unchanged(state, Outcome::Refused, policy);
+    }
+    if state.acknowledged == kind {
+        return unchanged(state, Outcome::Unchanged, policy);
+    }
+    // An acknowledgement neither opens nor closes an alert (point 2 lists
+    // only results, downtime and suppression), so no settling here.
+    let mut next = state.clone();
+    next.acknowledged = kind;
+    applied(next, Vec::new(), policy)
+}
+
+/// Removes an acknowledgement ([`Outcome::Unchanged`] when there is none).
+pub fn remove_acknowledgement(
+    state: &CheckState,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> Transition {
+    let _ = now;
+    if state.acknowledged == Ack::None {
+        return unchanged(state, Outcome::Unchanged, policy);
+    }
+    let mut next = state.clone();
+    next.acknowledged = Ack::None;
+    applied(next, Vec::new(), policy)
+}
+
+/// Enters or leaves downtime; may open or close an alert (point 2).
+///
+/// Leaving a downtime sends what it held back: an alert if the check is
+/// still hard not-ok, a recovery if it recovered meanwhile. Setting the
+/// state it already has is [`Outcome::Unchanged`].
+pub fn set_downtime(
+    state: &CheckState,
+    on: bool,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> Transition {
+    if state.in_downtime == on {
+        return unchanged(state, Outcome::Unchanged, policy);
+    }
+    let mut next = state.clone();
+    next.in_downtime = on;
+    settle_after_action(next, policy, now)
+}
+
+/// Suppresses or unsuppresses; may open or close an alert (point 2).
+///
+/// Same rules as [`set_downtime`].
+pub fn set_suppressed(
+    state: &CheckState,
+    on: bool,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> Transition {
+    if state.suppressed == on {
+        return unchanged(state, Outcome::Unchanged, policy);
+    }
+    let mut next = state.clone();
+    next.suppressed = on;
+    settle_after_action(next, policy, now)
+}
+
+/// The interval policy (point 9): soft -> `changing_every` if set, else
+/// `retry_every`; hard ok -> `every`; hard not-ok -> `retry_every`.
+pub fn next_interval(state: &CheckState, policy: &Policy) -> Duration {
+    if !state.hard {
+        policy.changing_every.unwrap_or(policy.retry_every)
+    } else if state.ok {
+        policy.every
+    } else {
+        policy.retry_every
+    }
+}
+
+/// Whether notifications of the check are held back now (point 2): they are
+/// sent once this ends, if the state still calls for them.
+fn held_back(state: &CheckState) -> bool {
+    state.flapping || state.in_downtime || state.suppressed
+}
+
+/// Opens or closes the alert as point 2 demands, pushing the event.
+///
+/// An encompassed check opens no alert of its own, but it does recover: the
+/// alert it opened before its dependency failed must still close.
+fn settle_alert(
+    state: &mut CheckState,
+    events: &mut Vec<Event>,
+    at: DateTime<Utc>,
+    alert_id: impl FnOnce() -> Uuid,
+) {
+    if !state.hard || held_back(state) {
+        return;
+    }
+    match (state.ok, state.current_alert) {
+        (false, None) if !state.encompassed => {
+            state.current_alert = Some(OpenAlert {
+                id: alert_id(),
+                opened_at: at,
+            });
+            events.push(Event::Alert);
+        }
+        (true, Some(_)) => {
+            state.current_alert = None;
+            events.push(Event::Recovery);
+        }
+        _ => {}
+    }
+}
+
+/// Finishes a downtime or suppression change: settle the alert at `now`.
+fn settle_after_action(mut next: CheckState, policy: &Policy, now: DateTime<Utc>) -> Transition {
+    let mut events = Vec::new();
+    // No result to derive an id from, and the state does not know its
+    // check's id, so a derived id could collide across checks: random it is.
+    settle_alert(&mut next, &mut events, now, Uuid::new_v4);
+    applied(next, events, policy)
+}
+
+/// An applied change: bump the version and compute the interval.
+fn applied(mut next: CheckState, events: Vec<Event>, policy: &Policy) -> Transition {
+    next.version += 1;
+    let next_interval = next_interval(&next, policy);
+    Transition {
+        outcome: Outcome::Applied,
+        state: next,
+        events,
+        next_interval,
+    }
+}
+
+/// An input that changed nothing.
+fn unchanged(state: &CheckState, outcome: Outcome, policy: &Policy) -> Transition {
+    Transition {
+        outcome,
+        state: state.clone(),
+        events: Vec::new(),
+        next_interval: next_interval(state, policy),
+    }
+}
+
+#[cfg(test)]
+mod tests;

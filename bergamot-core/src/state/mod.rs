@@ -1,0 +1,179 @@
+//! The check state and the pure transition functions of DESIGN.md
+//! "State machine". Nothing here does I/O; time is always an argument.
+
+mod flap;
+mod machine;
+
+pub use flap::flap_percent;
+
+pub use machine::{
+    acknowledge, initial_state, next_interval, remove_acknowledgement, set_downtime,
+    set_suppressed, transition, transition_in_place, FLAP_HISTORY_LEN,
+};
+
+use crate::model::{Perfdata, ResultId, Status};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Acknowledgement of a not-ok check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ack {
+    /// Not acknowledged.
+    #[default]
+    None,
+    /// Cleared on any status change.
+    Normal,
+    /// Cleared only on recovery.
+    Sticky,
+}
+
+/// An open alert: the check is hard not-ok and notified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenAlert {
+    /// The alert's id (also the id of its alert record).
+    pub id: Uuid,
+    /// When it opened.
+    pub opened_at: DateTime<Utc>,
+}
+
+/// The state of one dependency, as the transition needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DependencyState {
+    /// Whether the dependency's state is hard.
+    pub hard: bool,
+    /// Whether the dependency is ok.
+    pub ok: bool,
+}
+
+/// Everything Bergamot knows about one check between results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckState {
+    /// Current status.
+    pub status: Status,
+    /// Whether `status` is ok.
+    pub ok: bool,
+    /// Output of the last applied result.
+    pub output: Arc<str>,
+    /// Long output of the last applied result.
+    #[serde(default)]
+    pub long_output: Arc<str>,
+    /// Perfdata of the last applied result.
+    #[serde(default)]
+    pub perfdata: Arc<[Perfdata]>,
+    /// Whether the state is hard (confirmed) or soft.
+    pub hard: bool,
+    /// Consecutive results of the current ok-ness (stays at the threshold once hard).
+    pub attempt: u32,
+    /// `executed_at` of the last applied result.
+    pub last_check_at: Option<DateTime<Utc>>,
+    /// When the status last changed.
+    pub last_state_change_at: Option<DateTime<Utc>>,
+    /// When the hard state last changed.
+    pub last_hard_change_at: Option<DateTime<Utc>>,
+    /// Id of the last applied result (duplicates are this one or stale).
+    pub last_result_id: Option<ResultId>,
+    /// Ok-ness of the last [`FLAP_HISTORY_LEN`] applied results: bit 0 is the
+    /// newest, a set bit is ok. Initially all ok.
+    pub ok_history: u32,
+    /// Flapping percent over `ok_history`, with the Nagios weights.
+    pub flap_percent: f64,
+    /// Whether the check is flapping.
+    pub flapping: bool,
+    /// Whether the check is in a downtime now.
+    pub in_downtime: bool,
+    /// Whether notifications of the check are suppressed.
+    pub suppressed: bool,
+    /// Acknowledgement.
+    pub acknowledged: Ack,
+    /// All dependencies are hard and one is not ok: the dependency's alert covers this check.
+    pub encompassed: bool,
+    /// The open alert, if any.
+    pub current_alert: Option<OpenAlert>,
+    /// +1 on every saved change; clients drop updates older than what they have.
+    pub version: u64,
+}
+
+impl CheckState {
+    /// Whether the check is ignored in aggregates (suppressed, in downtime,
+    /// acknowledged or encompassed): it then counts as PENDING and ok.
+    pub fn is_ignored(&self) -> bool {
+        self.suppressed || self.in_downtime || self.acknowledged != Ack::None || self.encompassed
+    }
+}
+
+/// A notification-worthy event of a transition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    /// An alert opened.
+    Alert,
+    /// The open alert closed.
+    Recovery,
+    /// Hard not-ok got worse while alerting.
+    Realert,
+    /// Flapping started.
+    FlappingStarted,
+    /// Flapping stopped.
+    FlappingStopped,
+}
+
+/// What happened to an input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The input was applied; `state.version` went up by one.
+    Applied,
+    /// A result older than the last applied one: ignored.
+    Stale,
+    /// The last applied result again: ignored.
+    Duplicate,
+    /// Not allowed now (e.g. acknowledging an ok check): no change.
+    Refused,
+    /// Allowed but nothing changed (e.g. downtime on while already in downtime).
+    Unchanged,
+}
+
+/// The decision of a pure transition function.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transition {
+    /// What happened.
+    pub outcome: Outcome,
+    /// The state after (equal to the state before unless applied).
+    pub state: CheckState,
+    /// Events, in order.
+    pub events: Vec<Event>,
+    /// The interval to schedule the next execution at.
+    #[serde(with = "crate::model::secs_serde")]
+    pub next_interval: Duration,
+}
+
+impl Transition {
+    /// Whether the state changed (and must be saved and published).
+    pub fn is_applied(&self) -> bool {
+        self.outcome == Outcome::Applied
+    }
+}
+
+/// The decision of [`transition_in_place`]: a [`Transition`] without the
+/// state, which the caller holds, already updated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// What happened.
+    pub outcome: Outcome,
+    /// Events, in order.
+    pub events: Vec<Event>,
+    /// The interval to schedule the next execution at.
+    #[serde(with = "crate::model::secs_serde")]
+    pub next_interval: Duration,
+}
+
+impl Decision {
+    /// Whether the state changed (and must be saved and published).
+    pub fn is_applied(&self) -> bool {
+        self.outcome == Outcome::Applied
+    }
+}

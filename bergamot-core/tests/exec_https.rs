@@ -1,0 +1,203 @@
+//! Acceptance tests of https checks: a TLS server on 127.0.0.1 with
+//! certificates from a test CA generated at test time.
+#![cfg(feature = "https")]
+
+use bergamot_core::exec::{Executor, HttpExecutor};
+use bergamot_core::model::{CheckId, CheckResult, Status};
+use bergamot_core::queue::ExecuteCheck;
+use chrono::{Datelike, Utc};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+fn execute(params: serde_json::Value) -> ExecuteCheck {
+    ExecuteCheck {
+        id: uuid::Uuid::new_v4(),
+        check_id: CheckId::random(),
+        site: "test".into(),
+        pool: "default".into(),
+        engine: "http".into(),
+        params: serde_json::from_value(params).expect("params object"),
+        timeout: Duration::from_secs(10),
+        ttl: Duration::from_secs(60),
+        scheduled_at: Utc::now(),
+        execute_now: false,
+    }
+}
+
+fn date(days_from_now: i64) -> time::OffsetDateTime {
+    let d = Utc::now() + chrono::Duration::days(days_from_now);
+    rcgen::date_time_ymd(d.year(), d.month() as u8, d.day() as u8)
+}
+
+struct Pki {
+    ca: CertificateDer<'static>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+/// A CA and a `localhost` certificate valid from `from` to `until` days
+/// from now.
+fn pki(from: i64, until: i64) -> Pki {
+    let ca_key = KeyPair::generate().expect("ca key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.not_before = date(-3650);
+    ca_params.not_after = date(3650);
+    let ca = ca_params.self_signed(&ca_key).expect("ca cert");
+
+    let key = KeyPair::generate().expect("server key");
+    let mut params = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+    params.not_before = date(from);
+    params.not_after = date(until);
+    let cert = params.signed_by(&key, &ca, &ca_key).expect("server cert");
+    Pki {
+        ca: ca.der().clone(),
+        chain: vec![cert.der().clone()],
+        key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+    }
+}
+
+/// An https server answering every request with 200 "secure hello".
+async fn server(pki: &Pki) -> u16 {
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(pki.chain.clone(), pki.key.clone_key())
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((sock, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(sock).await else {
+                    return;
+                };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let body = "secure hello";
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(response.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+fn client_trusting(ca: &CertificateDer<'static>) -> HttpExecutor {
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.clone()).expect("add test CA");
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    HttpExecutor::new().with_tls_config(Arc::new(config))
+}
+
+async fn check(pki: &Pki, extra: serde_json::Value) -> CheckResult {
+    let port = server(pki).await;
+    let mut params = serde_json::json!({
+        "url": format!("https://localhost:{port}/"),
+        "body_contains": "secure hello",
+        "cert_warn_days": 30,
+        "cert_crit_days": 7,
+    });
+    if let (Some(p), Some(extra)) = (params.as_object_mut(), extra.as_object()) {
+        p.extend(extra.clone());
+    }
+    client_trusting(&pki.ca).execute(&execute(params)).await
+}
+
+fn cert_days(r: &CheckResult) -> f64 {
+    r.perfdata
+        .iter()
+        .find(|p| p.label == "cert_days")
+        .and_then(|p| p.value)
+        .expect("cert_days perfdata")
+}
+
+#[tokio::test]
+async fn https_ok_with_a_long_valid_certificate() {
+    let r = check(&pki(-1, 400), serde_json::json!({})).await;
+    assert_eq!(r.status, Status::Ok, "{}", r.output);
+    assert!(
+        (398.0..=400.0).contains(&cert_days(&r)),
+        "{}",
+        cert_days(&r)
+    );
+    let p = r
+        .perfdata
+        .iter()
+        .find(|p| p.label == "cert_days")
+        .expect("cert_days");
+    assert_eq!(
+        (p.warn.as_deref(), p.crit.as_deref()),
+        (Some("30:"), Some("7:"))
+    );
+}
+
+#[tokio::test]
+async fn https_certificate_expiring_soon_warns() {
+    let r = check(&pki(-1, 20), serde_json::json!({})).await;
+    assert_eq!(r.status, Status::Warning, "{}", r.output);
+    assert!(r.output.contains("certificate expires in"), "{}", r.output);
+}
+
+#[tokio::test]
+async fn https_certificate_expiring_very_soon_is_critical() {
+    let r = check(&pki(-1, 3), serde_json::json!({})).await;
+    assert_eq!(r.status, Status::Critical, "{}", r.output);
+    assert!(r.output.contains("certificate expires in"), "{}", r.output);
+}
+
+#[tokio::test]
+async fn https_expired_certificate_is_critical() {
+    let r = check(&pki(-30, -2), serde_json::json!({})).await;
+    assert_eq!(r.status, Status::Critical, "{}", r.output);
+    assert!(
+        r.output.contains("TLS handshake with localhost failed"),
+        "{}",
+        r.output
+    );
+}
+
+#[tokio::test]
+async fn https_untrusted_certificate_is_critical() {
+    let p = pki(-1, 400);
+    let port = server(&p).await;
+    // The default executor trusts only the public roots, not the test CA.
+    let r = HttpExecutor::new()
+        .execute(&execute(
+            serde_json::json!({"url": format!("https://localhost:{port}/")}),
+        ))
+        .await;
+    assert_eq!(r.status, Status::Critical, "{}", r.output);
+    assert!(
+        r.output.contains("TLS handshake with localhost failed"),
+        "{}",
+        r.output
+    );
+}

@@ -1,0 +1,327 @@
+//! The `Worker` loop over the in-memory queue: executes in, results out,
+//! acks after publish, requeue when a publish fails, the concurrency limit.
+
+use async_trait::async_trait;
+use bergamot_core::exec::{Executor, Executors, Worker};
+use bergamot_core::model::{CheckId, CheckResult, Status};
+use bergamot_core::queue::{
+    DeadCheck, DeliveryStream, ExecuteCheck, InMemoryQueue, Queue, SchedulerControl, Update,
+};
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+fn execute(engine: &str, params: serde_json::Value) -> ExecuteCheck {
+    ExecuteCheck {
+        id: uuid::Uuid::new_v4(),
+        check_id: CheckId::random(),
+        site: "test".into(),
+        pool: "p1".into(),
+        engine: engine.into(),
+        params: serde_json::from_value(params).expect("params object"),
+        timeout: Duration::from_secs(10),
+        ttl: Duration::from_secs(600),
+        scheduled_at: chrono::Utc::now(),
+        execute_now: false,
+    }
+}
+
+fn engines(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+/// Makes the queue route executes of `pool` / `engines` (the in-memory queue
+/// dead-letters executes for pairs nobody consumes yet).
+async fn register(queue: &dyn Queue, names: &[&str]) {
+    drop(
+        queue
+            .consume_executes("p1", &engines(names))
+            .await
+            .expect("consume"),
+    );
+}
+
+async fn take_results(queue: &dyn Queue, n: usize) -> Vec<CheckResult> {
+    let mut stream = queue.consume_results().await.expect("consume results");
+    let mut out = Vec::new();
+    while out.len() < n {
+        let d = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("a result within 30 s")
+            .expect("stream open")
+            .expect("delivery");
+        out.push(d.message.clone());
+        d.ack().await.expect("ack result");
+    }
+    out
+}
+
+#[tokio::test]
+async fn worker_runs_executes_and_publishes_results() {
+    let queue: Arc<dyn Queue> = Arc::new(InMemoryQueue::new());
+    register(&*queue, &["dummy", "snmp"]).await;
+    let mut sent = HashMap::new();
+    for (i, status) in ["OK", "WARNING", "CRITICAL", "UNKNOWN"]
+        .iter()
+        .cycle()
+        .take(40)
+        .enumerate()
+    {
+        let e = execute(
+            "dummy",
+            serde_json::json!({"status": status, "output": format!("n{i}")}),
+        );
+        sent.insert(
+            e.check_id,
+            (status.parse::<Status>().expect("status"), format!("n{i}")),
+        );
+        queue.publish_execute(e).await.expect("publish");
+    }
+    // An engine this worker's registry lacks: still a result (ERROR).
+    let unknown = execute("snmp", serde_json::json!({}));
+    let unknown_id = unknown.check_id;
+    queue.publish_execute(unknown).await.expect("publish");
+
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = tokio::spawn(Worker::new(Executors::standard(), 4).run(
+        queue.clone(),
+        "p1".into(),
+        engines(&["dummy", "snmp"]),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+
+    let results = take_results(&*queue, 41).await;
+    for r in &results {
+        if r.check_id == unknown_id {
+            assert_eq!(r.status, Status::Error);
+            assert!(r.output.contains("\"snmp\""), "{}", r.output);
+            continue;
+        }
+        let (status, output) = sent
+            .remove(&r.check_id)
+            .expect("a result per execute, once");
+        assert_eq!((r.status, &*r.output), (status, output.as_str()));
+    }
+    assert!(sent.is_empty());
+
+    stop.send(()).expect("worker alive");
+    worker.await.expect("join").expect("worker ends cleanly");
+
+    // Every execute was acked: nothing comes back to a new consumer.
+    let mut again = queue
+        .consume_executes("p1", &engines(&["dummy", "snmp"]))
+        .await
+        .expect("consume");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), again.next())
+            .await
+            .is_err(),
+        "an execute was redelivered after its result was published"
+    );
+}
+
+/// Counts how many executions run at once.
+struct Counts {
+    now: AtomicUsize,
+    max: AtomicUsize,
+}
+
+struct Gauge(Arc<Counts>);
+
+#[async_trait]
+impl Executor for Gauge {
+    fn engine(&self) -> &str {
+        "gauge"
+    }
+    async fn execute(&self, execute: &ExecuteCheck) -> CheckResult {
+        let n = self.0.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.0.max.fetch_max(n, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.0.now.fetch_sub(1, Ordering::SeqCst);
+        CheckResult::new(execute.check_id, Status::Ok, "measured", chrono::Utc::now())
+    }
+}
+
+#[tokio::test]
+async fn worker_respects_its_concurrency_limit() {
+    let queue: Arc<dyn Queue> = Arc::new(InMemoryQueue::new());
+    register(&*queue, &["gauge"]).await;
+    for _ in 0..30 {
+        queue
+            .publish_execute(execute("gauge", serde_json::json!({})))
+            .await
+            .expect("publish");
+    }
+    let gauge = Arc::new(Counts {
+        now: AtomicUsize::new(0),
+        max: AtomicUsize::new(0),
+    });
+    let mut executors = Executors::new();
+    executors.register(Arc::new(Gauge(gauge.clone())));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = tokio::spawn(Worker::new(executors, 3).run(
+        queue.clone(),
+        "p1".into(),
+        engines(&["gauge"]),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let results = take_results(&*queue, 30).await;
+    assert_eq!(results.len(), 30);
+    stop.send(()).expect("worker alive");
+    worker.await.expect("join").expect("worker ends cleanly");
+    assert_eq!(
+        gauge.max.load(Ordering::SeqCst),
+        3,
+        "limit reached, never passed"
+    );
+}
+
+/// Delegates to an in-memory queue but fails the first `fail` result publishes.
+struct FailingPublish {
+    inner: InMemoryQueue,
+    fail: AtomicUsize,
+}
+
+#[async_trait]
+impl Queue for FailingPublish {
+    async fn publish_execute(&self, execute: ExecuteCheck) -> bergamot_core::Result<()> {
+        self.inner.publish_execute(execute).await
+    }
+    async fn consume_executes(
+        &self,
+        pool: &str,
+        engines: &[String],
+    ) -> bergamot_core::Result<DeliveryStream<ExecuteCheck>> {
+        self.inner.consume_executes(pool, engines).await
+    }
+    async fn consume_dead_checks(&self) -> bergamot_core::Result<DeliveryStream<DeadCheck>> {
+        self.inner.consume_dead_checks().await
+    }
+    async fn publish_result(&self, result: CheckResult) -> bergamot_core::Result<()> {
+        let left = self.fail.load(Ordering::SeqCst);
+        if left > 0 {
+            self.fail.store(left - 1, Ordering::SeqCst);
+            return Err(bergamot_core::Error::Closed(
+                "injected publish failure".into(),
+            ));
+        }
+        self.inner.publish_result(result).await
+    }
+    async fn consume_results(&self) -> bergamot_core::Result<DeliveryStream<CheckResult>> {
+        self.inner.consume_results().await
+    }
+    async fn publish_update(&self, update: Update) -> bergamot_core::Result<()> {
+        self.inner.publish_update(update).await
+    }
+    async fn subscribe_updates(
+        &self,
+    ) -> bergamot_core::Result<BoxStream<'static, bergamot_core::Result<Update>>> {
+        self.inner.subscribe_updates().await
+    }
+    async fn publish_control(&self, control: SchedulerControl) -> bergamot_core::Result<()> {
+        self.inner.publish_control(control).await
+    }
+    async fn consume_control(&self) -> bergamot_core::Result<DeliveryStream<SchedulerControl>> {
+        self.inner.consume_control().await
+    }
+}
+
+#[tokio::test]
+async fn failed_publish_requeues_the_execute_and_the_result_still_comes() {
+    let failing = Arc::new(FailingPublish {
+        inner: InMemoryQueue::new(),
+        fail: AtomicUsize::new(2),
+    });
+    let queue: Arc<dyn Queue> = failing.clone();
+    register(&*queue, &["dummy"]).await;
+    let e = execute("dummy", serde_json::json!({"status": "CRITICAL"}));
+    let check_id = e.check_id;
+    queue.publish_execute(e).await.expect("publish");
+
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = tokio::spawn(Worker::new(Executors::standard(), 2).run(
+        queue.clone(),
+        "p1".into(),
+        engines(&["dummy"]),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let results = take_results(&*queue, 1).await;
+    assert_eq!(results[0].check_id, check_id);
+    assert_eq!(results[0].status, Status::Critical);
+    assert_eq!(
+        failing.fail.load(Ordering::SeqCst),
+        0,
+        "both failures were hit"
+    );
+    stop.send(()).expect("worker alive");
+    worker.await.expect("join").expect("worker ends cleanly");
+
+    // Exactly one result: the failed attempts published nothing, the
+    // successful one acked the execute.
+    let mut results = queue.consume_results().await.expect("consume");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), results.next())
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn idle_worker_stops_on_shutdown() {
+    let queue: Arc<dyn Queue> = Arc::new(InMemoryQueue::new());
+    let r = Worker::new(Executors::standard(), 8)
+        .run(queue, "p1".into(), engines(&["dummy"]), async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        })
+        .await;
+    assert!(r.is_ok(), "{r:?}");
+}
+
+#[tokio::test]
+async fn worker_without_engines_serves_every_registered_engine() {
+    let queue: Arc<dyn Queue> = Arc::new(InMemoryQueue::new());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = tokio::spawn(Worker::new(Executors::standard(), 2).run(
+        queue.clone(),
+        "p1".into(),
+        Vec::new(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    // Wait until the worker's consumer routes executes, then send one.
+    let mut dead = queue.consume_dead_checks().await.expect("dead checks");
+    let check_id = loop {
+        let e = execute("dummy", serde_json::json!({"status": "WARNING"}));
+        let id = e.check_id;
+        queue.publish_execute(e).await.expect("publish");
+        match tokio::time::timeout(Duration::from_millis(50), dead.next()).await {
+            Err(_) => break id,
+            Ok(Some(Ok(d))) => {
+                assert_eq!(d.message.execute.check_id, id);
+                d.ack().await.expect("ack dead");
+                // Let the worker task run (everything above may be ready at
+                // once on this single-threaded runtime).
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Ok(other) => panic!("dead-check stream: {other:?}"),
+        }
+    };
+    let results = take_results(&*queue, 1).await;
+    assert_eq!(
+        (results[0].check_id, results[0].status),
+        (check_id, Status::Warning)
+    );
+    stop.send(()).expect("worker alive");
+    worker.await.expect("join").expect("worker ends cleanly");
+}

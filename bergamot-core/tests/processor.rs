@@ -1,0 +1,695 @@
+//! The result processor over the in-memory backends.
+#![allow(clippy::unwrap_used)]
+
+use bergamot_core::conformance::{at, group, host, policy, result, service, SITE};
+use bergamot_core::model::{CheckId, GroupId, Model, Status};
+use bergamot_core::processor::Processor;
+use bergamot_core::queue::{
+    DeadCheck, DeadReason, ExecuteCheck, InMemoryQueue, Queue, SchedulerControl, Update,
+};
+use bergamot_core::state::{Ack, Event};
+use bergamot_core::store::{InMemoryStore, Store};
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn g(name: &str) -> GroupId {
+    GroupId::named(SITE, name)
+}
+
+/// Host `h` in g1, service `h/s` in g2, both under `root`; immediate thresholds.
+fn model() -> Model {
+    Model {
+        site: SITE.into(),
+        checks: vec![
+            host("h", &[g("g1")], None, policy(1, 1)),
+            service("h", "s", &[g("g2")], policy(1, 1)),
+        ],
+        groups: vec![
+            group("root", &[]),
+            group("g1", &[g("root")]),
+            group("g2", &[g("root")]),
+        ],
+        locations: vec![],
+    }
+}
+
+struct Fixture {
+    store: Arc<dyn Store>,
+    queue: Arc<dyn Queue>,
+    processor: Processor,
+    updates: BoxStream<'static, bergamot_core::Result<Update>>,
+}
+
+async fn fixture() -> Fixture {
+    let store: Arc<dyn Store> = Arc::new(InMemoryStore::new());
+    store.sync_config(&model()).await.unwrap();
+    let queue: Arc<dyn Queue> = Arc::new(InMemoryQueue::new());
+    let updates = queue.subscribe_updates().await.unwrap();
+    let processor = Processor::new(Arc::clone(&store), Arc::clone(&queue));
+    Fixture {
+        store,
+        queue,
+        processor,
+        updates,
+    }
+}
+
+/// Every update published so far (the in-memory queue publishes synchronously).
+fn drain(updates: &mut BoxStream<'static, bergamot_core::Result<Update>>) -> Vec<Update> {
+    let mut out = Vec::new();
+    while let Some(Some(u)) = updates.next().now_or_never() {
+        out.push(u.unwrap());
+    }
+    out
+}
+
+fn groups_in(updates: &[Update]) -> Vec<GroupId> {
+    let mut v: Vec<GroupId> = updates
+        .iter()
+        .filter_map(|u| match u {
+            Update::Group(gu) => Some(gu.group_id),
+            _ => None,
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn result_publishes_check_alert_and_changed_groups_only() {
+    let mut f = fixture().await;
+    let h = CheckId::host(SITE, "h");
+    let t = f
+        .processor
+        .handle_result(&result(h, Status::Critical, 10), at(10))
+        .await
+        .unwrap();
+    assert!(t.is_applied());
+    let ups = drain(&mut f.updates);
+    assert!(
+        matches!(&ups[0], Update::Check(c) if c.check_id == h && c.state.status == Status::Critical && c.events == vec![Event::Alert]),
+        "first the check update: {ups:?}"
+    );
+    let alerts: Vec<_> = ups
+        .iter()
+        .filter_map(|u| match u {
+            Update::Alert(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(alerts.len(), 1, "one alert update");
+    assert_eq!(
+        (alerts[0].event, alerts[0].alert_id),
+        (Event::Alert, t.state.current_alert.unwrap().id)
+    );
+    let mut want = vec![g("g1"), g("root")];
+    want.sort();
+    assert_eq!(groups_in(&ups), want, "g1 and root changed; g2 did not");
+    let root = ups
+        .iter()
+        .find_map(|u| match u {
+            Update::Group(gu) if gu.group_id == g("root") => Some(gu.aggregate),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!((root.status, root.total), (Status::Critical, 2));
+
+    // Same status again: the check changes (version), the groups do not.
+    f.processor
+        .handle_result(&result(h, Status::Critical, 20), at(20))
+        .await
+        .unwrap();
+    let ups = drain(&mut f.updates);
+    assert_eq!(ups.len(), 1, "only the check update: {ups:?}");
+    assert!(matches!(&ups[0], Update::Check(c) if c.state.version == 2));
+
+    // Recovery: alert update with the same alert id, groups change back.
+    f.processor
+        .handle_result(&result(h, Status::Ok, 30), at(30))
+        .await
+        .unwrap();
+    let ups = drain(&mut f.updates);
+    let rec = ups
+        .iter()
+        .find_map(|u| match u {
+            Update::Alert(a) => Some(a),
+            _ => None,
+        })
+        .expect("recovery update");
+    assert_eq!(
+        (rec.event, rec.alert_id),
+        (Event::Recovery, t.state.current_alert.unwrap().id)
+    );
+    assert_eq!(groups_in(&ups), want);
+}
+
+#[tokio::test]
+async fn reschedule_only_when_interval_changes() {
+    let f = fixture().await;
+    let mut control = f.queue.consume_control().await.unwrap();
+    let s = CheckId::service(SITE, "h", "s");
+    f.processor
+        .handle_result(&result(s, Status::Ok, 1), at(1))
+        .await
+        .unwrap();
+    assert!(
+        control.next().now_or_never().is_none(),
+        "hard ok stays hard ok: same interval"
+    );
+    f.processor
+        .handle_result(&result(s, Status::Warning, 2), at(2))
+        .await
+        .unwrap();
+    let d = control
+        .next()
+        .now_or_never()
+        .flatten()
+        .expect("a reschedule")
+        .unwrap();
+    assert_eq!(
+        d.message,
+        SchedulerControl::Reschedule {
+            check_id: s,
+            interval: Duration::from_secs(60)
+        },
+        "hard not-ok: retry_every"
+    );
+    d.ack().await.unwrap();
+    f.processor
+        .handle_result(&result(s, Status::Critical, 3), at(3))
+        .await
+        .unwrap();
+    assert!(
+        control.next().now_or_never().is_none(),
+        "still hard not-ok: no reschedule"
+    );
+}
+
+fn execute(check: CheckId) -> ExecuteCheck {
+    ExecuteCheck {
+        id: uuid::Uuid::new_v4(),
+        check_id: check,
+        site: SITE.into(),
+        pool: "p".into(),
+        engine: "nagios".into(),
+        params: Default::default(),
+        timeout: Duration::from_secs(10),
+        ttl: Duration::from_secs(60),
+        scheduled_at: at(0),
+        execute_now: false,
+    }
+}
+
+#[tokio::test]
+async fn dead_checks_become_timeout_and_error() {
+    let f = fixture().await;
+    let h = CheckId::host(SITE, "h");
+    let s = CheckId::service(SITE, "h", "s");
+    let dead = DeadCheck {
+        execute: execute(h),
+        reason: DeadReason::Expired,
+        at: at(5),
+    };
+    let t = f.processor.handle_dead_check(&dead, at(5)).await.unwrap();
+    assert_eq!(t.state.status, Status::Timeout);
+    assert!(
+        t.state.output.contains("no worker took the check in time"),
+        "{}",
+        t.state.output
+    );
+    let again = f.processor.handle_dead_check(&dead, at(6)).await.unwrap();
+    assert!(
+        !again.is_applied(),
+        "a redelivered dead check is applied once"
+    );
+    let dead = DeadCheck {
+        execute: execute(s),
+        reason: DeadReason::Unroutable,
+        at: at(5),
+    };
+    let t = f.processor.handle_dead_check(&dead, at(5)).await.unwrap();
+    assert_eq!(t.state.status, Status::Error);
+    assert!(
+        t.state.output.contains("no worker pool serves engine"),
+        "{}",
+        t.state.output
+    );
+}
+
+#[tokio::test]
+async fn actions_publish_through_publish_transition() {
+    let mut f = fixture().await;
+    let h = CheckId::host(SITE, "h");
+    f.processor
+        .handle_result(&result(h, Status::Critical, 10), at(10))
+        .await
+        .unwrap();
+    drain(&mut f.updates);
+    let t = f
+        .store
+        .acknowledge(h, Ack::Normal, "op", "seen", at(11))
+        .await
+        .unwrap();
+    f.processor.publish_transition(h, &t).await.unwrap();
+    let ups = drain(&mut f.updates);
+    assert!(matches!(&ups[0], Update::Check(c) if c.state.acknowledged == Ack::Normal));
+    let mut want = vec![g("g1"), g("root")];
+    want.sort();
+    assert_eq!(
+        groups_in(&ups),
+        want,
+        "the ack recomputes and publishes the groups at once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_check_result_does_not_stop_the_loop() {
+    let f = fixture().await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let processor = f.processor;
+    let run = tokio::spawn(processor.run(async move {
+        let _ = stopped.await;
+    }));
+    let h = CheckId::host(SITE, "h");
+    f.queue
+        .publish_result(result(CheckId::host(SITE, "ghost"), Status::Critical, 1))
+        .await
+        .unwrap();
+    f.queue
+        .publish_result(result(h, Status::Critical, 2))
+        .await
+        .unwrap();
+    let mut applied = false;
+    for _ in 0..500 {
+        if f.store.state(h).await.unwrap().status == Status::Critical {
+            applied = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        applied,
+        "the valid result after an unknown check's one was applied"
+    );
+    stop.send(()).unwrap();
+    run.await.unwrap().expect("run returns Ok on shutdown");
+    // Both were acked: a new consumer gets nothing.
+    let mut results = f.queue.consume_results().await.unwrap();
+    assert!(
+        results.next().now_or_never().is_none(),
+        "the unknown check's result was acked, not requeued"
+    );
+}
+
+/// A real in-memory store whose `apply_result` fails the first `failures` times.
+struct FailingFirst {
+    inner: InMemoryStore,
+    failures: std::sync::atomic::AtomicUsize,
+    /// Calls of `group_states_of` and `location_states_of`.
+    aggregate_queries: std::sync::atomic::AtomicUsize,
+}
+
+mod failing {
+    use super::FailingFirst;
+    use bergamot_core::aggregate::{GroupState, LocationState};
+    use bergamot_core::model::{CheckId, CheckResult, GroupId, LocationId, Model};
+    use bergamot_core::state::{Ack, CheckState, Transition};
+    use bergamot_core::store::{
+        AlertRecord, Downtime, HistoryEntry, HistoryPage, Store, SyncReport,
+    };
+    use bergamot_core::{Error, Result};
+    use chrono::{DateTime, Utc};
+    use std::sync::atomic::Ordering;
+    use uuid::Uuid;
+
+    #[async_trait::async_trait]
+    impl Store for FailingFirst {
+        async fn sync_config(&self, m: &Model) -> Result<SyncReport> {
+            self.inner.sync_config(m).await
+        }
+        async fn model(&self) -> Result<Model> {
+            self.inner.model().await
+        }
+        async fn apply_result(&self, r: &CheckResult, now: DateTime<Utc>) -> Result<Transition> {
+            let left = self.failures.load(Ordering::SeqCst);
+            if left > 0 {
+                self.failures.store(left - 1, Ordering::SeqCst);
+                return Err(Error::backend(
+                    "injected",
+                    std::io::Error::other("database went away"),
+                ));
+            }
+            self.inner.apply_result(r, now).await
+        }
+        async fn apply_results(
+            &self,
+            r: &[CheckResult],
+            now: DateTime<Utc>,
+        ) -> Result<Vec<Result<Transition>>> {
+            self.inner.apply_results(r, now).await
+        }
+        async fn state(&self, c: CheckId) -> Result<CheckState> {
+            self.inner.state(c).await
+        }
+        async fn states(&self) -> Result<Vec<(CheckId, CheckState)>> {
+            self.inner.states().await
+        }
+        async fn group_states(&self, r: Option<GroupId>) -> Result<Vec<GroupState>> {
+            self.inner.group_states(r).await
+        }
+        async fn group_states_of(&self, g: &[GroupId]) -> Result<Vec<GroupState>> {
+            self.aggregate_queries.fetch_add(1, Ordering::SeqCst);
+            self.inner.group_states_of(g).await
+        }
+        async fn location_states_of(&self, l: &[LocationId]) -> Result<Vec<LocationState>> {
+            self.aggregate_queries.fetch_add(1, Ordering::SeqCst);
+            self.inner.location_states_of(l).await
+        }
+        async fn location_states(&self, r: Option<LocationId>) -> Result<Vec<LocationState>> {
+            self.inner.location_states(r).await
+        }
+        async fn ancestor_groups(&self, c: CheckId) -> Result<Vec<GroupId>> {
+            self.inner.ancestor_groups(c).await
+        }
+        async fn ancestor_locations(&self, c: CheckId) -> Result<Vec<LocationId>> {
+            self.inner.ancestor_locations(c).await
+        }
+        async fn acknowledge(
+            &self,
+            c: CheckId,
+            k: Ack,
+            a: &str,
+            m: &str,
+            now: DateTime<Utc>,
+        ) -> Result<Transition> {
+            self.inner.acknowledge(c, k, a, m, now).await
+        }
+        async fn remove_acknowledgement(
+            &self,
+            c: CheckId,
+            now: DateTime<Utc>,
+        ) -> Result<Transition> {
+            self.inner.remove_acknowledgement(c, now).await
+        }
+        async fn set_suppressed(
+            &self,
+            c: CheckId,
+            s: bool,
+            now: DateTime<Utc>,
+        ) -> Result<Transition> {
+            self.inner.set_suppressed(c, s, now).await
+        }
+        async fn schedule_downtime(
+            &self,
+            d: Downtime,
+            now: DateTime<Utc>,
+        ) -> Result<Option<Transition>> {
+            self.inner.schedule_downtime(d, now).await
+        }
+        async fn cancel_downtime(
+            &self,
+            id: Uuid,
+            now: DateTime<Utc>,
+        ) -> Result<Option<(CheckId, Transition)>> {
+            self.inner.cancel_downtime(id, now).await
+        }
+        async fn downtimes(&self, c: Option<CheckId>, now: DateTime<Utc>) -> Result<Vec<Downtime>> {
+            self.inner.downtimes(c, now).await
+        }
+        async fn apply_due_downtimes(
+            &self,
+            now: DateTime<Utc>,
+        ) -> Result<Vec<(CheckId, Transition)>> {
+            self.inner.apply_due_downtimes(now).await
+        }
+        async fn history(&self, c: CheckId, p: HistoryPage) -> Result<Vec<HistoryEntry>> {
+            self.inner.history(c, p).await
+        }
+        async fn alerts(&self, c: Option<CheckId>, l: usize) -> Result<Vec<AlertRecord>> {
+            self.inner.alerts(c, l).await
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn store_errors_are_retried_with_backoff_until_applied() {
+    let store = Arc::new(FailingFirst {
+        inner: InMemoryStore::new(),
+        failures: 3.into(),
+        aggregate_queries: Default::default(),
+    });
+    store.sync_config(&model()).await.unwrap();
+    let store: Arc<dyn Store> = store;
+    let queue: Arc<dyn Queue> = Arc::new(InMemoryQueue::new());
+    let processor = Processor::new(Arc::clone(&store), Arc::clone(&queue));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(processor.run(async move {
+        let _ = stopped.await;
+    }));
+    let h = CheckId::host(SITE, "h");
+    queue
+        .publish_result(result(h, Status::Critical, 1))
+        .await
+        .unwrap();
+    // Backoff 100 + 200 + 400 ms on the paused clock, then applied.
+    let mut applied = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if store.state(h).await.unwrap().version == 1 {
+            applied = true;
+            break;
+        }
+    }
+    assert!(
+        applied,
+        "the result was retried after each failure and applied once the store recovered"
+    );
+    stop.send(()).unwrap();
+    run.await.unwrap().unwrap();
+    let hist = store
+        .history(
+            h,
+            bergamot_core::store::HistoryPage {
+                before_version: None,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(hist.len(), 1, "applied exactly once");
+}
+
+/// A queue whose result redeliveries come back at the end of the queue,
+/// behind the results published after them, as RabbitMQ's do for a
+/// consumer that already holds later ones in its prefetch buffer.
+struct RequeueAtBack {
+    inner: Arc<InMemoryQueue>,
+}
+
+struct BackOfLine {
+    inner: Box<dyn bergamot_core::queue::Acker>,
+    queue: Arc<InMemoryQueue>,
+    message: bergamot_core::model::CheckResult,
+}
+
+#[async_trait::async_trait]
+impl bergamot_core::queue::Acker for BackOfLine {
+    async fn ack(self: Box<Self>) -> bergamot_core::Result<()> {
+        self.inner.ack().await
+    }
+    async fn nack(self: Box<Self>, requeue: bool) -> bergamot_core::Result<()> {
+        if requeue {
+            self.queue.publish_result(self.message).await?;
+        }
+        self.inner.ack().await
+    }
+}
+
+#[async_trait::async_trait]
+impl Queue for RequeueAtBack {
+    async fn publish_execute(&self, e: ExecuteCheck) -> bergamot_core::Result<()> {
+        self.inner.publish_execute(e).await
+    }
+    async fn consume_executes(
+        &self,
+        pool: &str,
+        engines: &[String],
+    ) -> bergamot_core::Result<bergamot_core::queue::DeliveryStream<ExecuteCheck>> {
+        self.inner.consume_executes(pool, engines).await
+    }
+    async fn consume_dead_checks(
+        &self,
+    ) -> bergamot_core::Result<bergamot_core::queue::DeliveryStream<DeadCheck>> {
+        self.inner.consume_dead_checks().await
+    }
+    async fn publish_result(
+        &self,
+        r: bergamot_core::model::CheckResult,
+    ) -> bergamot_core::Result<()> {
+        self.inner.publish_result(r).await
+    }
+    async fn consume_results(
+        &self,
+    ) -> bergamot_core::Result<
+        bergamot_core::queue::DeliveryStream<bergamot_core::model::CheckResult>,
+    > {
+        let queue = Arc::clone(&self.inner);
+        Ok(self
+            .inner
+            .consume_results()
+            .await?
+            .map(move |d| {
+                d.map(|d| {
+                    let redelivered = d.redelivered;
+                    let (message, inner) = d.into_parts();
+                    let acker = BackOfLine {
+                        inner,
+                        queue: Arc::clone(&queue),
+                        message: message.clone(),
+                    };
+                    bergamot_core::queue::Delivery::new(message, redelivered, Box::new(acker))
+                })
+            })
+            .boxed())
+    }
+    async fn publish_update(&self, u: Update) -> bergamot_core::Result<()> {
+        self.inner.publish_update(u).await
+    }
+    async fn subscribe_updates(
+        &self,
+    ) -> bergamot_core::Result<BoxStream<'static, bergamot_core::Result<Update>>> {
+        self.inner.subscribe_updates().await
+    }
+    async fn publish_control(&self, c: SchedulerControl) -> bergamot_core::Result<()> {
+        self.inner.publish_control(c).await
+    }
+    async fn consume_control(
+        &self,
+    ) -> bergamot_core::Result<bergamot_core::queue::DeliveryStream<SchedulerControl>> {
+        self.inner.consume_control().await
+    }
+}
+
+/// Store errors are retried in place: results of one check published
+/// behind the failing one are not applied before it (which would make it
+/// stale and drop it), so every result is applied, in order, even on a
+/// queue that redelivers at the back.
+#[tokio::test(start_paused = true)]
+async fn store_errors_keep_a_checks_results_in_order() {
+    let store = Arc::new(FailingFirst {
+        inner: InMemoryStore::new(),
+        failures: 3.into(),
+        aggregate_queries: Default::default(),
+    });
+    store.sync_config(&model()).await.unwrap();
+    let store: Arc<dyn Store> = store;
+    let queue: Arc<dyn Queue> = Arc::new(RequeueAtBack {
+        inner: Arc::new(InMemoryQueue::new()),
+    });
+    let h = CheckId::host(SITE, "h");
+    let sent: Vec<_> = (1..=5)
+        .map(|i| {
+            let status = if i % 2 == 0 {
+                Status::Ok
+            } else {
+                Status::Critical
+            };
+            result(h, status, i)
+        })
+        .collect();
+    for r in &sent {
+        queue.publish_result(r.clone()).await.unwrap();
+    }
+    let processor = Processor::new(Arc::clone(&store), Arc::clone(&queue));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(processor.run(async move {
+        let _ = stopped.await;
+    }));
+    let mut done = false;
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if store.state(h).await.unwrap().version == 5 {
+            done = true;
+            break;
+        }
+    }
+    stop.send(()).unwrap();
+    run.await.unwrap().unwrap();
+    let mut hist = store
+        .history(
+            h,
+            bergamot_core::store::HistoryPage {
+                before_version: None,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    hist.reverse();
+    let applied: Vec<_> = hist.iter().filter_map(|e| e.result_id).collect();
+    let want: Vec<_> = sent.iter().map(|r| r.id).collect();
+    assert!(done, "not every result was applied: {applied:?}");
+    assert_eq!(applied, want, "every result applied once, in order");
+}
+
+/// A result that leaves the check's contribution to aggregates unchanged
+/// (same effective status, same ignore flags) queries no aggregate and
+/// publishes no group update; one that changes it does both.
+#[tokio::test]
+async fn unchanged_contribution_publishes_no_group_update() {
+    use std::sync::atomic::Ordering;
+    let store = Arc::new(FailingFirst {
+        inner: InMemoryStore::new(),
+        failures: Default::default(),
+        aggregate_queries: Default::default(),
+    });
+    store.sync_config(&model()).await.unwrap();
+    let queue: Arc<dyn Queue> = Arc::new(InMemoryQueue::new());
+    let mut updates = queue.subscribe_updates().await.unwrap();
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let processor = Processor::new(dyn_store, Arc::clone(&queue));
+    let s = CheckId::service(SITE, "h", "s");
+
+    // PENDING -> OK: the contribution changes, g2 and root are recomputed.
+    processor
+        .handle_result(&result(s, Status::Ok, 10), at(10))
+        .await
+        .unwrap();
+    let mut want = vec![g("g2"), g("root")];
+    want.sort();
+    assert_eq!(groups_in(&drain(&mut updates)), want);
+    let queries = store.aggregate_queries.load(Ordering::SeqCst);
+    assert!(queries > 0, "the first result recomputed aggregates");
+
+    // OK again: applied (new version), but no aggregate query and no group update.
+    let t = processor
+        .handle_result(&result(s, Status::Ok, 20), at(20))
+        .await
+        .unwrap();
+    assert!(t.is_applied());
+    let ups = drain(&mut updates);
+    assert_eq!(ups.len(), 1, "only the check update: {ups:?}");
+    assert!(matches!(&ups[0], Update::Check(c) if c.check_id == s && c.state.version == 2));
+    assert_eq!(store.aggregate_queries.load(Ordering::SeqCst), queries);
+
+    // OK -> CRITICAL: recomputed and published again.
+    processor
+        .handle_result(&result(s, Status::Critical, 30), at(30))
+        .await
+        .unwrap();
+    assert_eq!(groups_in(&drain(&mut updates)), want);
+    assert!(store.aggregate_queries.load(Ordering::SeqCst) > queries);
+
+    // publish_transition (no previous state known) still recomputes.
+    let before = store.aggregate_queries.load(Ordering::SeqCst);
+    let t = processor
+        .handle_result(&result(s, Status::Critical, 40), at(40))
+        .await
+        .unwrap();
+    drain(&mut updates);
+    assert_eq!(store.aggregate_queries.load(Ordering::SeqCst), before);
+    processor.publish_transition(s, &t).await.unwrap();
+    assert!(store.aggregate_queries.load(Ordering::SeqCst) > before);
+}
