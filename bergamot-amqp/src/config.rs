@@ -1,0 +1,115 @@
+//! [`AmqpConfig`]: where the broker is and how the queue behaves.
+
+use std::time::Duration;
+
+/// Configuration of an [`AmqpQueue`](crate::AmqpQueue).
+///
+/// Built in code (the daemon fills it from its own config file); the library
+/// never reads the environment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AmqpConfig {
+    /// Broker URL, `amqp://user:password@host:port/vhost` (vhost `/` is `%2f`).
+    pub url: String,
+    /// Unacknowledged deliveries the broker may push per consumer stream
+    /// before the consumer acks some (bounded prefetch).
+    pub prefetch: u16,
+    /// Number of result processing pools: results are partitioned by check id
+    /// into this many single-active-consumer queues. Every node of one
+    /// deployment must use the same number.
+    pub result_pools: u16,
+    /// Prefix of every exchange and queue name (`<prefix>.check`, ...), so
+    /// that deployments and tests on one broker stay apart.
+    pub prefix: String,
+    /// The site this node publishes updates for (first word of update
+    /// routing keys `<site>.<kind>.<id>`).
+    pub site: String,
+    /// Heartbeat interval negotiated with the broker (5–15 s is sensible): a
+    /// dead connection is noticed after about twice this.
+    pub heartbeat: Duration,
+    /// How long one TCP connect plus AMQP handshake may take.
+    pub connect_timeout: Duration,
+    /// Upper bound of the reconnect backoff (it starts at 50 ms and doubles).
+    pub max_backoff: Duration,
+    /// Delete every exchange and queue this instance declared when it is
+    /// closed or dropped. For tests that use a random [`prefix`](Self::prefix);
+    /// never set it in production, where the topology is shared.
+    pub delete_topology_on_close: bool,
+}
+
+impl AmqpConfig {
+    /// A config for `url` with the defaults: prefetch 64, 32 result pools,
+    /// prefix `bergamot`, site `default`, heartbeat 10 s, connect timeout
+    /// 5 s, backoff capped at 2 s.
+    pub fn new(url: impl Into<String>) -> Self {
+        AmqpConfig {
+            url: url.into(),
+            prefetch: 64,
+            result_pools: 32,
+            prefix: "bergamot".to_string(),
+            site: "default".to_string(),
+            heartbeat: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(2),
+            delete_topology_on_close: false,
+        }
+    }
+
+    /// Sets [`prefix`](Self::prefix).
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Sets [`prefetch`](Self::prefetch).
+    pub fn with_prefetch(mut self, prefetch: u16) -> Self {
+        self.prefetch = prefetch;
+        self
+    }
+
+    /// Sets [`result_pools`](Self::result_pools).
+    pub fn with_result_pools(mut self, pools: u16) -> Self {
+        self.result_pools = pools;
+        self
+    }
+
+    /// Sets [`site`](Self::site).
+    pub fn with_site(mut self, site: impl Into<String>) -> Self {
+        self.site = site.into();
+        self
+    }
+
+    /// Sets [`delete_topology_on_close`](Self::delete_topology_on_close).
+    pub fn with_delete_topology_on_close(mut self, delete: bool) -> Self {
+        self.delete_topology_on_close = delete;
+        self
+    }
+
+    /// Checks the values that would otherwise fail later and less clearly.
+    pub(crate) fn validate(&self) -> Result<(), crate::AmqpError> {
+        let bad =
+            |field: &'static str, message: String| Err(crate::AmqpError::Config { field, message });
+        if self.prefetch == 0 {
+            return bad("prefetch", "must be at least 1".into());
+        }
+        if self.result_pools == 0 {
+            return bad("result_pools", "must be at least 1".into());
+        }
+        if self.prefix.is_empty() || self.prefix.len() > 100 {
+            return bad(
+                "prefix",
+                format!("must be 1 to 100 bytes, got {:?}", self.prefix),
+            );
+        }
+        if self.site.is_empty() {
+            return bad("site", "must not be empty".into());
+        }
+        let hb = self.heartbeat.as_secs();
+        if !(1..=u64::from(u16::MAX)).contains(&hb) {
+            return bad(
+                "heartbeat",
+                format!("must be 1 s to 65535 s, got {:?}", self.heartbeat),
+            );
+        }
+        Ok(())
+    }
+}

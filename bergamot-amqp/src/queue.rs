@@ -1,0 +1,260 @@
+//! [`AmqpQueue`]: the [`Queue`] trait over RabbitMQ.
+
+use crate::codec::{self, Outgoing};
+use crate::config::AmqpConfig;
+use crate::conn::{self, Cmd, Kind};
+use crate::error::AmqpError;
+use crate::topology::{self, Names};
+use async_trait::async_trait;
+use bergamot_core::model::CheckResult;
+use bergamot_core::queue::{
+    DeadCheck, DeliveryStream, ExecuteCheck, Message, Queue, SchedulerControl, Update,
+};
+use bergamot_core::Result;
+use crossbeam_channel::Sender;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+/// The [`Queue`] over RabbitMQ; see the crate docs and
+/// `docs/amqp-topology.md`.
+///
+/// Cheap to clone (clones share one connection). The connection is closed
+/// when the last clone is dropped or [`close`](Self::close) is called.
+#[derive(Clone)]
+pub struct AmqpQueue {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cmd: Sender<Cmd>,
+    thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+    names: Names,
+    config: AmqpConfig,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let _ = self.cmd.send(Cmd::Shutdown { reply: None });
+        if self.config.delete_topology_on_close {
+            // Tests: wait for the topology to be deleted before the process
+            // may exit.
+            if let Some(t) = self.thread.lock().take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for AmqpQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpQueue")
+            .field("prefix", &self.inner.names.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AmqpQueue {
+    /// Connects, declares the shared topology and starts the connection
+    /// thread. Fails if the first connection cannot be made; later losses
+    /// are repaired by reconnecting.
+    pub async fn connect(config: AmqpConfig) -> Result<AmqpQueue> {
+        let (cmd, thread) = conn::start(config.clone()).await?;
+        Ok(AmqpQueue {
+            inner: Arc::new(Inner {
+                cmd,
+                thread: parking_lot::Mutex::new(Some(thread)),
+                names: Names {
+                    prefix: config.prefix.clone(),
+                },
+                config,
+            }),
+        })
+    }
+
+    /// The configuration this queue runs with.
+    pub fn config(&self) -> &AmqpConfig {
+        &self.inner.config
+    }
+
+    /// Closes the connection (for every clone): pending publishes fail,
+    /// unacked deliveries go back to the broker, streams end. Waits until
+    /// the connection thread has finished.
+    pub async fn close(&self) -> Result<()> {
+        let _ = self.inner.cmd.send(Cmd::Shutdown { reply: None });
+        let thread = self.inner.thread.lock().take();
+        if let Some(t) = thread {
+            tokio::task::spawn_blocking(move || t.join())
+                .await
+                .map_err(|e| AmqpError::broker("joining the connection thread", e))?
+                .map_err(|_| AmqpError::broker("connection thread", "panicked"))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every exchange and queue this instance declared (tests with
+    /// a random prefix clean up with it; never on a shared deployment).
+    pub async fn delete_topology(&self) -> Result<()> {
+        self.call(|reply| Cmd::DeleteTopology { reply }).await
+    }
+
+    /// Publishes many results and returns once the broker confirmed all of
+    /// them: confirms are pipelined, so this is much faster than one
+    /// [`Queue::publish_result`] after another. On error some may have been
+    /// taken; publishing again is safe (results are deduplicated by id).
+    pub async fn publish_results(&self, results: Vec<CheckResult>) -> Result<()> {
+        let items = results
+            .into_iter()
+            .map(|r| self.result_outgoing(r))
+            .collect::<Result<Vec<_>>>()?;
+        self.publish(items).await
+    }
+
+    /// The processing pool `result` goes to.
+    pub fn result_pool_of(&self, result: &CheckResult) -> u16 {
+        topology::result_pool(result.check_id, self.inner.config.result_pools)
+    }
+
+    fn result_outgoing(&self, r: CheckResult) -> Result<Outgoing> {
+        let pool = self.result_pool_of(&r);
+        codec::outgoing(
+            self.inner.names.result_exchange(),
+            pool.to_string(),
+            &Message::CheckResult(r),
+            true,
+            None,
+        )
+    }
+
+    async fn call(
+        &self,
+        cmd: impl FnOnce(oneshot::Sender<std::result::Result<(), AmqpError>>) -> Cmd,
+    ) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .cmd
+            .send(cmd(reply))
+            .map_err(|_| AmqpError::Closed)?;
+        rx.await.map_err(|_| AmqpError::Closed)??;
+        Ok(())
+    }
+
+    async fn publish(&self, items: Vec<Outgoing>) -> Result<()> {
+        self.call(|reply| Cmd::Publish { items, reply }).await
+    }
+
+    async fn consume<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(conn::Tx<T>) -> Kind,
+    ) -> Result<DeliveryStream<T>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.call(|reply| Cmd::Consume {
+            kind: make(tx),
+            reply,
+        })
+        .await?;
+        Ok(UnboundedReceiverStream::new(rx).boxed())
+    }
+}
+
+#[async_trait]
+impl Queue for AmqpQueue {
+    async fn publish_execute(&self, execute: ExecuteCheck) -> Result<()> {
+        topology::check_word("site", &execute.site)?;
+        topology::check_word("pool", &execute.pool)?;
+        topology::check_word("engine", &execute.engine)?;
+        let key = topology::execute_key(&execute.site, &execute.pool, &execute.engine, execute.ttl);
+        let ttl = execute.ttl;
+        let item = codec::outgoing(
+            self.inner.names.check_exchange(),
+            key,
+            &Message::ExecuteCheck(execute),
+            true,
+            Some(ttl),
+        )?;
+        self.publish(vec![item]).await
+    }
+
+    async fn consume_executes(
+        &self,
+        pool: &str,
+        engines: &[String],
+    ) -> Result<DeliveryStream<ExecuteCheck>> {
+        topology::check_word("pool", pool)?;
+        for e in engines {
+            topology::check_word("engine", e)?;
+        }
+        let (pool, engines) = (pool.to_string(), engines.to_vec());
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.call(|reply| Cmd::Consume {
+            kind: Kind::Executes { pool, engines, tx },
+            reply,
+        })
+        .await?;
+        // An execute the connection thread dead-lettered as expired while it
+        // waited here is skipped (dropping it settles nothing).
+        Ok(UnboundedReceiverStream::new(rx)
+            .filter_map(
+                |(claim, d): (conn::Claim, Result<_>)| async move { claim.take().then_some(d) },
+            )
+            .boxed())
+    }
+
+    async fn consume_dead_checks(&self) -> Result<DeliveryStream<DeadCheck>> {
+        self.consume(Kind::DeadChecks).await
+    }
+
+    async fn publish_result(&self, result: CheckResult) -> Result<()> {
+        let item = self.result_outgoing(result)?;
+        self.publish(vec![item]).await
+    }
+
+    async fn consume_results(&self) -> Result<DeliveryStream<CheckResult>> {
+        self.consume(Kind::Results).await
+    }
+
+    async fn publish_update(&self, update: Update) -> Result<()> {
+        let (kind, id) = match &update {
+            Update::Check(u) => ("check", u.check_id.to_string()),
+            Update::Group(u) => ("group", u.group_id.to_string()),
+            Update::Location(u) => ("location", u.location_id.to_string()),
+            Update::Alert(u) => ("alert", u.check_id.to_string()),
+        };
+        let key = format!("{}.{kind}.{id}", self.inner.config.site);
+        let item = codec::outgoing(
+            self.inner.names.update_exchange(),
+            key,
+            &Message::Update(update),
+            false,
+            None,
+        )?;
+        self.publish(vec![item]).await
+    }
+
+    async fn subscribe_updates(&self) -> Result<BoxStream<'static, Result<Update>>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.call(|reply| Cmd::Consume {
+            kind: Kind::Updates(tx),
+            reply,
+        })
+        .await?;
+        Ok(UnboundedReceiverStream::new(rx).boxed())
+    }
+
+    async fn publish_control(&self, control: SchedulerControl) -> Result<()> {
+        let item = codec::outgoing(
+            self.inner.names.scheduler_exchange(),
+            topology::CONTROL_KEY.to_string(),
+            &Message::SchedulerControl(control),
+            true,
+            None,
+        )?;
+        self.publish(vec![item]).await
+    }
+
+    async fn consume_control(&self) -> Result<DeliveryStream<SchedulerControl>> {
+        self.consume(Kind::Control).await
+    }
+}
