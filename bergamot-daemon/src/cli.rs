@@ -1,0 +1,525 @@
+//! The `bergamotd` command line: `run`, the single-role subcommands
+//! `scheduler`, `worker`, `processor` and `web`, `check-config`,
+//! `hash-password`, `hash-token`. [`main`] is the whole binary, parameterised by executors so
+//! that a packager's daemon is one call.
+
+use crate::roles::Roles;
+use crate::web::auth::{hash_password, hash_token, AuthConfig};
+use crate::wiring::{self, Backends, ConfigSource, Options, Ownership};
+use anyhow::Context as _;
+use bergamot_amqp::{AmqpConfig, AmqpQueue};
+use bergamot_core::config::Config;
+use bergamot_core::exec::Executors;
+use bergamot_core::queue::{InMemoryQueue, Queue};
+use bergamot_core::store::{InMemoryStore, Store};
+use bergamot_core::Error;
+use bergamot_store::{
+    PgOwnerConfig, PgPartitionOwner, PostgresConfig, PostgresStore, DEFAULT_LOCK_CLASS,
+};
+use clap::{Parser, Subcommand};
+use futures::FutureExt;
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Bergamot monitoring daemon.
+#[derive(Debug, Parser)]
+#[command(name = "bergamotd", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the roles of `--roles` (default: all of them) in one process.
+    Run(RunArgs),
+    /// Run only the scheduler role (needs `--store postgres://…` and
+    /// `--queue amqp://…`; several scheduler nodes share the checks).
+    Scheduler(NodeArgs),
+    /// Run only the worker role (needs `--queue amqp://…`).
+    Worker(NodeArgs),
+    /// Run only the result processor role (needs `--store postgres://…`
+    /// and `--queue amqp://…`).
+    Processor(NodeArgs),
+    /// Run only the web node: REST API, websocket, UI (needs `--store
+    /// postgres://…` and `--queue amqp://…`).
+    Web(NodeArgs),
+    /// Validate a configuration: print every problem as file:line, exit 1 if any.
+    CheckConfig {
+        /// A TOML file or a directory of them.
+        path: PathBuf,
+    },
+    /// Read a password from stdin and print its argon2id PHC hash for `[[web.users]]`.
+    HashPassword,
+    /// Read an API token from stdin and print the hash for `[[web.tokens]]`.
+    HashToken,
+}
+
+/// Options of every role-running subcommand (`run`, `scheduler`, `worker`,
+/// `processor`, `web`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct NodeArgs {
+    /// Configuration file or directory (none: an empty model).
+    #[arg(long, short, env = "BERGAMOT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Listen address of the web node (overrides `[web] listen`).
+    #[arg(long, env = "BERGAMOT_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Store backend: `memory` (embedded, one process only) or a PostgreSQL
+    /// URL `postgres://user:password@host:port/database` (migrations are
+    /// applied at start).
+    #[arg(long, env = "BERGAMOT_STORE", default_value = "memory")]
+    pub store: String,
+    /// PostgreSQL schema holding Bergamot's tables (with `--store postgres://…`).
+    #[arg(long, env = "BERGAMOT_SCHEMA", default_value = "bergamot")]
+    pub schema: String,
+    /// Queue backend: `memory` (embedded, one process only) or a RabbitMQ
+    /// URL `amqp://user:password@host:port/vhost` (vhost `/` is `%2f`).
+    #[arg(long, env = "BERGAMOT_QUEUE", default_value = "memory")]
+    pub queue: String,
+    /// Prefix of every RabbitMQ exchange and queue (with `--queue amqp://…`);
+    /// every node of one deployment uses the same.
+    #[arg(long, env = "BERGAMOT_AMQP_PREFIX", default_value = "bergamot")]
+    pub amqp_prefix: String,
+    /// Number of result processing pools (with `--queue amqp://…`); every
+    /// node of one deployment uses the same.
+    #[arg(long, env = "BERGAMOT_RESULT_POOLS", default_value_t = 32)]
+    pub result_pools: u16,
+    /// This node's name among the scheduler nodes (default: host name and
+    /// process id). At most 40 bytes.
+    #[arg(long, env = "BERGAMOT_NODE")]
+    pub node: Option<String>,
+    /// Advisory-lock class of the scheduling partitions (with `--store
+    /// postgres://…`): the same on every node of one deployment, different
+    /// for deployments sharing a database. Default: derived from `--schema`.
+    #[arg(long, env = "BERGAMOT_LOCK_CLASS")]
+    pub lock_class: Option<i32>,
+    /// Checks a worker runs at a time.
+    #[arg(long, default_value_t = 64)]
+    pub worker_concurrency: usize,
+}
+
+/// Options of `bergamotd run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Backends, configuration and tuning.
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// Roles of this process: comma-separated `scheduler,worker,processor,web` or `all`.
+    #[arg(long, env = "BERGAMOT_ROLES", default_value = "all")]
+    pub roles: Roles,
+}
+
+/// Loads a configuration and resolves relative plugin paths (a nagios
+/// command's `argv[0]` such as `plugins/check_demo.sh`) against the
+/// configuration's directory, so a config runs from any working directory.
+pub fn load_config(path: &Path) -> bergamot_core::Result<Config> {
+    let mut config = Config::load(path)?;
+    let base = if path.is_dir() {
+        path.to_path_buf()
+    } else {
+        path.parent().map(Path::to_path_buf).unwrap_or_default()
+    };
+    for check in &mut config.model.checks {
+        if check.engine != "nagios" {
+            continue;
+        }
+        let Some(serde_json::Value::Array(argv)) = check.params.get_mut("command") else {
+            continue;
+        };
+        if let Some(serde_json::Value::String(prog)) = argv.first_mut() {
+            let p = Path::new(prog.as_str());
+            if p.is_relative() && prog.contains('/') {
+                let candidate = base.join(p);
+                if candidate.exists() {
+                    *prog = candidate.display().to_string();
+                }
+            }
+        }
+    }
+    Ok(config)
+}
+
+/// A URL with its password replaced by `***`, for messages and logs.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// Which store `--store` names.
+enum StoreKind {
+    Memory,
+    Postgres(String),
+}
+
+/// Which queue `--queue` names.
+enum QueueKind {
+    Memory,
+    Amqp(String),
+}
+
+fn store_kind(store: &str) -> anyhow::Result<StoreKind> {
+    let s = store.trim();
+    if s == "memory" {
+        Ok(StoreKind::Memory)
+    } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+        Ok(StoreKind::Postgres(s.to_string()))
+    } else {
+        anyhow::bail!(
+            "--store {:?}: expected `memory` or a PostgreSQL URL (postgres://user:password@host:port/database)",
+            redact(s)
+        )
+    }
+}
+
+fn queue_kind(queue: &str) -> anyhow::Result<QueueKind> {
+    let q = queue.trim();
+    if q == "memory" {
+        Ok(QueueKind::Memory)
+    } else if q.starts_with("amqp://") || q.starts_with("amqps://") {
+        Ok(QueueKind::Amqp(q.to_string()))
+    } else {
+        anyhow::bail!(
+            "--queue {:?}: expected `memory` or a RabbitMQ URL (amqp://user:password@host:port/vhost)",
+            redact(q)
+        )
+    }
+}
+
+/// Refuses to split the roles over processes on in-memory backends: separate
+/// processes cannot share memory.
+fn check_split(roles: Roles, store: &StoreKind, queue: &QueueKind) -> anyhow::Result<()> {
+    if roles == Roles::all() {
+        return Ok(());
+    }
+    if matches!(queue, QueueKind::Memory) {
+        anyhow::bail!(
+            "running only some roles ({roles}) needs a shared queue: give --queue amqp://… (or BERGAMOT_QUEUE); \
+             the in-memory queue cannot be shared with the other roles' processes"
+        );
+    }
+    if matches!(store, StoreKind::Memory) && (roles.scheduler || roles.processor || roles.web) {
+        anyhow::bail!(
+            "running only some roles ({roles}) needs a shared store: give --store postgres://… (or BERGAMOT_STORE); \
+             the in-memory store cannot be shared with the other roles' processes"
+        );
+    }
+    Ok(())
+}
+
+/// The default scheduler node name: host name and process id.
+fn default_node() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let host: String = host
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+        .take(28)
+        .collect();
+    let host = if host.is_empty() {
+        "node".to_string()
+    } else {
+        host
+    };
+    format!("{host}-{}", std::process::id())
+}
+
+/// The default advisory-lock class: a stable hash of the schema name, so that
+/// deployments in different schemas of one database never share partitions.
+fn default_lock_class(schema: &str) -> i32 {
+    if schema == "bergamot" {
+        return DEFAULT_LOCK_CLASS;
+    }
+    // FNV-1a, folded into 31 bits.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in schema.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    (h & 0x7fff_ffff) as i32
+}
+
+/// Connects the backends `args` name, for a node running `roles` of `site`.
+/// With PostgreSQL and the scheduler role, the scheduling partitions are
+/// shared with the other scheduler nodes through [`PgPartitionOwner`].
+pub async fn backends(
+    args: &NodeArgs,
+    roles: Roles,
+    site: &str,
+) -> anyhow::Result<(Backends, Option<Ownership>)> {
+    let store_kind = store_kind(&args.store)?;
+    let queue_kind = queue_kind(&args.queue)?;
+    check_split(roles, &store_kind, &queue_kind)?;
+    let mut ownership = None;
+    let store: Arc<dyn Store> = match &store_kind {
+        StoreKind::Memory => Arc::new(InMemoryStore::new()),
+        StoreKind::Postgres(url) => {
+            let config = PostgresConfig::new(url.clone()).with_schema(args.schema.clone());
+            let store = PostgresStore::connect(config)
+                .await
+                .with_context(|| format!("--store {}", redact(url)))?;
+            tracing::info!(store = %redact(url), schema = %args.schema, "PostgreSQL store connected, schema migrated");
+            if roles.scheduler {
+                let node = args.node.clone().unwrap_or_else(default_node);
+                let class = args
+                    .lock_class
+                    .unwrap_or_else(|| default_lock_class(&args.schema));
+                let owner = PgPartitionOwner::new(
+                    PgOwnerConfig::new(url.clone())
+                        .with_node(node.clone())
+                        .with_lock_class(class),
+                )
+                .with_context(|| format!("--node {node:?} / --store {}", redact(url)))?;
+                tracing::info!(%node, lock_class = class, "scheduling partitions shared through PostgreSQL advisory locks");
+                let round_every = owner.config().round_every;
+                ownership = Some(Ownership {
+                    owner: Arc::new(owner),
+                    round_every,
+                });
+            }
+            Arc::new(store)
+        }
+    };
+    let queue: Arc<dyn Queue> = match &queue_kind {
+        QueueKind::Memory => Arc::new(InMemoryQueue::new()),
+        QueueKind::Amqp(url) => {
+            let config = AmqpConfig::new(url.clone())
+                .with_prefix(args.amqp_prefix.clone())
+                .with_result_pools(args.result_pools)
+                .with_site(site);
+            let queue = AmqpQueue::connect(config)
+                .await
+                .with_context(|| format!("--queue {}", redact(url)))?;
+            tracing::info!(queue = %redact(url), prefix = %args.amqp_prefix, "RabbitMQ queue connected");
+            Arc::new(queue)
+        }
+    };
+    Ok((Backends { store, queue }, ownership))
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,warp=warn,hyper=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// The whole `bergamotd` binary: parses arguments and runs the subcommand
+/// with the executors `executors` builds.
+pub fn main(executors: impl FnOnce() -> Executors) -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { path } => check_config(&path),
+        Command::HashPassword => hash_stdin(|s| hash_password(s).map_err(anyhow::Error::msg)),
+        Command::HashToken => hash_stdin(|s| Ok(hash_token(s))),
+        Command::Run(args) => run_blocking(args, executors),
+        Command::Scheduler(node) => run_blocking(
+            RunArgs {
+                node,
+                roles: Roles::only("scheduler"),
+            },
+            executors,
+        ),
+        Command::Worker(node) => run_blocking(
+            RunArgs {
+                node,
+                roles: Roles::only("worker"),
+            },
+            executors,
+        ),
+        Command::Processor(node) => run_blocking(
+            RunArgs {
+                node,
+                roles: Roles::only("processor"),
+            },
+            executors,
+        ),
+        Command::Web(node) => run_blocking(
+            RunArgs {
+                node,
+                roles: Roles::only("web"),
+            },
+            executors,
+        ),
+    }
+}
+
+fn run_blocking(args: RunArgs, executors: impl FnOnce() -> Executors) -> ExitCode {
+    init_tracing();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bergamotd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args, executors())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("bergamotd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn hash_stdin(f: impl Fn(&str) -> anyhow::Result<String>) -> ExitCode {
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line).is_err() || line.trim_end().is_empty() {
+        eprintln!("bergamotd: give the secret on stdin (one line)");
+        return ExitCode::FAILURE;
+    }
+    match f(line.trim_end_matches(['\r', '\n'])) {
+        Ok(h) => {
+            println!("{h}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("bergamotd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(path: &Path) -> ExitCode {
+    match load_config(path) {
+        Ok(c) => {
+            println!(
+                "{}: ok: site {:?}, {} checks, {} groups, {} locations, {} users, {} tokens, from {} file(s)",
+                path.display(),
+                c.model.site,
+                c.model.checks.len(),
+                c.model.groups.len(),
+                c.model.locations.len(),
+                c.web.users.len(),
+                c.web.tokens.len(),
+                c.files.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(Error::Config(errors)) => {
+            for p in &errors.0 {
+                let file = if p.file.is_empty() {
+                    path.display().to_string()
+                } else {
+                    p.file.clone()
+                };
+                println!("{file}:{}: {}: {}", p.line, p.field, p.message);
+            }
+            let _ = std::io::stdout().flush();
+            eprintln!("{} problem(s) found", errors.0.len());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            println!("{}:0: {e}", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return futures::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => tracing::info!("SIGINT received"),
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+    }
+}
+
+/// `bergamotd run`.
+pub async fn run(args: RunArgs, executors: Executors) -> anyhow::Result<()> {
+    // Fail fast on a malformed backend or role split, before any loading.
+    check_split(
+        args.roles,
+        &store_kind(&args.node.store)?,
+        &queue_kind(&args.node.queue)?,
+    )?;
+    let roles = args.roles;
+    let args = args.node;
+    let (model, web) = match &args.config {
+        Some(path) => {
+            let c = load_config(path)?;
+            tracing::info!(config = %path.display(), files = c.files.len(), "configuration loaded");
+            (c.model, c.web)
+        }
+        None => {
+            tracing::warn!("no --config given: running with an empty model");
+            (Default::default(), Default::default())
+        }
+    };
+    let config_source: Option<ConfigSource> = args.config.clone().map(|path| {
+        let source: ConfigSource = Arc::new(move || {
+            let path = path.clone();
+            async move {
+                tokio::task::spawn_blocking(move || load_config(&path).map(|c| c.model))
+                    .await
+                    .map_err(|e| Error::Closed(format!("config loader task: {e}")))?
+            }
+            .boxed()
+        });
+        source
+    });
+    let site = if model.site.is_empty() {
+        "default"
+    } else {
+        model.site.as_str()
+    };
+    let (backends, ownership) = backends(&args, roles, site).await?;
+    let options = Options {
+        listen: args.listen.unwrap_or(web.listen),
+        auth: AuthConfig::from(&web),
+        roles,
+        worker_concurrency: args.worker_concurrency,
+        config_source,
+        ownership,
+    };
+    tracing::info!(%roles, "starting");
+    let running = wiring::start(model, backends, executors, options, shutdown_signal()).await?;
+    tracing::info!(%roles, "node running");
+    if let Some(addr) = running.addr {
+        tracing::info!("web UI at http://{addr}/");
+    }
+    if let Some(reloader) = running.reloader.clone() {
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP received: reloading the configuration");
+                if let Err(e) = reloader.reload().await {
+                    tracing::error!("reload failed, keeping the running configuration: {e}");
+                }
+            }
+        });
+    }
+    running.done.await?;
+    Ok(())
+}

@@ -1,0 +1,844 @@
+//! REST JSON API handlers. Every handler authenticates, checks the role,
+//! validates its input naming the bad field, and answers JSON; see docs/api.md.
+
+use super::auth::{Principal, Role};
+use super::{publish_transition, ApiError, IntoResponseInner, WebContext};
+use bergamot_core::model::{Check, CheckId, CheckResult, GroupId, Perfdata, ResultId, Status};
+use bergamot_core::queue::ExecuteCheck;
+use bergamot_core::state::{Ack, CheckState, Outcome, Transition};
+use bergamot_core::store::{Downtime, HistoryPage};
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::Filter;
+
+type Query = HashMap<String, String>;
+type Resp = warp::reply::Response;
+
+/// Credentials as they came: `Authorization` header and the query string.
+#[derive(Debug, Clone)]
+struct Creds {
+    authorization: Option<String>,
+    query: Query,
+}
+
+impl Creds {
+    async fn principal(&self, ctx: &WebContext, role: Role) -> Result<Principal, ApiError> {
+        let p = ctx
+            .auth
+            .authenticate(
+                self.authorization.as_deref(),
+                self.query.get("token").map(String::as_str),
+            )
+            .await?;
+        p.require(role)?;
+        Ok(p)
+    }
+}
+
+fn creds() -> impl Filter<Extract = (Creds,), Error = warp::Rejection> + Clone {
+    warp::header::optional::<String>("authorization")
+        .and(warp::query::<Query>())
+        .map(|authorization, query| Creds {
+            authorization,
+            query,
+        })
+}
+
+fn json<T: Serialize>(status: StatusCode, body: &T) -> Resp {
+    warp::reply::with_status(warp::reply::json(body), status).into_response_inner()
+}
+
+async fn respond(f: impl Future<Output = Result<Resp, ApiError>>) -> Resp {
+    f.await.unwrap_or_else(ApiError::into_response)
+}
+
+/// Parses a JSON body into `T`, naming the field that was wrong.
+fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request("body", "a JSON body is required"));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let msg = inner.to_string();
+        // serde reports a missing field on its parent; name the field itself.
+        let field = match msg.split_once("missing field `") {
+            Some((_, rest)) => {
+                let name = rest.split('`').next().unwrap_or_default();
+                if path == "." || path.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{path}.{name}")
+                }
+            }
+            None if path == "." || path.is_empty() => "body".to_string(),
+            None => path,
+        };
+        ApiError::bad_request(&field, msg)
+    })
+}
+
+fn parse_check_id(ctx: &WebContext, raw: &str) -> Result<Check, ApiError> {
+    let id: CheckId = raw
+        .parse()
+        .map_err(|_| ApiError::bad_request("id", format!("{raw:?} is not a check id (UUID)")))?;
+    ctx.index()
+        .check(id)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("check {id} not found"), Some("id")))
+}
+
+fn query_usize(q: &Query, name: &str, default: usize, max: usize) -> Result<usize, ApiError> {
+    match q.get(name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<usize>()
+            .map_err(|_| {
+                ApiError::bad_request(name, format!("{v:?} is not a non-negative integer"))
+            })
+            .map(|n| n.min(max)),
+    }
+}
+
+/// A check with its state, as lists show it.
+#[derive(Debug, Serialize)]
+struct CheckView<'a> {
+    id: CheckId,
+    kind: bergamot_core::model::CheckKind,
+    host: &'a str,
+    name: &'a str,
+    display_name: String,
+    engine: &'a str,
+    groups: &'a [GroupId],
+    location: Option<bergamot_core::model::LocationId>,
+    state: &'a CheckState,
+}
+
+fn view<'a>(c: &'a Check, state: &'a CheckState) -> CheckView<'a> {
+    CheckView {
+        id: c.id,
+        kind: c.kind,
+        host: &c.host,
+        name: &c.name,
+        display_name: c.display_name(),
+        engine: &c.engine,
+        groups: &c.groups,
+        location: c.location,
+        state,
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct ActionResponse {
+    outcome: Outcome,
+    state: CheckState,
+}
+
+async fn apply_action(
+    ctx: &WebContext,
+    check: CheckId,
+    t: Transition,
+    status: StatusCode,
+) -> Result<Resp, ApiError> {
+    if t.outcome == Outcome::Refused {
+        return Err(ApiError::conflict(format!(
+            "not allowed in the check's current state ({})",
+            t.state.status
+        )));
+    }
+    publish_transition(ctx.store.as_ref(), ctx.queue.as_ref(), check, &t).await?;
+    Ok(json(
+        status,
+        &ActionResponse {
+            outcome: t.outcome,
+            state: t.state,
+        },
+    ))
+}
+
+pub(crate) fn routes(ctx: Arc<WebContext>) -> BoxedFilter<(Resp,)> {
+    let with_ctx = {
+        let ctx = ctx.clone();
+        warp::any().map(move || ctx.clone())
+    };
+    let body = warp::body::content_length_limit(1 << 20).and(warp::body::bytes());
+    let api = warp::path("api");
+
+    let state = api
+        .and(warp::path!("state"))
+        .and(warp::get())
+        .and(with_ctx.clone())
+        .and(creds())
+        .then(|ctx, c| respond(get_state(ctx, c)))
+        .boxed();
+    let list_checks = api
+        .and(warp::path!("checks"))
+        .and(warp::get())
+        .and(with_ctx.clone())
+        .and(creds())
+        .then(|ctx, c| respond(list_checks(ctx, c)))
+        .boxed();
+    let one_check = api
+        .and(warp::path!("checks" / String))
+        .and(warp::get())
+        .and(with_ctx.clone())
+        .and(creds())
+        .then(|id, ctx, c| respond(get_check(ctx, c, id)))
+        .boxed();
+    let history = api
+        .and(warp::path!("checks" / String / "history"))
+        .and(warp::get())
+        .and(with_ctx.clone())
+        .and(creds())
+        .then(|id, ctx, c| respond(get_history(ctx, c, id)))
+        .boxed();
+    let execute = api
+        .and(warp::path!("checks" / String / "execute"))
+        .and(warp::post())
+        .and(with_ctx.clone())
+        .and(creds())
+        .then(|id, ctx, c| respond(post_execute(ctx, c, id)))
+        .boxed();
+    let ack = api
+        .and(warp::path!("checks" / String / "acknowledge"))
+        .and(warp::post())
+        .and(with_ctx.clone())
+        .and(creds())
+        .and(body)
+        .then(|id, ctx, c, b| respond(post_ack(ctx, c, id, b)))
+        .boxed();
+    let unack = api
+        .and(warp::path!("checks" / String / "acknowledge"))
+        .and(warp::delete())
+        .and(with_ctx.clone())
+        .and(creds())
+        .then(|id, ctx, c| respond(delete_ack(ctx, c, id)))
+        .boxed();
+    let downtime = api
+        .and(warp::path!("checks" / String / "downtimes"))
+        .and(warp::post())
+        .and(with_ctx.clone())
+        .and(creds())
+        .and(body)
+        .then(|id, ctx, c, b| respond(post_downtime(ctx, c, id, b)))
+        .boxed();
+    let list_downtimes = api
+        .and(warp::path!("downtimes"))
+        .and(warp::get())
+        .and(with_ctx.clone())
+        .and(creds())
+        .then(|ctx, c| respond(list_downtimes(ctx, c)))
+        .boxed();
+    let cancel_downtime = api
+        .and(warp::path!("downtimes" / String))
+        .and(warp::delete())
+        .and(with_ctx.clone())
+        .and(creds())
+        .then(|id, ctx, c| respond(delete_downtime(ctx, c, id)))
+        .boxed();
+    let suppress = api
+        .and(warp::path!("checks" / String / "suppress"))
+        .and(
+            warp::post()
+                .map(|| true)
+                .or(warp::delete().map(|| false))
+                .unify(),
+        )
+        .and(with_ctx.clone())
+        .and(creds())
+        .then(|id, on, ctx, c| respond(suppress(ctx, c, id, on)))
+        .boxed();
+    let result = api
+        .and(warp::path!("checks" / String / "results"))
+        .and(warp::post())
+        .and(with_ctx.clone())
+        .and(creds())
+        .and(body)
+        .then(|id, ctx, c, b| respond(post_result(ctx, c, id, b)))
+        .boxed();
+    let groups = api
+        .and(warp::path!("groups"))
+        .and(warp::get())
+        .and(with_ctx.clone())
+        .and(creds())
+        .then(|ctx, c| respond(list_groups(ctx, c)))
+        .boxed();
+    let group = api
+        .and(warp::path!("groups" / String))
+        .and(warp::get())
+        .and(with_ctx.clone())
+        .and(creds())
+        .then(|id, ctx, c| respond(get_group(ctx, c, id)))
+        .boxed();
+    let locations = api
+        .and(warp::path!("locations"))
+        .and(warp::get())
+        .and(with_ctx.clone())
+        .and(creds())
+        .then(|ctx, c| respond(list_locations(ctx, c)))
+        .boxed();
+    let alerts = api
+        .and(warp::path!("alerts"))
+        .and(warp::get())
+        .and(with_ctx.clone())
+        .and(creds())
+        .then(|ctx, c| respond(list_alerts(ctx, c)))
+        .boxed();
+    let reload = api
+        .and(warp::path!("reload"))
+        .and(warp::post())
+        .and(with_ctx.clone())
+        .and(creds())
+        .then(|ctx, c| respond(post_reload(ctx, c)))
+        .boxed();
+    let whoami = api
+        .and(warp::path!("whoami"))
+        .and(warp::get())
+        .and(with_ctx)
+        .and(creds())
+        .then(|ctx, c| respond(whoami(ctx, c)))
+        .boxed();
+
+    state
+        .or(list_checks)
+        .unify()
+        .or(history)
+        .unify()
+        .or(one_check)
+        .unify()
+        .or(execute)
+        .unify()
+        .or(ack)
+        .unify()
+        .or(unack)
+        .unify()
+        .or(downtime)
+        .unify()
+        .or(list_downtimes)
+        .unify()
+        .or(cancel_downtime)
+        .unify()
+        .or(suppress)
+        .unify()
+        .or(result)
+        .unify()
+        .or(groups)
+        .unify()
+        .or(group)
+        .unify()
+        .or(locations)
+        .unify()
+        .or(alerts)
+        .unify()
+        .or(reload)
+        .unify()
+        .or(whoami)
+        .unify()
+        .boxed()
+}
+
+async fn whoami(ctx: Arc<WebContext>, c: Creds) -> Result<Resp, ApiError> {
+    let p = c.principal(&ctx, Role::Viewer).await?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "name": p.name, "role": p.role, "anonymous": p.anonymous }),
+    ))
+}
+
+async fn get_state(ctx: Arc<WebContext>, c: Creds) -> Result<Resp, ApiError> {
+    c.principal(&ctx, Role::Viewer).await?;
+    let idx = ctx.index();
+    let states: HashMap<CheckId, CheckState> = ctx.store.states().await?.into_iter().collect();
+    let checks: Vec<_> = idx
+        .model
+        .checks
+        .iter()
+        .filter_map(|c| states.get(&c.id).map(|s| view(c, s)))
+        .collect();
+    let groups = ctx.store.group_states(None).await?;
+    let groups: Vec<_> = groups
+        .iter()
+        .filter_map(|g| {
+            idx.group(g.id).map(|def| {
+                serde_json::json!({
+                    "id": g.id, "name": def.name, "parents": def.parents,
+                    "children": idx.children(g.id), "aggregate": g.aggregate,
+                })
+            })
+        })
+        .collect();
+    let locations = ctx.store.location_states(None).await?;
+    let locations: Vec<_> = locations
+        .iter()
+        .filter_map(|l| {
+            idx.location(l.id).map(|def| {
+                serde_json::json!({
+                    "id": l.id, "name": def.name, "parent": def.parent, "aggregate": l.aggregate,
+                })
+            })
+        })
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "site": idx.model.site, "checks": checks, "groups": groups, "locations": locations,
+        }),
+    ))
+}
+
+async fn list_checks(ctx: Arc<WebContext>, c: Creds) -> Result<Resp, ApiError> {
+    c.principal(&ctx, Role::Viewer).await?;
+    let q = &c.query;
+    let offset = query_usize(q, "offset", 0, usize::MAX)?;
+    let limit = query_usize(q, "limit", 100, 10_000)?;
+    let idx = ctx.index();
+    let group =
+        match q.get("group") {
+            Some(g) => Some(idx.find_group(g).map(|g| g.id).ok_or_else(|| {
+                ApiError::not_found(format!("group {g:?} not found"), Some("group"))
+            })?),
+            None => None,
+        };
+    let statuses: Option<Vec<Status>> = match q.get("status") {
+        Some(s) => Some(
+            s.split(',')
+                .map(|x| x.trim().to_ascii_uppercase().parse::<Status>())
+                .collect::<Result<_, _>>()
+                .map_err(|e| ApiError::bad_request("status", e.to_string()))?,
+        ),
+        None => None,
+    };
+    let name = q.get("name").map(|n| n.to_lowercase());
+    let states: HashMap<CheckId, CheckState> = ctx.store.states().await?.into_iter().collect();
+    let matching: Vec<_> = idx
+        .model
+        .checks
+        .iter()
+        .filter(|c| group.map_or(true, |g| idx.check_in_group(c.id, g)))
+        .filter(|c| {
+            name.as_ref().map_or(true, |n| {
+                c.display_name().to_lowercase().contains(n.as_str())
+            })
+        })
+        .filter_map(|c| states.get(&c.id).map(|s| (c, s)))
+        .filter(|(_, s)| statuses.as_ref().map_or(true, |st| st.contains(&s.status)))
+        .collect();
+    let total = matching.len();
+    let items: Vec<_> = matching
+        .into_iter()
+        .skip(offset)
+        .take(limit)
+        .map(|(c, s)| view(c, s))
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "total": total, "offset": offset, "limit": limit, "items": items }),
+    ))
+}
+
+async fn get_check(ctx: Arc<WebContext>, c: Creds, id: String) -> Result<Resp, ApiError> {
+    c.principal(&ctx, Role::Viewer).await?;
+    let check = parse_check_id(&ctx, &id)?;
+    let state = ctx.store.state(check.id).await?;
+    let downtimes = ctx.store.downtimes(Some(check.id), Utc::now()).await?;
+    let groups = ctx.store.ancestor_groups(check.id).await?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "id": check.id, "display_name": check.display_name(), "config": check,
+            "state": state, "downtimes": downtimes, "ancestor_groups": groups,
+        }),
+    ))
+}
+
+async fn get_history(ctx: Arc<WebContext>, c: Creds, id: String) -> Result<Resp, ApiError> {
+    c.principal(&ctx, Role::Viewer).await?;
+    let check = parse_check_id(&ctx, &id)?;
+    let limit = query_usize(&c.query, "limit", 50, 1000)?;
+    let before_version = match c.query.get("before") {
+        Some(v) => Some(v.parse::<u64>().map_err(|_| {
+            ApiError::bad_request("before", format!("{v:?} is not a state version"))
+        })?),
+        None => None,
+    };
+    let items = ctx
+        .store
+        .history(
+            check.id,
+            HistoryPage {
+                before_version,
+                limit,
+            },
+        )
+        .await?;
+    let next_before = if items.len() == limit {
+        items.last().map(|e| e.version)
+    } else {
+        None
+    };
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "items": items, "next_before": next_before }),
+    ))
+}
+
+/// Publishes an execute-now for a check (shared with the websocket).
+pub(crate) async fn execute_now(ctx: &WebContext, check: &Check) -> Result<Uuid, ApiError> {
+    if !check.is_scheduled() {
+        return Err(ApiError::bad_request(
+            "id",
+            format!(
+                "{} is passive or disabled: it cannot be executed",
+                check.display_name()
+            ),
+        ));
+    }
+    let id = Uuid::new_v4();
+    let site = ctx.index().model.site.clone();
+    ctx.queue
+        .publish_execute(ExecuteCheck {
+            id,
+            check_id: check.id,
+            site,
+            pool: check.pool.clone(),
+            engine: check.engine.clone(),
+            params: check.params.clone(),
+            timeout: check.policy.timeout,
+            ttl: Duration::from_secs(30),
+            scheduled_at: Utc::now(),
+            execute_now: true,
+        })
+        .await?;
+    Ok(id)
+}
+
+async fn post_execute(ctx: Arc<WebContext>, c: Creds, id: String) -> Result<Resp, ApiError> {
+    let check = parse_check_id(&ctx, &id)?;
+    let p = c.principal(&ctx, Role::Operator).await?;
+    let exec = execute_now(&ctx, &check).await?;
+    tracing::info!(check = %check.display_name(), by = %p.name, "execute now");
+    Ok(json(
+        StatusCode::ACCEPTED,
+        &serde_json::json!({ "execute_id": exec, "check_id": check.id }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckRequest {
+    #[serde(default)]
+    sticky: bool,
+    comment: String,
+}
+
+async fn post_ack(
+    ctx: Arc<WebContext>,
+    c: Creds,
+    id: String,
+    body: warp::hyper::body::Bytes,
+) -> Result<Resp, ApiError> {
+    let p = c.principal(&ctx, Role::Operator).await?;
+    let check = parse_check_id(&ctx, &id)?;
+    let req: AckRequest = parse_body(&body)?;
+    if req.comment.trim().is_empty() {
+        return Err(ApiError::bad_request("comment", "a comment is required"));
+    }
+    let kind = if req.sticky { Ack::Sticky } else { Ack::Normal };
+    let t = ctx
+        .store
+        .acknowledge(check.id, kind, &p.name, &req.comment, Utc::now())
+        .await?;
+    tracing::info!(check = %check.display_name(), by = %p.name, ?kind, "acknowledge");
+    apply_action(&ctx, check.id, t, StatusCode::OK).await
+}
+
+async fn delete_ack(ctx: Arc<WebContext>, c: Creds, id: String) -> Result<Resp, ApiError> {
+    let p = c.principal(&ctx, Role::Operator).await?;
+    let check = parse_check_id(&ctx, &id)?;
+    let t = ctx
+        .store
+        .remove_acknowledgement(check.id, Utc::now())
+        .await?;
+    tracing::info!(check = %check.display_name(), by = %p.name, "remove acknowledgement");
+    apply_action(&ctx, check.id, t, StatusCode::OK).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DowntimeRequest {
+    comment: String,
+    #[serde(default)]
+    starts_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    ends_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    duration_seconds: Option<u64>,
+}
+
+async fn post_downtime(
+    ctx: Arc<WebContext>,
+    c: Creds,
+    id: String,
+    body: warp::hyper::body::Bytes,
+) -> Result<Resp, ApiError> {
+    let p = c.principal(&ctx, Role::Operator).await?;
+    let check = parse_check_id(&ctx, &id)?;
+    let req: DowntimeRequest = parse_body(&body)?;
+    if req.comment.trim().is_empty() {
+        return Err(ApiError::bad_request("comment", "a comment is required"));
+    }
+    let now = Utc::now();
+    let starts_at = req.starts_at.unwrap_or(now);
+    let ends_at = match (req.ends_at, req.duration_seconds) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "duration_seconds",
+                "give either ends_at or duration_seconds, not both",
+            ))
+        }
+        (Some(e), None) => e,
+        (None, Some(d)) => {
+            let d = i64::try_from(d)
+                .ok()
+                .and_then(chrono::Duration::try_seconds)
+                .ok_or_else(|| ApiError::bad_request("duration_seconds", "too long"))?;
+            starts_at
+                .checked_add_signed(d)
+                .ok_or_else(|| ApiError::bad_request("duration_seconds", "too long"))?
+        }
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "ends_at",
+                "give ends_at or duration_seconds",
+            ))
+        }
+    };
+    if ends_at <= starts_at {
+        return Err(ApiError::bad_request("ends_at", "must be after starts_at"));
+    }
+    let downtime = Downtime {
+        id: Uuid::new_v4(),
+        check_id: check.id,
+        starts_at,
+        ends_at,
+        author: p.name.clone(),
+        comment: req.comment,
+    };
+    let dt_id = downtime.id;
+    let t = ctx.store.schedule_downtime(downtime.clone(), now).await?;
+    tracing::info!(check = %check.display_name(), by = %p.name, %starts_at, %ends_at, "downtime scheduled");
+    let state = match t {
+        Some(t) => {
+            publish_transition(ctx.store.as_ref(), ctx.queue.as_ref(), check.id, &t).await?;
+            t.state
+        }
+        None => ctx.store.state(check.id).await?,
+    };
+    Ok(json(
+        StatusCode::CREATED,
+        &serde_json::json!({ "id": dt_id, "downtime": downtime, "state": state }),
+    ))
+}
+
+async fn list_downtimes(ctx: Arc<WebContext>, c: Creds) -> Result<Resp, ApiError> {
+    c.principal(&ctx, Role::Viewer).await?;
+    let items = ctx.store.downtimes(None, Utc::now()).await?;
+    Ok(json(StatusCode::OK, &serde_json::json!({ "items": items })))
+}
+
+async fn delete_downtime(ctx: Arc<WebContext>, c: Creds, id: String) -> Result<Resp, ApiError> {
+    let p = c.principal(&ctx, Role::Operator).await?;
+    let dt: Uuid = id
+        .parse()
+        .map_err(|_| ApiError::bad_request("id", format!("{id:?} is not a downtime id (UUID)")))?;
+    let now = Utc::now();
+    let known = ctx
+        .store
+        .downtimes(None, now)
+        .await?
+        .iter()
+        .any(|d| d.id == dt);
+    if !known {
+        return Err(ApiError::not_found(
+            format!("downtime {dt} not found"),
+            Some("id"),
+        ));
+    }
+    let t = ctx.store.cancel_downtime(dt, now).await?;
+    tracing::info!(downtime = %dt, by = %p.name, "downtime cancelled");
+    if let Some((check, t)) = &t {
+        publish_transition(ctx.store.as_ref(), ctx.queue.as_ref(), *check, t).await?;
+    }
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "cancelled": dt, "state": t.map(|(_, t)| t.state) }),
+    ))
+}
+
+async fn suppress(ctx: Arc<WebContext>, c: Creds, id: String, on: bool) -> Result<Resp, ApiError> {
+    let p = c.principal(&ctx, Role::Operator).await?;
+    let check = parse_check_id(&ctx, &id)?;
+    let t = ctx.store.set_suppressed(check.id, on, Utc::now()).await?;
+    tracing::info!(check = %check.display_name(), by = %p.name, suppressed = on, "suppression");
+    apply_action(&ctx, check.id, t, StatusCode::OK).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResultRequest {
+    status: Status,
+    output: String,
+    #[serde(default)]
+    long_output: String,
+    #[serde(default)]
+    perfdata: Vec<Perfdata>,
+    #[serde(default)]
+    executed_at: Option<DateTime<Utc>>,
+}
+
+async fn post_result(
+    ctx: Arc<WebContext>,
+    c: Creds,
+    id: String,
+    body: warp::hyper::body::Bytes,
+) -> Result<Resp, ApiError> {
+    let p = c.principal(&ctx, Role::Operator).await?;
+    let check = parse_check_id(&ctx, &id)?;
+    let req: ResultRequest = parse_body(&body)?;
+    let result = CheckResult {
+        id: ResultId::random(),
+        check_id: check.id,
+        status: req.status,
+        output: req.output.into(),
+        long_output: req.long_output.into(),
+        perfdata: req.perfdata.into(),
+        executed_at: req.executed_at.unwrap_or_else(Utc::now),
+        duration_ms: 0,
+    };
+    let rid = result.id;
+    ctx.queue.publish_result(result).await?;
+    tracing::debug!(check = %check.display_name(), by = %p.name, "passive result");
+    Ok(json(
+        StatusCode::ACCEPTED,
+        &serde_json::json!({ "result_id": rid, "check_id": check.id }),
+    ))
+}
+
+async fn list_groups(ctx: Arc<WebContext>, c: Creds) -> Result<Resp, ApiError> {
+    c.principal(&ctx, Role::Viewer).await?;
+    let idx = ctx.index();
+    let aggs: HashMap<GroupId, _> = ctx
+        .store
+        .group_states(None)
+        .await?
+        .into_iter()
+        .map(|g| (g.id, g.aggregate))
+        .collect();
+    let groups: Vec<_> = idx
+        .model
+        .groups
+        .iter()
+        .map(|g| {
+            serde_json::json!({
+                "id": g.id, "name": g.name, "parents": g.parents,
+                "children": idx.children(g.id), "checks": idx.direct_checks(g.id),
+                "aggregate": aggs.get(&g.id),
+            })
+        })
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "groups": groups }),
+    ))
+}
+
+async fn get_group(ctx: Arc<WebContext>, c: Creds, id: String) -> Result<Resp, ApiError> {
+    c.principal(&ctx, Role::Viewer).await?;
+    let idx = ctx.index();
+    let g = idx
+        .find_group(&id)
+        .ok_or_else(|| ApiError::not_found(format!("group {id} not found"), Some("id")))?;
+    let subtree = ctx.store.group_states(Some(g.id)).await?;
+    let aggregate = subtree.iter().find(|s| s.id == g.id).map(|s| s.aggregate);
+    let children: Vec<_> = subtree
+        .iter()
+        .filter(|s| idx.children(g.id).contains(&s.id))
+        .map(|s| {
+            serde_json::json!({
+                "id": s.id, "name": idx.group(s.id).map(|x| x.name.as_str()), "aggregate": s.aggregate,
+            })
+        })
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "id": g.id, "name": g.name, "parents": g.parents, "aggregate": aggregate,
+            "children": children, "checks": idx.direct_checks(g.id),
+        }),
+    ))
+}
+
+async fn list_locations(ctx: Arc<WebContext>, c: Creds) -> Result<Resp, ApiError> {
+    c.principal(&ctx, Role::Viewer).await?;
+    let idx = ctx.index();
+    let aggs: HashMap<_, _> = ctx
+        .store
+        .location_states(None)
+        .await?
+        .into_iter()
+        .map(|l| (l.id, l.aggregate))
+        .collect();
+    let locations: Vec<_> = idx
+        .model
+        .locations
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "id": l.id, "name": l.name, "parent": l.parent, "aggregate": aggs.get(&l.id),
+            })
+        })
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "locations": locations }),
+    ))
+}
+
+async fn list_alerts(ctx: Arc<WebContext>, c: Creds) -> Result<Resp, ApiError> {
+    c.principal(&ctx, Role::Viewer).await?;
+    let limit = query_usize(&c.query, "limit", 100, 10_000)?;
+    let check = match c.query.get("check") {
+        Some(id) => Some(parse_check_id(&ctx, id).map_err(|mut e| {
+            e.field = Some("check".into());
+            e
+        })?),
+        None => None,
+    };
+    let items = ctx.store.alerts(check.map(|c| c.id), limit).await?;
+    Ok(json(StatusCode::OK, &serde_json::json!({ "items": items })))
+}
+
+async fn post_reload(ctx: Arc<WebContext>, c: Creds) -> Result<Resp, ApiError> {
+    let p = c.principal(&ctx, Role::Admin).await?;
+    let reloader = ctx.reloader.read().clone();
+    let Some(reloader) = reloader else {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "this web node cannot reload the configuration",
+            None,
+        ));
+    };
+    tracing::info!(by = %p.name, "config reload requested");
+    let report = reloader.reload().await?;
+    ctx.refresh_model().await?;
+    Ok(json(StatusCode::OK, &report))
+}

@@ -1,0 +1,197 @@
+//! Lookups over the model the API and the websocket hub need on every
+//! request: by id, group children, and the transitive group membership of
+//! checks and groups (for filters and group subscriptions).
+
+use bergamot_core::model::{Check, CheckId, Group, GroupId, Location, LocationId, Model};
+use std::collections::{HashMap, HashSet};
+
+/// The model with its lookups, rebuilt on every config (re)load.
+#[derive(Debug, Default)]
+pub struct ModelIndex {
+    /// The model.
+    pub model: Model,
+    check_pos: HashMap<CheckId, usize>,
+    group_pos: HashMap<GroupId, usize>,
+    location_pos: HashMap<LocationId, usize>,
+    children: HashMap<GroupId, Vec<GroupId>>,
+    direct_checks: HashMap<GroupId, Vec<CheckId>>,
+    /// Every group a check is in, directly or through descendants.
+    check_ancestors: HashMap<CheckId, HashSet<GroupId>>,
+    /// Every group at or above a group.
+    group_ancestors: HashMap<GroupId, HashSet<GroupId>>,
+}
+
+impl ModelIndex {
+    /// Indexes a model.
+    pub fn new(model: Model) -> Self {
+        let check_pos = model
+            .checks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.id, i))
+            .collect();
+        let group_pos: HashMap<GroupId, usize> = model
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (g.id, i))
+            .collect();
+        let location_pos = model
+            .locations
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.id, i))
+            .collect();
+        let mut children: HashMap<GroupId, Vec<GroupId>> = HashMap::new();
+        for g in &model.groups {
+            for p in &g.parents {
+                children.entry(*p).or_default().push(g.id);
+            }
+        }
+        let mut group_ancestors: HashMap<GroupId, HashSet<GroupId>> = HashMap::new();
+        for g in &model.groups {
+            let mut seen = HashSet::new();
+            let mut stack = vec![g.id];
+            while let Some(id) = stack.pop() {
+                if !seen.insert(id) {
+                    continue;
+                }
+                if let Some(&i) = group_pos.get(&id) {
+                    stack.extend(model.groups[i].parents.iter().copied());
+                }
+            }
+            group_ancestors.insert(g.id, seen);
+        }
+        let mut direct_checks: HashMap<GroupId, Vec<CheckId>> = HashMap::new();
+        let mut check_ancestors = HashMap::new();
+        for c in &model.checks {
+            let mut all = HashSet::new();
+            for g in &c.groups {
+                direct_checks.entry(*g).or_default().push(c.id);
+                if let Some(a) = group_ancestors.get(g) {
+                    all.extend(a.iter().copied());
+                }
+            }
+            check_ancestors.insert(c.id, all);
+        }
+        ModelIndex {
+            model,
+            check_pos,
+            group_pos,
+            location_pos,
+            children,
+            direct_checks,
+            check_ancestors,
+            group_ancestors,
+        }
+    }
+
+    /// A check by id.
+    pub fn check(&self, id: CheckId) -> Option<&Check> {
+        self.check_pos.get(&id).map(|&i| &self.model.checks[i])
+    }
+
+    /// A group by id.
+    pub fn group(&self, id: GroupId) -> Option<&Group> {
+        self.group_pos.get(&id).map(|&i| &self.model.groups[i])
+    }
+
+    /// A group by id or name.
+    pub fn find_group(&self, key: &str) -> Option<&Group> {
+        match key.parse::<GroupId>() {
+            Ok(id) => self.group(id),
+            Err(_) => self.model.groups.iter().find(|g| g.name == key),
+        }
+    }
+
+    /// A location by id.
+    pub fn location(&self, id: LocationId) -> Option<&Location> {
+        self.location_pos
+            .get(&id)
+            .map(|&i| &self.model.locations[i])
+    }
+
+    /// Direct child groups of a group.
+    pub fn children(&self, id: GroupId) -> &[GroupId] {
+        self.children.get(&id).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Checks directly in a group.
+    pub fn direct_checks(&self, id: GroupId) -> &[CheckId] {
+        self.direct_checks
+            .get(&id)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// Whether the check is in the group or one of its descendants.
+    pub fn check_in_group(&self, check: CheckId, group: GroupId) -> bool {
+        self.check_ancestors
+            .get(&check)
+            .is_some_and(|a| a.contains(&group))
+    }
+
+    /// Whether the check is under any of these groups.
+    pub fn check_under_any(&self, check: CheckId, groups: &HashSet<GroupId>) -> bool {
+        self.check_ancestors
+            .get(&check)
+            .is_some_and(|a| a.iter().any(|g| groups.contains(g)))
+    }
+
+    /// Whether `group` is one of `groups` or below one of them.
+    pub fn group_under_any(&self, group: GroupId, groups: &HashSet<GroupId>) -> bool {
+        self.group_ancestors
+            .get(&group)
+            .is_some_and(|a| a.iter().any(|g| groups.contains(g)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bergamot_core::model::{CheckKind, Policy};
+
+    #[test]
+    fn transitive_membership() {
+        let site = "s";
+        let g = |n: &str, parents: &[&str]| Group {
+            id: GroupId::named(site, n),
+            name: n.into(),
+            parents: parents.iter().map(|p| GroupId::named(site, p)).collect(),
+        };
+        let check = Check {
+            id: CheckId::host(site, "h"),
+            kind: CheckKind::Host,
+            host: "h".into(),
+            name: "h".into(),
+            host_id: None,
+            engine: "dummy".into(),
+            pool: "default".into(),
+            params: Default::default(),
+            policy: Policy::default(),
+            groups: vec![GroupId::named(site, "c")],
+            location: None,
+            dependencies: vec![],
+            enabled: true,
+        };
+        let idx = ModelIndex::new(Model {
+            site: site.into(),
+            checks: vec![check.clone()],
+            groups: vec![g("a", &[]), g("b", &["a"]), g("c", &["b"]), g("x", &[])],
+            locations: vec![],
+        });
+        assert!(idx.check_in_group(check.id, GroupId::named(site, "a")));
+        assert!(!idx.check_in_group(check.id, GroupId::named(site, "x")));
+        let set: HashSet<_> = [GroupId::named(site, "b")].into();
+        assert!(idx.group_under_any(GroupId::named(site, "c"), &set));
+        assert!(!idx.group_under_any(GroupId::named(site, "a"), &set));
+        assert_eq!(
+            idx.children(GroupId::named(site, "a")),
+            &[GroupId::named(site, "b")]
+        );
+        assert_eq!(
+            idx.find_group("c").map(|g| g.id),
+            Some(GroupId::named(site, "c"))
+        );
+    }
+}

@@ -1,0 +1,229 @@
+//! Prometheus text metrics, kept in atomics: cheap to update from any task,
+//! rendered on `GET /metrics`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the API latency histogram buckets.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// A histogram with fixed buckets.
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
+            if secs <= *le {
+                self.buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
+            let v = self.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {v}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
+/// Every metric the daemon exports.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Results taken off the queue by the processor.
+    pub results_processed: AtomicU64,
+    /// Applied transitions (check updates seen on the update fan-out).
+    pub transitions: AtomicU64,
+    /// Executes taken by workers.
+    pub executes_taken: AtomicU64,
+    /// Time from scheduling to a worker taking the execute, last observed (µs).
+    pub scheduler_lag_micros: AtomicU64,
+    /// Maximum of the above since start (µs).
+    pub scheduler_lag_max_micros: AtomicU64,
+    /// Websocket clients connected now.
+    pub ws_clients: AtomicU64,
+    /// Messages (updates and replies) sent to websocket clients.
+    pub ws_messages_sent: AtomicU64,
+    /// Websocket frames sent to clients (each a JSON array of messages).
+    pub ws_frames_sent: AtomicU64,
+    /// Payload bytes of the websocket frames sent to clients.
+    pub ws_bytes_sent: AtomicU64,
+    /// Updates folded into a pending update of the same object (slow clients).
+    pub ws_coalesced: AtomicU64,
+    /// Updates skipped because the client already had a newer version.
+    pub ws_stale_skipped: AtomicU64,
+    /// Alert updates dropped because a client's alert queue was full.
+    pub ws_alerts_dropped: AtomicU64,
+    /// Clients disconnected because they fell too far behind.
+    pub ws_clients_dropped: AtomicU64,
+    /// Updates waiting to be sent, over all clients, now.
+    pub ws_pending: AtomicU64,
+    /// Largest number of updates ever pending for one client.
+    pub ws_pending_max: AtomicU64,
+    /// API requests answered.
+    api_latency: Histogram,
+}
+
+impl Metrics {
+    /// Records the latency of one API request.
+    pub fn observe_api(&self, d: Duration) {
+        self.api_latency.observe(d);
+    }
+
+    /// Records the lag between scheduling an execute and a worker taking it.
+    pub fn observe_scheduler_lag(&self, d: Duration) {
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.scheduler_lag_micros.store(micros, Ordering::Relaxed);
+        self.scheduler_lag_max_micros
+            .fetch_max(micros, Ordering::Relaxed);
+        self.executes_taken.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Renders the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let counter = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
+        };
+        let gauge = |out: &mut String, name: &str, help: &str, v: f64| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            let _ = writeln!(out, "{name} {v}");
+        };
+        counter(
+            &mut out,
+            "bergamot_results_processed_total",
+            "Check results taken by the result processor.",
+            &self.results_processed,
+        );
+        counter(
+            &mut out,
+            "bergamot_transitions_total",
+            "Applied check state changes.",
+            &self.transitions,
+        );
+        counter(
+            &mut out,
+            "bergamot_executes_taken_total",
+            "Check executions taken by workers.",
+            &self.executes_taken,
+        );
+        let secs = |v: &AtomicU64| v.load(Ordering::Relaxed) as f64 / 1e6;
+        gauge(
+            &mut out,
+            "bergamot_scheduler_lag_seconds",
+            "Time from scheduling an execution to a worker taking it (last observed).",
+            secs(&self.scheduler_lag_micros),
+        );
+        gauge(
+            &mut out,
+            "bergamot_scheduler_lag_max_seconds",
+            "Largest scheduler lag since start.",
+            secs(&self.scheduler_lag_max_micros),
+        );
+        gauge(
+            &mut out,
+            "bergamot_websocket_clients",
+            "Websocket clients connected.",
+            self.ws_clients.load(Ordering::Relaxed) as f64,
+        );
+        counter(
+            &mut out,
+            "bergamot_websocket_messages_sent_total",
+            "Messages sent to websocket clients.",
+            &self.ws_messages_sent,
+        );
+        counter(
+            &mut out,
+            "bergamot_websocket_frames_sent_total",
+            "Websocket frames sent to clients (each carries one or more messages).",
+            &self.ws_frames_sent,
+        );
+        counter(
+            &mut out,
+            "bergamot_websocket_bytes_sent_total",
+            "Payload bytes of the websocket frames sent to clients.",
+            &self.ws_bytes_sent,
+        );
+        counter(
+            &mut out,
+            "bergamot_websocket_coalesced_total",
+            "Updates folded into a pending update of the same object for a slow client.",
+            &self.ws_coalesced,
+        );
+        counter(
+            &mut out,
+            "bergamot_websocket_stale_skipped_total",
+            "Check updates dropped because a newer version had been dispatched.",
+            &self.ws_stale_skipped,
+        );
+        counter(
+            &mut out,
+            "bergamot_websocket_alerts_dropped_total",
+            "Alert updates dropped from a full client queue.",
+            &self.ws_alerts_dropped,
+        );
+        counter(
+            &mut out,
+            "bergamot_websocket_clients_dropped_total",
+            "Websocket clients disconnected for falling behind.",
+            &self.ws_clients_dropped,
+        );
+        gauge(
+            &mut out,
+            "bergamot_websocket_pending_updates",
+            "Updates waiting to be sent, over all clients.",
+            self.ws_pending.load(Ordering::Relaxed) as f64,
+        );
+        gauge(
+            &mut out,
+            "bergamot_websocket_pending_updates_max",
+            "Largest number of updates ever pending for one client.",
+            self.ws_pending_max.load(Ordering::Relaxed) as f64,
+        );
+        self.api_latency.render(
+            &mut out,
+            "bergamot_api_request_duration_seconds",
+            "Latency of REST API requests.",
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_histogram() {
+        let m = Metrics::default();
+        m.transitions.fetch_add(3, Ordering::Relaxed);
+        m.observe_api(Duration::from_millis(3));
+        let text = m.render();
+        assert!(text.contains("bergamot_transitions_total 3\n"));
+        assert!(text.contains("bergamot_api_request_duration_seconds_bucket{le=\"0.0025\"} 0\n"));
+        assert!(text.contains("bergamot_api_request_duration_seconds_bucket{le=\"0.005\"} 1\n"));
+        assert!(text.contains("bergamot_api_request_duration_seconds_count 1\n"));
+    }
+}

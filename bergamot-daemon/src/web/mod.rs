@@ -1,0 +1,344 @@
+//! The web node: REST JSON API, `/ws` websocket, `/metrics`, `/healthz` and
+//! the embedded web UI, all as one warp filter over `Arc<dyn Store>` and
+//! `Arc<dyn Queue>`.
+//!
+//! [`routes`] returns the filter (tests serve it on port 0 or drive it with
+//! `warp::test`); [`serve`] binds it with graceful shutdown.
+
+mod api;
+pub mod auth;
+mod index;
+pub mod metrics;
+pub mod ws;
+
+pub use index::ModelIndex;
+
+use async_trait::async_trait;
+use bergamot_core::model::CheckId;
+use bergamot_core::model::Model;
+use bergamot_core::queue::{AlertUpdate, CheckUpdate, GroupUpdate, LocationUpdate, Queue, Update};
+use bergamot_core::state::Transition;
+use bergamot_core::store::{Store, SyncReport};
+use chrono::Utc;
+use metrics::Metrics;
+use parking_lot::RwLock;
+use serde::Serialize;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use warp::http::StatusCode;
+use warp::Filter;
+
+/// An API error: rendered as JSON `{ "error": ..., "field": ... }` with its status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiError {
+    /// HTTP status.
+    #[serde(skip)]
+    pub status: StatusCode,
+    /// What went wrong.
+    pub error: String,
+    /// The request field that was wrong, if one was.
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, error: impl Into<String>, field: Option<&str>) -> Self {
+        ApiError {
+            status,
+            error: error.into(),
+            field: field.map(str::to_string),
+        }
+    }
+    /// 400 naming the bad field.
+    pub fn bad_request(field: &str, error: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, error, Some(field))
+    }
+    /// 401.
+    pub fn unauthorized(error: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, error, None)
+    }
+    /// 403.
+    pub fn forbidden(error: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, error, None)
+    }
+    /// 404.
+    pub fn not_found(error: impl Into<String>, field: Option<&str>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, error, field)
+    }
+    /// 409: the action is not allowed in the current state.
+    pub fn conflict(error: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, error, None)
+    }
+    /// 500.
+    pub fn internal(error: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, error, None)
+    }
+
+    /// The JSON response.
+    pub fn into_response(self) -> warp::reply::Response {
+        let status = self.status;
+        let mut resp =
+            warp::reply::with_status(warp::reply::json(&self), status).into_response_inner();
+        if status == StatusCode::UNAUTHORIZED {
+            // No `Basic` challenge: it would make browsers pop up a login
+            // dialog for every anonymous XHR; the UI asks for credentials itself.
+            resp.headers_mut().insert(
+                warp::http::header::WWW_AUTHENTICATE,
+                warp::http::HeaderValue::from_static("Bearer realm=\"bergamot\""),
+            );
+        }
+        resp
+    }
+}
+
+trait IntoResponseInner {
+    fn into_response_inner(self) -> warp::reply::Response;
+}
+impl<T: warp::Reply> IntoResponseInner for T {
+    fn into_response_inner(self) -> warp::reply::Response {
+        self.into_response()
+    }
+}
+
+impl From<bergamot_core::Error> for ApiError {
+    fn from(e: bergamot_core::Error) -> Self {
+        use bergamot_core::Error as E;
+        match e {
+            E::NotFound { what, id } => ApiError::not_found(format!("{what} {id} not found"), None),
+            E::InvalidInput(m) => ApiError::bad_request("body", m),
+            E::Config(c) => ApiError::bad_request("config", c.to_string()),
+            other => {
+                tracing::error!(error = %other, "backend error in API request");
+                ApiError::internal(other.to_string())
+            }
+        }
+    }
+}
+
+/// Reloads the configuration (from wherever the daemon got it) and syncs it.
+#[async_trait]
+pub trait Reloader: Send + Sync + 'static {
+    /// Loads the config again, syncs the store (keeping states) and the
+    /// schedules; returns what changed.
+    async fn reload(&self) -> bergamot_core::Result<SyncReport>;
+}
+
+/// Everything a web node needs; cheap to share.
+pub struct WebContext {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The queue.
+    pub queue: Arc<dyn Queue>,
+    /// Authentication.
+    pub auth: auth::Auth,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The websocket hub.
+    pub hub: Arc<ws::Hub>,
+    index: Arc<RwLock<Arc<ModelIndex>>>,
+    reloader: RwLock<Option<Arc<dyn Reloader>>>,
+}
+
+impl WebContext {
+    /// Builds a context over a store and a queue, indexing the store's model.
+    pub async fn new(
+        store: Arc<dyn Store>,
+        queue: Arc<dyn Queue>,
+        auth: auth::AuthConfig,
+        metrics: Arc<Metrics>,
+    ) -> bergamot_core::Result<Arc<Self>> {
+        let model = store.model().await?;
+        let index = Arc::new(RwLock::new(Arc::new(ModelIndex::new(model))));
+        let hub = ws::Hub::new(index.clone(), metrics.clone());
+        Ok(Arc::new(WebContext {
+            store,
+            queue,
+            auth: auth::Auth::new(auth),
+            metrics,
+            hub,
+            index,
+            reloader: RwLock::new(None),
+        }))
+    }
+
+    /// Sets what `POST /api/reload` calls.
+    pub fn set_reloader(&self, reloader: Arc<dyn Reloader>) {
+        *self.reloader.write() = Some(reloader);
+    }
+
+    /// The current model index.
+    pub fn index(&self) -> Arc<ModelIndex> {
+        self.index.read().clone()
+    }
+
+    /// Re-reads the model from the store (after a config sync).
+    pub async fn refresh_model(&self) -> bergamot_core::Result<()> {
+        let model = self.store.model().await?;
+        self.set_model(model);
+        Ok(())
+    }
+
+    /// Replaces the model index.
+    pub fn set_model(&self, model: Model) {
+        *self.index.write() = Arc::new(ModelIndex::new(model));
+    }
+
+    /// Starts the hub's update fan-out: subscribes to the queue's updates.
+    /// Runs until `shutdown` resolves.
+    pub async fn run_hub(
+        self: &Arc<Self>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> bergamot_core::Result<tokio::task::JoinHandle<()>> {
+        let updates = self.queue.subscribe_updates().await?;
+        let hub = self.hub.clone();
+        Ok(tokio::spawn(hub.run(updates, shutdown)))
+    }
+}
+
+/// Publishes what a state change (from an operator action) means: the check
+/// update, alert events, and the new aggregates of its groups and locations.
+pub async fn publish_transition(
+    store: &dyn Store,
+    queue: &dyn Queue,
+    check_id: CheckId,
+    transition: &Transition,
+) -> bergamot_core::Result<()> {
+    if !transition.is_applied() {
+        return Ok(());
+    }
+    let now = Utc::now();
+    queue
+        .publish_update(Update::Check(CheckUpdate {
+            check_id,
+            state: transition.state.clone(),
+            events: transition.events.clone(),
+        }))
+        .await?;
+    // A recovery closes the alert, so the state no longer names it.
+    let alert_id = transition
+        .state
+        .current_alert
+        .map(|a| a.id)
+        .unwrap_or_default();
+    for event in &transition.events {
+        queue
+            .publish_update(Update::Alert(AlertUpdate {
+                check_id,
+                alert_id,
+                event: *event,
+                status: transition.state.status,
+                output: transition.state.output.clone(),
+                at: now,
+            }))
+            .await?;
+    }
+    let groups = store.ancestor_groups(check_id).await?;
+    for g in store.group_states_of(&groups).await? {
+        queue
+            .publish_update(Update::Group(GroupUpdate {
+                group_id: g.id,
+                aggregate: g.aggregate,
+                at: now,
+            }))
+            .await?;
+    }
+    let locations = store.ancestor_locations(check_id).await?;
+    for l in store.location_states_of(&locations).await? {
+        queue
+            .publish_update(Update::Location(LocationUpdate {
+                location_id: l.id,
+                aggregate: l.aggregate,
+                at: now,
+            }))
+            .await?;
+    }
+    Ok(())
+}
+
+const INDEX_HTML: &str = include_str!("assets/index.html");
+const APP_JS: &str = include_str!("assets/app.js");
+const STYLE_CSS: &str = include_str!("assets/style.css");
+
+fn asset(body: &'static str, content_type: &'static str) -> warp::reply::Response {
+    warp::reply::with_header(body, "content-type", content_type).into_response_inner()
+}
+
+/// The whole web node as one warp filter.
+pub fn routes(ctx: Arc<WebContext>) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
+        .map(|| warp::reply::json(&serde_json::json!({ "status": "ok" })).into_response_inner())
+        .boxed();
+    let m = ctx.metrics.clone();
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .map(move || {
+            warp::reply::with_header(m.render(), "content-type", "text/plain; version=0.0.4")
+                .into_response_inner()
+        })
+        .boxed();
+    let index = warp::path::end()
+        .and(warp::get())
+        .map(|| asset(INDEX_HTML, "text/html; charset=utf-8"))
+        .boxed();
+    let app = warp::path!("app.js")
+        .and(warp::get())
+        .map(|| asset(APP_JS, "application/javascript; charset=utf-8"))
+        .boxed();
+    let css = warp::path!("style.css")
+        .and(warp::get())
+        .map(|| asset(STYLE_CSS, "text/css; charset=utf-8"))
+        .boxed();
+    let ws = ws::route(ctx.clone()).boxed();
+    let m = ctx.metrics.clone();
+    let api = api::routes(ctx)
+        .with(warp::log::custom(move |info| m.observe_api(info.elapsed())))
+        .map(warp::Reply::into_response)
+        .boxed();
+    healthz
+        .or(metrics)
+        .unify()
+        .or(index)
+        .unify()
+        .or(app)
+        .unify()
+        .or(css)
+        .unify()
+        .or(ws)
+        .unify()
+        .or(api)
+        .unify()
+        .recover(handle_rejection)
+        .unify()
+        .boxed()
+}
+
+async fn handle_rejection(r: warp::Rejection) -> Result<warp::reply::Response, Infallible> {
+    let err = if r.is_not_found() {
+        ApiError::not_found("no such endpoint", None)
+    } else if let Some(e) = r.find::<warp::reject::InvalidQuery>() {
+        ApiError::bad_request("query", e.to_string())
+    } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
+        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed", None)
+    } else if let Some(e) = r.find::<warp::reject::PayloadTooLarge>() {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string(), Some("body"))
+    } else if let Some(e) = r.find::<warp::reject::LengthRequired>() {
+        ApiError::new(StatusCode::LENGTH_REQUIRED, e.to_string(), Some("body"))
+    } else {
+        ApiError::bad_request("request", format!("{r:?}"))
+    };
+    Ok(err.into_response())
+}
+
+/// Serves the web node on `addr` until `shutdown` resolves; returns the bound
+/// address (port 0 picks a free one) and the server future to spawn.
+pub fn serve(
+    ctx: Arc<WebContext>,
+    addr: SocketAddr,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> bergamot_core::Result<(SocketAddr, impl Future<Output = ()> + Send + 'static)> {
+    warp::serve(routes(ctx))
+        .try_bind_with_graceful_shutdown(addr, shutdown)
+        .map_err(|e| bergamot_core::Error::backend(format!("cannot listen on {addr}"), e))
+}

@@ -1,0 +1,472 @@
+//! The web UI in real headless Chromium, driven over the DevTools protocol
+//! (a small CDP client on tokio-tungstenite): the group tree shows states,
+//! execute-now on a check brings its new result without a reload, and a
+//! screenshot lands in `test-artifacts/ui.png`; a group of 10,000 checks
+//! renders (windowed), shows a live update and scrolls to its end.
+
+mod common;
+
+use bergamot_core::model::{CheckId, GroupId};
+use bergamot_daemon::{start, Backends, Options};
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+struct Cdp {
+    ws: Ws,
+    next_id: u64,
+}
+
+impl Cdp {
+    async fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.ws
+            .send(Message::Text(
+                json!({ "id": id, "method": method, "params": params }).to_string(),
+            ))
+            .await
+            .expect("cdp send");
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(30), self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("no CDP answer to {method}"))
+                .expect("cdp open")
+                .expect("cdp frame");
+            if let Message::Text(t) = m {
+                let v: Value = serde_json::from_str(&t).expect("cdp json");
+                if v["id"] == id {
+                    assert!(v.get("error").is_none(), "{method}: {v}");
+                    return v["result"].clone();
+                }
+            }
+        }
+    }
+
+    async fn eval(&mut self, expr: &str) -> Value {
+        let r = self
+            .call(
+                "Runtime.evaluate",
+                json!({ "expression": expr, "returnByValue": true, "awaitPromise": true }),
+            )
+            .await;
+        r["result"]["value"].clone()
+    }
+
+    async fn wait_for(&mut self, what: &str, expr: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let v = self.eval(expr).await;
+            if !v.is_null() && v != false {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+struct Browser(Child);
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("root")
+        .to_path_buf()
+}
+
+/// Whether Chromium is there; without it the tests skip, unless
+/// `BERGAMOT_REQUIRE_SERVICES` is set.
+fn have_chromium() -> bool {
+    if Path::new(CHROMIUM).exists() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("BERGAMOT_REQUIRE_SERVICES").is_none(),
+        "{CHROMIUM} is missing and BERGAMOT_REQUIRE_SERVICES is set"
+    );
+    eprintln!("skipped: {CHROMIUM} not installed");
+    false
+}
+
+/// Headless Chromium with a fresh profile, and a CDP session on its page.
+async fn open_browser() -> (Browser, tempfile::TempDir, Cdp) {
+    // Chromium with a fresh profile; it writes its DevTools port to a file.
+    let profile = tempfile::tempdir().expect("profile");
+    let browser = Browser(
+        Command::new(CHROMIUM)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--remote-debugging-port=0",
+                "--window-size=1280,860",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromium"),
+    );
+    let port_file = profile.path().join("DevToolsActivePort");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let devtools_port: u16 = loop {
+        if let Ok(s) = std::fs::read_to_string(&port_file) {
+            if let Some(p) = s.lines().next().and_then(|l| l.trim().parse().ok()) {
+                break p;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "chromium did not open its DevTools port"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let devtools: std::net::SocketAddr =
+        format!("127.0.0.1:{devtools_port}").parse().expect("addr");
+    let list = common::get(devtools, "/json/list", None).await.json();
+    let page_ws = list
+        .as_array()
+        .and_then(|l| l.iter().find(|t| t["type"] == "page"))
+        .and_then(|t| t["webSocketDebuggerUrl"].as_str())
+        .expect("a page target")
+        .to_string();
+    let (ws, _) = tokio_tungstenite::connect_async(page_ws)
+        .await
+        .expect("cdp connect");
+    let mut cdp = Cdp { ws, next_id: 0 };
+    cdp.call("Page.enable", json!({})).await;
+    cdp.call("Runtime.enable", json!({})).await;
+
+    (browser, profile, cdp)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ui_shows_tree_and_execute_now_updates_live() {
+    if !have_chromium() {
+        return;
+    }
+    // The demo config on a free port, plus a check that only runs when asked.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = common::free_port();
+    let text = std::fs::read_to_string(repo_root().join("examples/demo.toml")).expect("demo");
+    let text = text.replace("8080", &port.to_string())
+        + "\n[[host]]\nname = \"manual\"\ngroups = [\"Shop\"]\n\n[[host.service]]\nname = \"on-demand\"\ncommand = \"cycle\"\nevery = \"1h\"\n";
+    std::fs::write(dir.path().join("demo.toml"), text).expect("write");
+    std::fs::create_dir_all(dir.path().join("plugins")).expect("dir");
+    std::fs::copy(
+        repo_root().join("examples/plugins/check_demo.sh"),
+        dir.path().join("plugins/check_demo.sh"),
+    )
+    .expect("plugin");
+    let config = bergamot_daemon::cli::load_config(&dir.path().join("demo.toml")).expect("config");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = start(
+        config.model.clone(),
+        Backends::in_memory(),
+        bergamot_core::exec::Executors::standard(),
+        Options {
+            listen: format!("127.0.0.1:{port}").parse().expect("addr"),
+            auth: (&config.web).into(),
+            ..Options::default()
+        },
+        async move {
+            let _ = stop_rx.await;
+        },
+    )
+    .await
+    .expect("start");
+    let addr = running.addr.expect("addr");
+    let target = CheckId::service(&config.model.site, "manual", "on-demand");
+
+    let (_browser, _profile, mut cdp) = open_browser().await;
+
+    // The group tree with states.
+    cdp.call("Page.navigate", json!({ "url": format!("http://{addr}/") }))
+        .await;
+    cdp.wait_for(
+        "the group tree",
+        "document.querySelectorAll('#group-tree .node .badge').length >= 6",
+    )
+    .await;
+    let names = cdp
+        .eval("[...document.querySelectorAll('#group-tree .node .name')].map(e => e.textContent).join(',')")
+        .await;
+    for g in [
+        "Demo",
+        "Infrastructure",
+        "Monitoring",
+        "Applications",
+        "Shop",
+    ] {
+        assert!(names.as_str().unwrap_or_default().contains(g), "{names}");
+    }
+    cdp.wait_for(
+        "live updates",
+        "document.querySelector('#conn').textContent === 'live'",
+    )
+    .await;
+    // Let a few results arrive so the tree shows real states, then take the picture.
+    cdp.wait_for(
+        "a non-pending group",
+        "[...document.querySelectorAll('#group-tree .node .badge')].some(b => b.textContent !== 'PENDING')",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let shot = cdp
+        .call("Page.captureScreenshot", json!({ "format": "png" }))
+        .await;
+    let png = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().expect("png data"))
+            .expect("base64")
+    };
+    let artifacts = repo_root().join("test-artifacts");
+    std::fs::create_dir_all(&artifacts).expect("artifacts dir");
+    std::fs::write(artifacts.join("ui.png"), &png).expect("write ui.png");
+
+    // The check page; log in as the demo operator, click execute-now.
+    cdp.eval(&format!(
+        "sessionStorage.setItem('bergamot.auth', 'Basic ' + btoa('demo:demo')); location.hash = '#/check/{target}'; true"
+    ))
+    .await;
+    cdp.wait_for(
+        "the check page",
+        "document.querySelector('#check-version') !== null",
+    )
+    .await;
+    let before = cdp
+        .eval("document.querySelector('#check-version').textContent")
+        .await;
+    let url_before = cdp.eval("location.href").await;
+    cdp.eval("document.querySelector('#btn-execute').click(); true")
+        .await;
+    let after = cdp
+        .wait_for(
+            "the new result",
+            &format!(
+                "(() => {{ const v = document.querySelector('#check-version'); return v && v.textContent !== {before} ? v.textContent : null; }})()"
+            ),
+        )
+        .await;
+    assert_ne!(after, before);
+    let output = cdp
+        .eval("document.querySelector('#check-output').textContent")
+        .await;
+    assert!(
+        output.as_str().unwrap_or_default().starts_with("dummy"),
+        "{output}"
+    );
+    // No reload happened: same URL, same document.
+    assert_eq!(cdp.eval("location.href").await, url_before);
+    let shot = cdp
+        .call("Page.captureScreenshot", json!({ "format": "png" }))
+        .await;
+    let png = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().expect("png data"))
+            .expect("base64")
+    };
+    std::fs::write(artifacts.join("ui-check.png"), &png).expect("write ui-check.png");
+
+    let _ = stop_tx.send(());
+    running.done.await.expect("clean stop");
+}
+
+/// A group of 10,000 traps (plus their 100 hosts): the group page renders
+/// only the rows in view, a result shows up in its row live, scrolling
+/// reaches the last rows, and a burst of 2,000 results is applied without
+/// a reload. Prints how long the page took and its longest main-thread
+/// task; asserts no timing.
+#[tokio::test(flavor = "multi_thread")]
+async fn group_page_with_10000_checks_renders_and_updates() {
+    if !have_chromium() {
+        return;
+    }
+    const HOSTS: usize = 100;
+    const TRAPS: usize = 100;
+    let site = "big";
+    let mut text = format!(
+        "site = \"{site}\"\n[web]\nanonymous_read = true\n[[web.tokens]]\nname = \"t\"\n\
+         token_hash = \"{}\"\nrole = \"operator\"\n[[group]]\nname = \"Big\"\n",
+        bergamot_daemon::web::auth::hash_token("tok")
+    );
+    for h in 0..HOSTS {
+        text.push_str(&format!(
+            "[[host]]\nname = \"h{h:03}\"\ngroups = [\"Big\"]\n"
+        ));
+        for t in 0..TRAPS {
+            text.push_str(&format!("[[host.trap]]\nname = \"t{t:03}\"\n"));
+        }
+    }
+    let config = bergamot_core::config::Config::from_str_named("big.toml", &text).expect("config");
+    let backends = Backends::in_memory();
+    let queue = backends.queue.clone();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = start(
+        config.model.clone(),
+        backends,
+        bergamot_core::exec::Executors::standard(),
+        Options {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            auth: (&config.web).into(),
+            ..Options::default()
+        },
+        async move {
+            let _ = stop_rx.await;
+        },
+    )
+    .await
+    .expect("start");
+    let addr = running.addr.expect("addr");
+    let total = config
+        .model
+        .checks
+        .iter()
+        .filter(|c| c.groups.iter().any(|g| *g == GroupId::named(site, "Big")))
+        .count();
+    assert!(total >= HOSTS * TRAPS, "{total} checks in the group");
+
+    let (_browser, _profile, mut cdp) = open_browser().await;
+    // Record the longest gap between animation frames (how long the page
+    // was frozen), for the report.
+    cdp.call(
+        "Page.addScriptToEvaluateOnNewDocument",
+        json!({ "source": "window.__gap = 0; (() => { let last = performance.now(); const f = (t) => { window.__gap = Math.max(window.__gap, t - last); last = t; requestAnimationFrame(f); }; requestAnimationFrame(f); })();" }),
+    )
+    .await;
+    let group = GroupId::named(site, "Big");
+    let t0 = Instant::now();
+    cdp.call(
+        "Page.navigate",
+        json!({ "url": format!("http://{addr}/#/group/{group}") }),
+    )
+    .await;
+    let rows = cdp
+        .wait_for(
+            "the group's check table",
+            "(() => { const w = document.querySelector('[data-table=group]'); return w && w.querySelectorAll('tr.r').length > 0 ? Number(w.dataset.rows) : null; })()",
+        )
+        .await;
+    let rendered_in = t0.elapsed();
+    assert_eq!(rows.as_u64(), Some(total as u64), "rows of the table");
+    let in_dom = cdp
+        .eval("document.querySelectorAll('[data-table=group] tr.r').length")
+        .await
+        .as_u64()
+        .expect("row count");
+    assert!(
+        in_dom > 0 && in_dom < 500,
+        "{in_dom} rows in the DOM: the table is not windowed"
+    );
+    cdp.wait_for(
+        "live updates",
+        "document.querySelector('#conn').textContent === 'live'",
+    )
+    .await;
+    // The subscription reply reloads the state and re-renders: wait for the
+    // table again, then take the first visible row's check.
+    let first = cdp
+        .wait_for(
+            "the first row",
+            "(() => { const r = document.querySelector('[data-table=group] tr.r'); return r ? r.dataset.check : null; })()",
+        )
+        .await;
+    let first = first.as_str().expect("check id").to_string();
+    let t1 = Instant::now();
+    let r = common::post(
+        addr,
+        &format!("/api/checks/{first}/results"),
+        Some("Bearer tok"),
+        &json!({ "status": "CRITICAL", "output": "big test" }).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    cdp.wait_for(
+        "the update in the first row",
+        &format!(
+            "(() => {{ const b = document.querySelector('[data-table=group] tr[data-check=\"{first}\"] .badge'); return b && b.textContent === 'CRITICAL'; }})()"
+        ),
+    )
+    .await;
+    let updated_in = t1.elapsed();
+    // Scrolling to the end brings the last rows in.
+    cdp.eval("(() => { const w = document.querySelector('[data-table=group]'); w.scrollTop = w.scrollHeight; return true; })()")
+        .await;
+    cdp.wait_for(
+        "the last rows after scrolling",
+        &format!(
+            "(() => {{ const w = document.querySelector('[data-table=group]'); const r = w.querySelectorAll('tr.r'); const s = w.querySelectorAll('tr.spacer'); return r.length > 0 && r[0].dataset.check !== '{first}' && s[s.length - 1].style.height === '0px'; }})()"
+        ),
+    )
+    .await;
+    // A burst of 2,000 results over the whole group; the last one's row
+    // (scrolled into view) shows it.
+    let ids: Vec<CheckId> = (0..2000)
+        .map(|i| {
+            CheckId::trap(
+                site,
+                &format!("h{:03}", i / TRAPS),
+                &format!("t{:03}", i % TRAPS),
+            )
+        })
+        .collect();
+    let last = cdp
+        .eval("(() => { const r = document.querySelectorAll('[data-table=group] tr.r'); return r[r.length - 1].dataset.check; })()")
+        .await;
+    let last: CheckId = last.as_str().expect("id").parse().expect("check id");
+    let load_gap = cdp.eval("window.__gap").await;
+    cdp.eval("window.__gap = 0").await;
+    let t2 = Instant::now();
+    for id in ids.iter().chain(std::iter::once(&last)) {
+        queue
+            .publish_result(bergamot_core::model::CheckResult::new(
+                *id,
+                bergamot_core::model::Status::Warning,
+                "burst".to_string(),
+                chrono::Utc::now(),
+            ))
+            .await
+            .expect("publish");
+    }
+    cdp.wait_for(
+        "the burst's last update",
+        &format!(
+            "(() => {{ const b = document.querySelector('[data-table=group] tr[data-check=\"{last}\"] .badge'); return b && b.textContent === 'WARNING'; }})()"
+        ),
+    )
+    .await;
+    let burst_in = t2.elapsed();
+    let burst_gap = cdp.eval("window.__gap").await;
+    eprintln!(
+        "group page, {total} checks: table rendered {rendered_in:?} after navigation ({in_dom} rows in the DOM), \
+         an update shown {updated_in:?} after its result was posted, a burst of 2,001 results shown {burst_in:?} \
+         after publishing began; longest gap between animation frames: {load_gap} ms while loading, \
+         {burst_gap} ms during the burst"
+    );
+    let _ = stop_tx.send(());
+    running.done.await.expect("clean stop");
+}

@@ -1,0 +1,239 @@
+//! `bergamotd` as a real process: the demo config, `/api/state`, SIGTERM;
+//! and `check-config` on good and broken configs.
+
+mod common;
+
+use common::{free_port, get};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// The demo config, with its own port replaced by `port`, in a temp dir next
+/// to a copy of its plugins (so relative plugin paths resolve there).
+fn demo_config(dir: &Path, port: u16) -> PathBuf {
+    let text = std::fs::read_to_string(repo_root().join("examples/demo.toml")).expect("demo.toml");
+    let text = text.replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
+    let text = text.replace("port = 8080", &format!("port = {port}"));
+    let path = dir.join("demo.toml");
+    std::fs::write(&path, text).expect("write config");
+    std::fs::create_dir_all(dir.join("plugins")).expect("plugins dir");
+    let plugin = dir.join("plugins/check_demo.sh");
+    std::fs::copy(repo_root().join("examples/plugins/check_demo.sh"), &plugin)
+        .expect("copy plugin");
+    path
+}
+
+/// Recomputes every group's aggregate from the checks of `/api/state`.
+fn expected_aggregates(state: &Value) -> HashMap<String, (String, u64, Vec<u64>)> {
+    let groups = state["groups"].as_array().expect("groups");
+    let mut children: HashMap<String, Vec<String>> = HashMap::new();
+    for g in groups {
+        for p in g["parents"].as_array().expect("parents") {
+            children
+                .entry(p.as_str().expect("id").to_string())
+                .or_default()
+                .push(g["id"].as_str().expect("id").to_string());
+        }
+    }
+    let statuses = [
+        "PENDING",
+        "INFO",
+        "OK",
+        "WARNING",
+        "CRITICAL",
+        "UNKNOWN",
+        "TIMEOUT",
+        "ERROR",
+        "DISCONNECTED",
+        "ACTION",
+    ];
+    let mut out = HashMap::new();
+    for g in groups {
+        let gid = g["id"].as_str().expect("id").to_string();
+        let mut under = HashSet::new();
+        let mut stack = vec![gid.clone()];
+        while let Some(x) = stack.pop() {
+            if under.insert(x.clone()) {
+                stack.extend(children.get(&x).cloned().unwrap_or_default());
+            }
+        }
+        let mut counts = vec![0u64; 10];
+        let mut worst = 0usize;
+        let mut total = 0;
+        for c in state["checks"].as_array().expect("checks") {
+            let in_group = c["groups"]
+                .as_array()
+                .expect("groups")
+                .iter()
+                .any(|x| under.contains(x.as_str().expect("id")));
+            if !in_group {
+                continue;
+            }
+            total += 1;
+            let s = &c["state"];
+            let ignored = s["suppressed"] == true
+                || s["in_downtime"] == true
+                || s["acknowledged"] != "none"
+                || s["encompassed"] == true;
+            let sev = if ignored {
+                0
+            } else {
+                statuses
+                    .iter()
+                    .position(|x| *x == s["status"].as_str().expect("status"))
+                    .expect("known status")
+            };
+            counts[sev] += 1;
+            worst = worst.max(sev);
+        }
+        out.insert(gid, (statuses[worst].to_string(), total, counts));
+    }
+    out
+}
+
+fn actual_aggregates(state: &Value) -> HashMap<String, (String, u64, Vec<u64>)> {
+    state["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|g| {
+            let a = &g["aggregate"];
+            (
+                g["id"].as_str().expect("id").to_string(),
+                (
+                    a["status"].as_str().expect("status").to_string(),
+                    a["total"].as_u64().expect("total"),
+                    a["counts"]
+                        .as_array()
+                        .expect("counts")
+                        .iter()
+                        .map(|v| v.as_u64().expect("count"))
+                        .collect(),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_runs_every_executor_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let config = demo_config(dir.path(), port);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bergamotd"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn bergamotd");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen: HashMap<String, Value> = HashMap::new();
+    let mut aggregates_matched = false;
+    let engines = ["dummy", "tcp", "http", "nagios"];
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "within 30 s: engines with results {:?}, aggregates matched {aggregates_matched}",
+            seen.keys().collect::<Vec<_>>()
+        );
+        if let Ok(r) = common::request(addr, "GET", "/api/state", None, None).await {
+            if r.status == 200 {
+                let state = r.json();
+                for c in state["checks"].as_array().expect("checks") {
+                    if !c["state"]["last_check_at"].is_null() {
+                        seen.insert(c["engine"].as_str().expect("engine").to_string(), c.clone());
+                    }
+                }
+                // State and aggregates are read one after the other; a result
+                // applied in between is retried on the next poll.
+                if expected_aggregates(&state) == actual_aggregates(&state) {
+                    aggregates_matched = true;
+                }
+                if aggregates_matched && engines.iter().all(|e| seen.contains_key(*e)) {
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // The daemon checks itself: its own port and /healthz answer OK.
+    assert_eq!(seen["tcp"]["state"]["status"], "OK", "{}", seen["tcp"]);
+    assert_eq!(seen["http"]["state"]["status"], "OK", "{}", seen["http"]);
+    // The shipped plugin ran (its output has a queue depth and perfdata).
+    assert!(seen["nagios"]["state"]["output"]
+        .as_str()
+        .expect("output")
+        .contains("queue depth"));
+    assert_eq!(seen["nagios"]["state"]["perfdata"][0]["label"], "depth");
+    assert_eq!(get(addr, "/healthz", None).await.status, 200);
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid")),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("bergamotd did not exit within 20 s of SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "exit status {status}");
+}
+
+#[test]
+fn check_config_reports_file_and_line_and_exits_1() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("broken.toml");
+    std::fs::write(
+        &path,
+        "site = \"t\"\n\n[[host]]\nname = \"web1\"\nevery = \"soon\"\n",
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_bergamotd"))
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .expect("run check-config");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "stdout: {stdout}");
+    let expected = format!("{}:5:", path.display());
+    assert!(
+        stdout.contains(&expected),
+        "expected {expected:?} in {stdout:?}"
+    );
+    assert!(stdout.contains("every"), "{stdout}");
+}
+
+#[test]
+fn check_config_accepts_the_demo() {
+    let out = Command::new(env!("CARGO_BIN_EXE_bergamotd"))
+        .arg("check-config")
+        .arg(repo_root().join("examples/demo.toml"))
+        .output()
+        .expect("run check-config");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("ok"), "{stdout}");
+    assert!(stdout.contains("10 checks"), "{stdout}");
+}

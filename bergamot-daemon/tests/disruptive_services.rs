@@ -1,0 +1,361 @@
+//! RabbitMQ and PostgreSQL restarted under load, with `bergamotd` roles as
+//! separate processes: after recovery every result is applied exactly once,
+//! no role process dies, and scheduling carries on.
+//!
+//! These restart the shared services and so disturb every other test:
+//! ignored by default, run serially with
+//! `cargo test -p bergamot-daemon --test disruptive_services -- --ignored --test-threads=1`
+//! (the README's test command does). They need to run as a user that may
+//! run `rabbitmqctl` and `pg_ctlcluster` (root in CI). Each restores the
+//! service when it ends, also on failure.
+//!
+//! When serialising with other runs through `flock`, use `flock -o LOCK cmd`:
+//! without `-o` the lock's file descriptor is inherited by the restarted
+//! PostgreSQL server, which then holds the lock until its next restart.
+
+mod common;
+
+use bergamot_amqp::AmqpQueue;
+use bergamot_core::model::{CheckId, CheckResult, ResultId, Status};
+use bergamot_core::store::Store;
+use bergamot_store::PostgresStore;
+use chrono::Utc;
+use common::cluster::{history, service_urls, wait_for, Cluster};
+use std::collections::HashSet;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const TRAPS: usize = 20;
+const DUMMIES: usize = 4;
+
+fn config(site: &str) -> String {
+    let mut text = format!(
+        "site = \"{site}\"\n\n[defaults]\nevery = \"2s\"\nretry_every = \"2s\"\n\n\
+         [[command]]\nname = \"ok\"\nengine = \"dummy\"\nparams = {{ status = \"OK\" }}\n\n\
+         [[host]]\nname = \"h\"\nevery = \"1h\"\ncheck = {{ command = \"ok\" }}\n"
+    );
+    for i in 0..TRAPS {
+        text.push_str(&format!("\n[[host.trap]]\nname = \"t{i}\"\n"));
+    }
+    for i in 0..DUMMIES {
+        text.push_str(&format!(
+            "\n[[host]]\nname = \"d{i}\"\ncheck = {{ command = \"ok\" }}\n"
+        ));
+    }
+    text
+}
+
+fn trap(site: &str, i: usize) -> CheckId {
+    CheckId::trap(site, "h", &format!("t{i}"))
+}
+
+fn dummies(site: &str) -> Vec<CheckId> {
+    (0..DUMMIES)
+        .map(|i| CheckId::host(site, &format!("d{i}")))
+        .collect()
+}
+
+fn results(site: &str, count: usize) -> Vec<CheckResult> {
+    let base = Utc::now() - chrono::Duration::hours(1);
+    (0..count)
+        .map(|i| {
+            let status = if i % 4 == 0 {
+                Status::Critical
+            } else {
+                Status::Ok
+            };
+            CheckResult::new(
+                trap(site, i % TRAPS),
+                status,
+                format!("r{i}"),
+                base + chrono::Duration::milliseconds(i as i64),
+            )
+        })
+        .collect()
+}
+
+async fn applied_ids(store: &PostgresStore, site: &str) -> Vec<ResultId> {
+    let mut out = Vec::new();
+    for t in 0..TRAPS {
+        out.extend(
+            history(store, trap(site, t))
+                .await
+                .into_iter()
+                .filter_map(|e| e.result_id),
+        );
+    }
+    out
+}
+
+fn assert_exactly_once(sent: &[CheckResult], applied: &[ResultId]) {
+    let want: HashSet<ResultId> = sent.iter().map(|r| r.id).collect();
+    let got: HashSet<ResultId> = applied.iter().copied().collect();
+    assert_eq!(got.len(), applied.len(), "some results were applied twice");
+    let lost = want.difference(&got).count();
+    let extra = got.difference(&want).count();
+    assert_eq!((lost, extra), (0, 0), "lost {lost}, unexpected {extra}");
+}
+
+/// Waits until every dummy check has a result executed after `since`;
+/// returns how long after `since` the last of them first ran again (from the
+/// results' execution times, so a backlog of results to apply does not
+/// count).
+async fn scheduling_resumed(
+    store: &PostgresStore,
+    site: &str,
+    since: chrono::DateTime<Utc>,
+) -> Duration {
+    let checks = dummies(site);
+    wait_for(
+        "every scheduled check to run again",
+        Duration::from_secs(60),
+        || async {
+            let mut last_first = since;
+            for &c in &checks {
+                let h = history(store, c).await;
+                let first = h
+                    .iter()
+                    .filter(|e| e.result_id.is_some() && e.at > since)
+                    .map(|e| e.at)
+                    .min()?;
+                last_first = last_first.max(first);
+            }
+            Some((last_first - since).to_std().unwrap_or_default())
+        },
+    )
+    .await
+}
+
+/// Starts two processors, a worker and a scheduler; returns a store once the
+/// config is synced and the dummy checks have run.
+async fn start_cluster(cluster: &mut Cluster, site: &str) -> PostgresStore {
+    cluster.start("processor", "p1");
+    cluster.start("processor", "p2");
+    cluster.start_worker("w1").await;
+    cluster.start("scheduler", "s1");
+    let store = wait_for(
+        "the config to be synced",
+        Duration::from_secs(30),
+        || async {
+            let s = cluster.store().await;
+            s.state(trap(site, 0)).await.ok().map(|_| s)
+        },
+    )
+    .await;
+    scheduling_resumed(&store, site, Utc::now() - chrono::Duration::hours(1)).await;
+    store
+}
+
+fn run(cmd: &str, args: &[&str]) -> bool {
+    match Command::new(cmd).args(args).output() {
+        Ok(out) => {
+            if !out.status.success() {
+                eprintln!(
+                    "{cmd} {args:?}: {}\n{}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            out.status.success()
+        }
+        Err(e) => {
+            eprintln!("{cmd} {args:?}: {e}");
+            false
+        }
+    }
+}
+
+/// Starts RabbitMQ's app again when dropped (also when the test fails).
+struct RabbitRestore;
+
+impl Drop for RabbitRestore {
+    fn drop(&mut self) {
+        run("rabbitmqctl", &["start_app"]);
+        run("rabbitmqctl", &["await_startup"]);
+    }
+}
+
+/// Publishes `all` in batches from a task, republishing a batch whose
+/// confirms failed (as any client must) until it is taken.
+fn publish_in_background(
+    queue: AmqpQueue,
+    all: Vec<CheckResult>,
+    progress: Arc<AtomicUsize>,
+) -> tokio::task::JoinHandle<usize> {
+    tokio::spawn(async move {
+        let mut retries = 0;
+        for chunk in all.chunks(50) {
+            loop {
+                match queue.publish_results(chunk.to_vec()).await {
+                    Ok(()) => break,
+                    Err(_) => {
+                        retries += 1;
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+            progress.fetch_add(chunk.len(), Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        retries
+    })
+}
+
+/// (c) RabbitMQ stopped and started while results are published and
+/// applied: every result is applied exactly once after recovery, and
+/// scheduling, workers and processors carry on without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "disruptive: restarts RabbitMQ; run serially with --ignored"]
+async fn rabbitmq_restart_under_load_loses_nothing() {
+    let Some((pg, amqp)) = service_urls("rabbitmq_restart") else {
+        return;
+    };
+    let site = "rr";
+    const TOTAL: usize = 2000;
+    let mut cluster = Cluster::new(&pg, &amqp, site, &config(site));
+    let store = start_cluster(&mut cluster, site).await;
+
+    let sent = results(site, TOTAL);
+    let progress = Arc::new(AtomicUsize::new(0));
+    let publisher = publish_in_background(cluster.queue().await, sent.clone(), progress.clone());
+    wait_for("a quarter published", Duration::from_secs(60), || {
+        let n = progress.load(Ordering::Relaxed);
+        async move { (n >= TOTAL / 4).then_some(()) }
+    })
+    .await;
+
+    let restore = RabbitRestore;
+    assert!(run("rabbitmqctl", &["stop_app"]), "rabbitmqctl stop_app");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    drop(restore); // start_app + await_startup
+    let back = Utc::now();
+    let back_at = Instant::now();
+
+    let retries = tokio::time::timeout(Duration::from_secs(120), publisher)
+        .await
+        .expect("the publisher finished")
+        .expect("publisher task");
+    let scheduling_after = scheduling_resumed(&store, site, back).await;
+    let applied = wait_for("every result applied", Duration::from_secs(120), || async {
+        let ids = applied_ids(&store, site).await;
+        (ids.len() >= TOTAL).then_some(ids)
+    })
+    .await;
+    let all_applied_after = back_at.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let applied_later = applied_ids(&store, site).await;
+    assert_eq!(applied.len(), applied_later.len());
+    assert_exactly_once(&sent, &applied_later);
+    cluster.assert_all_alive();
+    eprintln!(
+        "rabbitmq restart: {retries} batch republishes; all {TOTAL} results applied {all_applied_after:?} and every scheduled check ran again within {scheduling_after:?} after the broker was back"
+    );
+}
+
+const PG_VERSION_DIR: &str = "/etc/postgresql";
+
+fn pg_version() -> String {
+    std::fs::read_dir(PG_VERSION_DIR)
+        .expect("read /etc/postgresql")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .next()
+        .expect("a PostgreSQL cluster version")
+}
+
+fn pg_ready() -> bool {
+    Command::new("pg_isready")
+        .args(["-h", "127.0.0.1", "-p", "5432", "-q"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Starts PostgreSQL again if it is down when dropped, and waits for it.
+struct PostgresRestore;
+
+impl Drop for PostgresRestore {
+    fn drop(&mut self) {
+        if !pg_ready() {
+            run(
+                "pg_ctlcluster",
+                &["--skip-systemctl-redirect", &pg_version(), "main", "start"],
+            );
+        }
+        for _ in 0..120 {
+            if pg_ready() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+/// (d) PostgreSQL restarted while the processors apply results: they retry
+/// with backoff (nack + requeue), none dies, and every result is applied
+/// exactly once after recovery; scheduling ownership comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "disruptive: restarts PostgreSQL; run serially with --ignored"]
+async fn postgres_restart_under_load_loses_nothing() {
+    let Some((pg, amqp)) = service_urls("postgres_restart") else {
+        return;
+    };
+    let site = "pr";
+    const TOTAL: usize = 3000;
+    let mut cluster = Cluster::new(&pg, &amqp, site, &config(site));
+    let store = start_cluster(&mut cluster, site).await;
+
+    let sent = results(site, TOTAL);
+    let queue = cluster.queue().await;
+    queue
+        .publish_results(sent.clone())
+        .await
+        .expect("publish the results");
+    let before = wait_for("some results applied", Duration::from_secs(60), || async {
+        let n = applied_ids(&store, site).await.len();
+        (n >= TOTAL / 10).then_some(n)
+    })
+    .await;
+
+    let restore = PostgresRestore;
+    let restarted = run(
+        "pg_ctlcluster",
+        &[
+            "--skip-systemctl-redirect",
+            &pg_version(),
+            "main",
+            "restart",
+        ],
+    );
+    drop(restore); // waits until it accepts connections again
+    assert!(restarted, "pg_ctlcluster restart");
+    let back = Utc::now();
+    let back_at = Instant::now();
+    let at_restart = applied_ids(&store, site).await.len();
+    assert!(
+        at_restart < TOTAL,
+        "everything was applied before the restart ({at_restart}); nothing was retried"
+    );
+
+    let scheduling_after = scheduling_resumed(&store, site, back).await;
+    let applied = wait_for("every result applied", Duration::from_secs(120), || async {
+        let ids = applied_ids(&store, site).await;
+        (ids.len() >= TOTAL).then_some(ids)
+    })
+    .await;
+    let all_applied_after = back_at.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let applied_later = applied_ids(&store, site).await;
+    assert_eq!(applied.len(), applied_later.len());
+    assert_exactly_once(&sent, &applied_later);
+    cluster.assert_all_alive();
+    let retried = ["p1", "p2"]
+        .iter()
+        .any(|p| cluster.log_of(p).contains("failed; retrying"));
+    assert!(retried, "no processor logged a store error it retried");
+    queue.close().await.expect("close");
+    eprintln!(
+        "postgres restart: {before} applied before; all {TOTAL} applied {all_applied_after:?} and every scheduled check ran again within {scheduling_after:?} after the database was back"
+    );
+}
