@@ -1,0 +1,1 @@
+//! Examples of embedding Bergamot: see `embed.rs`.
