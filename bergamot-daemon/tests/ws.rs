@@ -152,7 +152,10 @@ async fn check_subscriber_gets_the_update_after_a_result() {
         if m.get("error").is_some() {
             break m;
         }
-        assert!(m.get("kind").is_some(), "neither an update nor an error: {m}");
+        assert!(
+            m.get("kind").is_some(),
+            "neither an update nor an error: {m}"
+        );
     };
     assert_eq!(e["field"], "subscribe.checks", "{e}");
     // Ping is answered.
