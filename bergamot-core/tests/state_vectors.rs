@@ -160,6 +160,8 @@ fn run_step(
                 state: state.clone(),
                 events: d.events,
                 next_interval: d.next_interval,
+                interval_changed: d.interval_changed,
+                contribution_changed: d.contribution_changed,
             }
         } else {
             let t = transition(state, &r, policy, deps, executed_at);

@@ -8,6 +8,7 @@
 
 use super::flap;
 use super::{Ack, CheckState, Decision, DependencyState, Event, OpenAlert, Outcome, Transition};
+use crate::aggregate::Contribution;
 use crate::model::{CheckResult, Policy, Status};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
@@ -123,6 +124,8 @@ pub fn transition(
     let next_interval = next_interval(&next, policy);
     Transition {
         outcome: Outcome::Applied,
+        interval_changed: next_interval != self::next_interval(state, policy),
+        contribution_changed: Contribution::of(Some(state)) != Contribution::of(Some(&next)),
         state: next,
         events,
         next_interval,
@@ -143,14 +146,18 @@ pub fn transition_in_place(
     now: DateTime<Utc>,
 ) -> Decision {
     let _ = now;
+    let before = (Contribution::of(Some(state)), next_interval(state, policy));
     let (outcome, events) = match reject(state, result) {
         Some(outcome) => (outcome, Vec::new()),
         None => (Outcome::Applied, apply_result(state, result, policy, deps)),
     };
+    let interval = next_interval(state, policy);
     Decision {
         outcome,
         events,
-        next_interval: next_interval(state, policy),
+        next_interval: interval,
+        interval_changed: interval != before.1,
+        contribution_changed: Contribution::of(Some(state)) != before.0,
     }
 }
 
@@ -315,7 +322,7 @@ pub fn acknowledge(
     // only results, downtime and suppression), so no settling here.
     let mut next = state.clone();
     next.acknowledged = kind;
-    applied(next, Vec::new(), policy)
+    applied(state, next, Vec::new(), policy)
 }
 
 /// Removes an acknowledgement ([`Outcome::Unchanged`] when there is none).
@@ -330,7 +337,7 @@ pub fn remove_acknowledgement(
     }
     let mut next = state.clone();
     next.acknowledged = Ack::None;
-    applied(next, Vec::new(), policy)
+    applied(state, next, Vec::new(), policy)
 }
 
 /// Enters or leaves downtime; may open or close an alert (point 2).
@@ -349,7 +356,7 @@ pub fn set_downtime(
     }
     let mut next = state.clone();
     next.in_downtime = on;
-    settle_after_action(next, policy, now)
+    settle_after_action(state, next, policy, now)
 }
 
 /// Suppresses or unsuppresses; may open or close an alert (point 2).
@@ -366,7 +373,7 @@ pub fn set_suppressed(
     }
     let mut next = state.clone();
     next.suppressed = on;
-    settle_after_action(next, policy, now)
+    settle_after_action(state, next, policy, now)
 }
 
 /// The interval policy (point 9): soft -> `changing_every` if set, else
@@ -417,20 +424,32 @@ fn settle_alert(
 }
 
 /// Finishes a downtime or suppression change: settle the alert at `now`.
-fn settle_after_action(mut next: CheckState, policy: &Policy, now: DateTime<Utc>) -> Transition {
+fn settle_after_action(
+    before: &CheckState,
+    mut next: CheckState,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> Transition {
     let mut events = Vec::new();
     // No result to derive an id from, and the state does not know its
     // check's id, so a derived id could collide across checks: random it is.
     settle_alert(&mut next, &mut events, now, Uuid::new_v4);
-    applied(next, events, policy)
+    applied(before, next, events, policy)
 }
 
 /// An applied change: bump the version and compute the interval.
-fn applied(mut next: CheckState, events: Vec<Event>, policy: &Policy) -> Transition {
+fn applied(
+    before: &CheckState,
+    mut next: CheckState,
+    events: Vec<Event>,
+    policy: &Policy,
+) -> Transition {
     next.version += 1;
     let next_interval = next_interval(&next, policy);
     Transition {
         outcome: Outcome::Applied,
+        interval_changed: next_interval != self::next_interval(before, policy),
+        contribution_changed: Contribution::of(Some(before)) != Contribution::of(Some(&next)),
         state: next,
         events,
         next_interval,
@@ -444,6 +463,8 @@ fn unchanged(state: &CheckState, outcome: Outcome, policy: &Policy) -> Transitio
         state: state.clone(),
         events: Vec::new(),
         next_interval: next_interval(state, policy),
+        interval_changed: false,
+        contribution_changed: false,
     }
 }
 

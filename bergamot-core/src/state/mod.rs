@@ -149,6 +149,15 @@ pub struct Transition {
     /// The interval to schedule the next execution at.
     #[serde(with = "crate::model::secs_serde")]
     pub next_interval: Duration,
+    /// Whether `next_interval` differs from the interval of the state
+    /// before (the scheduler must be told).
+    #[serde(default)]
+    pub interval_changed: bool,
+    /// Whether the check's [`Contribution`](crate::aggregate::Contribution)
+    /// to group and location aggregates differs from before: when false, no
+    /// aggregate can have changed and none needs recomputing.
+    #[serde(default)]
+    pub contribution_changed: bool,
 }
 
 impl Transition {
@@ -169,6 +178,12 @@ pub struct Decision {
     /// The interval to schedule the next execution at.
     #[serde(with = "crate::model::secs_serde")]
     pub next_interval: Duration,
+    /// As [`Transition::interval_changed`].
+    #[serde(default)]
+    pub interval_changed: bool,
+    /// As [`Transition::contribution_changed`].
+    #[serde(default)]
+    pub contribution_changed: bool,
 }
 
 impl Decision {

@@ -486,6 +486,8 @@ impl Store for InMemoryStore {
                         state: s.clone(),
                         events: Vec::new(),
                         next_interval: state::next_interval(s, p),
+                        interval_changed: false,
+                        contribution_changed: false,
                     }
                 } else {
                     state::set_downtime(s, on, p, now)

@@ -785,3 +785,42 @@ fn flapping_holds_a_recovery_back_until_it_stops() {
     assert_eq!(seen[0].1, vec![Event::FlappingStopped, Event::Recovery]);
     assert!(sim.state.current_alert.is_none());
 }
+
+#[test]
+fn transitions_say_whether_the_interval_and_the_aggregate_contribution_changed() {
+    let mut sim = Sim::new(Policy {
+        every: std::time::Duration::from_secs(60),
+        retry_every: std::time::Duration::from_secs(10),
+        changing_every: None,
+        ..policy(2, 1)
+    });
+    // PENDING -> OK: the status the groups see changes, the interval does not.
+    let t = sim.result(OkS);
+    assert!(t.contribution_changed && !t.interval_changed);
+    // OK again: nothing a group or the scheduler sees.
+    let t = sim.result(OkS);
+    assert!(!t.contribution_changed && !t.interval_changed);
+    // Soft CRITICAL: both (retry interval, CRITICAL counted).
+    let t = sim.result(Critical);
+    assert!(t.contribution_changed && t.interval_changed);
+    // Hard CRITICAL: same status, same (retry) interval.
+    let t = sim.result(Critical);
+    assert!(t.state.hard && !t.contribution_changed && !t.interval_changed);
+    // An acknowledgement changes the contribution (ignored) only.
+    let t = sim.ack(Ack::Normal);
+    assert!(t.contribution_changed && !t.interval_changed);
+    // Refused and unchanged inputs change nothing.
+    let t = sim.ack(Ack::Normal);
+    assert!(!t.is_applied() && !t.contribution_changed && !t.interval_changed);
+    // The in-place path decides the same.
+    let mut state = sim.state.clone();
+    let at = sim.now();
+    let r = CheckResult::new(CheckId::random(), OkS, "back", at);
+    let d = transition_in_place(&mut state, &r, &sim.policy, &[], at);
+    let t = transition(&sim.state, &r, &sim.policy, &[], at);
+    assert_eq!(
+        (d.contribution_changed, d.interval_changed),
+        (t.contribution_changed, t.interval_changed)
+    );
+    assert!(t.contribution_changed && t.interval_changed);
+}
