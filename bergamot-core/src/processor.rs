@@ -6,19 +6,19 @@
 //! downtime, suppression) so they are published the same way; and
 //! [`Processor::run`] is the loop a processor node runs.
 
-use crate::aggregate::{Aggregate, Contribution};
+use crate::aggregate::{Aggregate, GraphIndex};
 use crate::error::{Error, Result};
-use crate::model::{CheckId, CheckResult, GroupId, LocationId, Policy};
+use crate::model::{CheckId, CheckResult, GroupId, LocationId};
 use crate::queue::{
-    AlertUpdate, CheckUpdate, DeadCheck, GroupUpdate, LocationUpdate, Queue, SchedulerControl,
-    Update,
+    Acker, AlertUpdate, CheckUpdate, DeadCheck, GroupUpdate, LocationUpdate, Queue,
+    SchedulerControl, Update,
 };
-use crate::state::{self, CheckState, Transition};
+use crate::state::Transition;
 use crate::store::Store;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,32 +26,49 @@ use std::time::Duration;
 /// How often [`Processor::run`] applies due downtimes.
 pub const DOWNTIME_TICK: Duration = Duration::from_secs(1);
 
-/// Results [`Processor::run`] applies at once by default (see
+/// Lanes [`Processor::run`] applies results in by default (see
 /// [`Processor::with_lanes`]).
-pub const DEFAULT_LANES: usize = 16;
+pub const DEFAULT_LANES: usize = 4;
 
-/// Deliveries waiting in one lane before [`Processor::run`] waits for it.
-const LANE_DEPTH: usize = 4;
+/// Results one lane of [`Processor::run`] applies in one store call at
+/// most by default (see [`Processor::with_batch`]).
+pub const DEFAULT_BATCH: usize = 256;
+
+/// The shortest pause between two aggregate recomputations of
+/// [`Processor::run`]; the pause is also at least four times as long as the
+/// last recomputation took, so aggregates never take more than a fifth of
+/// the time however fast results arrive.
+pub const AGGREGATE_MIN_GAP: Duration = Duration::from_millis(100);
+
+/// How often [`Processor::run`] re-reads the model (group membership, so
+/// that a config reload elsewhere reaches the aggregates).
+pub const MODEL_REFRESH: Duration = Duration::from_secs(30);
 
 /// Applies results through a [`Store`] and publishes what changed on a [`Queue`].
 ///
 /// It remembers the last aggregate it published per group and location (so
-/// it only publishes changes) and each check's policy (to tell whether the
-/// next interval changed); call [`Processor::refresh_model`] after a config sync.
+/// it only publishes changes) and the group graph (to know which aggregates
+/// a check's change touches); call [`Processor::refresh_model`] after a
+/// config sync ([`Processor::run`] also re-reads it every [`MODEL_REFRESH`]).
 pub struct Processor {
     store: Arc<dyn Store>,
     queue: Arc<dyn Queue>,
     memory: Mutex<Memory>,
     lanes: usize,
-    /// Serialises the read-compare-publish of aggregates, so that with
-    /// several lanes an older aggregate is never published after a newer one.
+    batch: usize,
+    /// Serialises the read-compare-publish of aggregates, so that an older
+    /// aggregate is never published after a newer one.
     aggregates: tokio::sync::Mutex<()>,
+    /// Checks whose contribution to aggregates changed since the
+    /// aggregates were last recomputed by [`Processor::run`].
+    dirty: Mutex<HashSet<CheckId>>,
+    dirty_notify: tokio::sync::Notify,
 }
 
 #[derive(Default)]
 struct Memory {
     loaded: bool,
-    policies: HashMap<CheckId, Policy>,
+    index: Arc<GraphIndex>,
     groups: HashMap<GroupId, Aggregate>,
     locations: HashMap<LocationId, Aggregate>,
 }
@@ -70,49 +87,55 @@ impl Processor {
             queue,
             memory: Mutex::new(Memory::default()),
             lanes: DEFAULT_LANES,
+            batch: DEFAULT_BATCH,
             aggregates: tokio::sync::Mutex::new(()),
+            dirty: Mutex::new(HashSet::new()),
+            dirty_notify: tokio::sync::Notify::new(),
         }
     }
 
-    /// Sets how many results [`Processor::run`] applies at once (at least
-    /// 1; default [`DEFAULT_LANES`]). Deliveries are spread over the lanes
-    /// by check id, and each lane applies its results one after another, so
-    /// one check's results are still applied in the order they arrive.
-    /// Each applied result costs several round trips to the store and the
-    /// queue; lanes overlap those waits (one lane: about 100-500 results/s,
-    /// bounded by latency, not CPU).
+    /// Sets how many lanes [`Processor::run`] applies results in at once
+    /// (at least 1; default [`DEFAULT_LANES`]). Deliveries are spread over
+    /// the lanes by check id, and each lane applies its deliveries in the
+    /// order they arrive, so one check's results stay in order. Lanes
+    /// overlap the round trips of one batch with the work of another.
     pub fn with_lanes(mut self, lanes: usize) -> Self {
         self.lanes = lanes.max(1);
         self
     }
 
-    /// Reloads the model's policies and the current aggregates (the baseline
-    /// against which changes are published). Call after a config sync.
+    /// Sets how many deliveries one lane applies in one
+    /// [`Store::apply_results`] call at most (at least 1; default
+    /// [`DEFAULT_BATCH`]). A lane never waits to fill a batch: it takes
+    /// what has arrived while it applied the previous one, so batches are
+    /// small (and latency low) under light load and grow with the load.
+    pub fn with_batch(mut self, batch: usize) -> Self {
+        self.batch = batch.max(1);
+        self
+    }
+
+    /// Reloads the model's group graph and the current aggregates (the
+    /// baseline against which changes are published). Call after a config sync.
     pub async fn refresh_model(&self) -> Result<()> {
         let model = self.store.model().await?;
+        let index = Arc::new(GraphIndex::new(&model));
         let groups = self.store.group_states(None).await?;
         let locations = self.store.location_states(None).await?;
         let mut m = self.memory.lock();
-        m.policies = model.checks.into_iter().map(|c| (c.id, c.policy)).collect();
+        m.index = index;
         m.groups = groups.into_iter().map(|g| (g.id, g.aggregate)).collect();
         m.locations = locations.into_iter().map(|l| (l.id, l.aggregate)).collect();
         m.loaded = true;
         Ok(())
     }
 
-    async fn policy(&self, check: CheckId) -> Result<Option<Policy>> {
-        let cached = {
-            let m = self.memory.lock();
-            m.loaded.then(|| m.policies.get(&check).cloned())
-        };
-        match cached {
-            Some(Some(p)) => Ok(Some(p)),
-            // Unknown or not loaded yet: the model may have changed.
-            _ => {
-                self.refresh_model().await?;
-                Ok(self.memory.lock().policies.get(&check).cloned())
-            }
-        }
+    /// Re-reads the group graph only (the baselines stay: a change not yet
+    /// published is still published).
+    async fn refresh_index(&self) -> Result<()> {
+        let model = self.store.model().await?;
+        let index = Arc::new(GraphIndex::new(&model));
+        self.memory.lock().index = index;
+        Ok(())
     }
 
     /// Applies one result through the store and, if applied, publishes the
@@ -125,19 +148,12 @@ impl Processor {
         result: &CheckResult,
         now: DateTime<Utc>,
     ) -> Result<Transition> {
-        let check = result.check_id;
-        let before = self.store.state(check).await?;
-        let policy = self.policy(check).await?;
         let t = self.store.apply_result(result, now).await?;
         if t.is_applied() {
-            self.publish_change(check, Some(&before), &t).await?;
-            let previous = policy.as_ref().map(|p| state::next_interval(&before, p));
-            if previous != Some(t.next_interval) {
+            self.publish_transition(result.check_id, &t).await?;
+            if t.interval_changed {
                 self.queue
-                    .publish_control(SchedulerControl::Reschedule {
-                        check_id: check,
-                        interval: t.next_interval,
-                    })
+                    .publish_control(reschedule(result.check_id, &t))
                     .await?;
             }
         }
@@ -155,36 +171,38 @@ impl Processor {
     }
 
     /// Publishes an applied transition of `check` (from a result or an
-    /// action): the check update, one alert update per event, and the
-    /// aggregates of the check's groups and locations that changed since last
-    /// published. Does nothing for a transition that was not applied.
+    /// action): the check update, one alert update per event, and, when the
+    /// check's contribution to aggregates changed
+    /// ([`Transition::contribution_changed`]), the aggregates of its groups
+    /// and locations that changed since last published. Does nothing for a
+    /// transition that was not applied.
     pub async fn publish_transition(&self, check: CheckId, t: &Transition) -> Result<()> {
-        self.publish_change(check, None, t).await
-    }
-
-    /// [`Processor::publish_transition`] knowing the state before: when the
-    /// check's [`Contribution`] to aggregates (effective status and ignore
-    /// flags) is the same before and after, no group or location aggregate
-    /// can have changed, so none is recomputed (a stable check re-reporting
-    /// OK costs no aggregate query). `before = None` means unknown: the
-    /// aggregates are recomputed as by `publish_transition`.
-    pub async fn publish_change(
-        &self,
-        check: CheckId,
-        before: Option<&CheckState>,
-        t: &Transition,
-    ) -> Result<()> {
         if !t.is_applied() {
             return Ok(());
         }
-        let at = Utc::now();
-        self.queue
-            .publish_update(Update::Check(CheckUpdate {
-                check_id: check,
-                state: t.state.clone(),
-                events: t.events.clone(),
-            }))
-            .await?;
+        for u in self.updates_of(check, t, Utc::now()).await? {
+            self.queue.publish_update(u).await?;
+        }
+        let loaded = self.memory.lock().loaded;
+        if t.contribution_changed || !loaded {
+            self.publish_aggregates(&[check]).await?;
+        }
+        Ok(())
+    }
+
+    /// The check update and alert updates of an applied transition.
+    async fn updates_of(
+        &self,
+        check: CheckId,
+        t: &Transition,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<Update>> {
+        let mut out = Vec::with_capacity(1 + t.events.len());
+        out.push(Update::Check(CheckUpdate {
+            check_id: check,
+            state: t.state.clone(),
+            events: t.events.clone(),
+        }));
         for &event in &t.events {
             let alert_id = match t.state.current_alert {
                 Some(open) => open.id,
@@ -198,72 +216,87 @@ impl Processor {
                     .map(|r| r.id)
                     .unwrap_or_default(),
             };
-            self.queue
-                .publish_update(Update::Alert(AlertUpdate {
-                    check_id: check,
-                    alert_id,
-                    event,
-                    status: t.state.status,
-                    output: t.state.output.clone(),
-                    at,
-                }))
-                .await?;
+            out.push(Update::Alert(AlertUpdate {
+                check_id: check,
+                alert_id,
+                event,
+                status: t.state.status,
+                output: t.state.output.clone(),
+                at,
+            }));
         }
-        let loaded = self.memory.lock().loaded;
-        if loaded
-            && before.is_some_and(|b| Contribution::of(Some(b)) == Contribution::of(Some(&t.state)))
-        {
-            return Ok(());
-        }
-        // One lane at a time from here: read the aggregates, compare with
+        Ok(out)
+    }
+
+    /// Recomputes the aggregates of every group and location `checks` are
+    /// in (each once, in one query per kind) and publishes those that
+    /// changed since last published.
+    async fn publish_aggregates(&self, checks: &[CheckId]) -> Result<()> {
+        // One caller at a time from here: read the aggregates, compare with
         // the last published, publish.
         let _serial = self.aggregates.lock().await;
-        if !loaded {
+        if !self.memory.lock().loaded {
             self.refresh_model().await?;
-            // The baseline already includes this transition: publish the
+            // The baseline already includes the change: publish the
             // aggregates once anyway, so subscribers see them.
             let mut m = self.memory.lock();
             m.groups.clear();
             m.locations.clear();
         }
-        let groups = self.store.ancestor_groups(check).await?;
+        let mut index = Arc::clone(&self.memory.lock().index);
+        if checks.iter().any(|c| index.check_index(*c).is_none()) {
+            // A check the graph does not know yet: the model changed.
+            self.refresh_index().await?;
+            index = Arc::clone(&self.memory.lock().index);
+        }
+        let mut groups = BTreeSet::new();
+        let mut locations = BTreeSet::new();
+        for c in checks {
+            groups.extend(index.ancestor_groups(*c).unwrap_or_default());
+            locations.extend(index.ancestor_locations(*c).unwrap_or_default());
+        }
+        let at = Utc::now();
+        let mut updates = Vec::new();
         if !groups.is_empty() {
+            let groups: Vec<GroupId> = groups.into_iter().collect();
             let states = self.store.group_states_of(&groups).await?;
-            let changed: Vec<_> = {
-                let mut m = self.memory.lock();
-                states
-                    .into_iter()
-                    .filter(|g| m.groups.insert(g.id, g.aggregate) != Some(g.aggregate))
-                    .collect()
-            };
-            for g in changed {
-                self.queue
-                    .publish_update(Update::Group(GroupUpdate {
+            let m = self.memory.lock();
+            for g in states {
+                if m.groups.get(&g.id) != Some(&g.aggregate) {
+                    updates.push(Update::Group(GroupUpdate {
                         group_id: g.id,
                         aggregate: g.aggregate,
                         at,
-                    }))
-                    .await?;
+                    }));
+                }
             }
         }
-        let locations = self.store.ancestor_locations(check).await?;
         if !locations.is_empty() {
+            let locations: Vec<LocationId> = locations.into_iter().collect();
             let states = self.store.location_states_of(&locations).await?;
-            let changed: Vec<_> = {
-                let mut m = self.memory.lock();
-                states
-                    .into_iter()
-                    .filter(|l| m.locations.insert(l.id, l.aggregate) != Some(l.aggregate))
-                    .collect()
-            };
-            for l in changed {
-                self.queue
-                    .publish_update(Update::Location(LocationUpdate {
+            let m = self.memory.lock();
+            for l in states {
+                if m.locations.get(&l.id) != Some(&l.aggregate) {
+                    updates.push(Update::Location(LocationUpdate {
                         location_id: l.id,
                         aggregate: l.aggregate,
                         at,
-                    }))
-                    .await?;
+                    }));
+                }
+            }
+        }
+        publish_all(&*self.queue, &updates).await?;
+        // Remembered once published: a failed publish is published again.
+        let mut m = self.memory.lock();
+        for u in updates {
+            match u {
+                Update::Group(g) => {
+                    m.groups.insert(g.group_id, g.aggregate);
+                }
+                Update::Location(l) => {
+                    m.locations.insert(l.location_id, l.aggregate);
+                }
+                _ => {}
             }
         }
         Ok(())
@@ -281,17 +314,25 @@ impl Processor {
     /// Consumes results and dead checks until `shutdown` completes.
     ///
     /// Deliveries are spread by check id over [`Processor::with_lanes`]
-    /// lanes that apply at once; each lane takes its deliveries one after
-    /// another, so one check's results (and dead checks) are applied in the
-    /// order they arrive. Each delivery is acked after the store call
-    /// returned (its effect is durable). A store or queue error is retried
-    /// *in place*, holding the delivery, with a backoff (100 ms doubling up
-    /// to 5 s, reset on success) for up to [`RETRY_IN_PLACE`]: the lane
-    /// takes nothing else meanwhile, so a database restart neither reorders
-    /// one check's results (a requeued result would come back behind newer
-    /// ones and be dropped as stale) nor loses any. After that the delivery
-    /// is nacked with requeue and the lane goes on. On shutdown each lane
-    /// finishes the delivery it applies (or, during a retry, leaves it
+    /// lanes that work at once. A lane takes every delivery that has
+    /// arrived (up to [`Processor::with_batch`]), applies them in arrival
+    /// order in one [`Store::apply_results`] call (one transaction on
+    /// PostgreSQL), publishes the check and alert updates and the
+    /// reschedules, and then acks them: one check's results (and dead
+    /// checks) are applied in the order they arrive, and each delivery is
+    /// acked after its effect is durable. Group and location aggregates
+    /// are recomputed by a task of their own for every check whose
+    /// contribution changed, coalesced: at most one recomputation at a time,
+    /// [`AGGREGATE_MIN_GAP`] apart at least.
+    ///
+    /// A store or queue error is retried *in place*, holding the
+    /// deliveries, with a backoff (100 ms doubling up to 5 s, reset on
+    /// success) for up to [`RETRY_IN_PLACE`]: the lane takes nothing else
+    /// meanwhile, so a database restart neither reorders one check's
+    /// results (a requeued result would come back behind newer ones and be
+    /// dropped as stale) nor loses any. After that the deliveries are
+    /// nacked with requeue and the lane goes on. On shutdown each lane
+    /// finishes the batch it applies (or, during a retry, leaves it
     /// unacked); deliveries not yet taken are left unacked (the queue
     /// redelivers them). Results of unknown checks and other bad input are
     /// logged and acked, so they cannot block a lane. Due downtimes are
@@ -304,11 +345,12 @@ impl Processor {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut lanes = tokio::task::JoinSet::new();
         // Downtimes in a task of their own: the query scans every state, and
-        // the deliveries must not wait for it.
+        // the deliveries must not wait for it. Aggregates too.
         lanes.spawn(Arc::clone(&this).downtimes(stop_rx.clone()));
+        lanes.spawn(Arc::clone(&this).aggregator(stop_rx.clone()));
         let mut senders = Vec::with_capacity(this.lanes);
         for _ in 0..this.lanes {
-            let (tx, rx) = tokio::sync::mpsc::channel(LANE_DEPTH);
+            let (tx, rx) = tokio::sync::mpsc::channel(this.batch);
             senders.push(tx);
             lanes.spawn(Arc::clone(&this).lane(rx, stop_rx.clone()));
         }
@@ -381,8 +423,70 @@ impl Processor {
         }
     }
 
-    /// One lane of [`Processor::run`]: applies its deliveries in order until
-    /// `stop` is set or its channel closes.
+    /// Marks checks whose contribution to aggregates changed, for the
+    /// aggregate task of [`Processor::run`].
+    fn mark_dirty(&self, checks: impl IntoIterator<Item = CheckId>) {
+        let mut dirty = self.dirty.lock();
+        let before = dirty.len();
+        dirty.extend(checks);
+        if dirty.len() > before {
+            self.dirty_notify.notify_one();
+        }
+    }
+
+    /// Recomputes and publishes the aggregates of the dirty checks until
+    /// `stop` is set: at most one recomputation at a time, then a pause of
+    /// [`AGGREGATE_MIN_GAP`] or four times the recomputation's duration,
+    /// whichever is longer; changes marked meanwhile are coalesced. Also
+    /// re-reads the group graph every [`MODEL_REFRESH`].
+    async fn aggregator(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        tokio::pin!(stopped);
+        let mut backoff = Backoff::default();
+        let mut refresh = tokio::time::interval(MODEL_REFRESH);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        refresh.reset();
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut stopped => return,
+                _ = refresh.tick() => {
+                    if let Err(e) = self.refresh_index().await {
+                        tracing::warn!(error = %e, "re-reading the group graph failed");
+                    }
+                    continue;
+                }
+                () = self.dirty_notify.notified() => {}
+            }
+            let checks: Vec<CheckId> = self.dirty.lock().drain().collect();
+            if checks.is_empty() {
+                continue;
+            }
+            let started = tokio::time::Instant::now();
+            let pause = match self.publish_aggregates(&checks).await {
+                Ok(()) => {
+                    backoff.reset();
+                    (started.elapsed() * 4).max(AGGREGATE_MIN_GAP)
+                }
+                Err(e) => {
+                    let wait = backoff.next();
+                    tracing::warn!(error = %e, retry_in = ?wait, "recomputing aggregates failed");
+                    self.mark_dirty(checks);
+                    wait
+                }
+            };
+            tokio::select! {
+                biased;
+                () = &mut stopped => return,
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// One lane of [`Processor::run`]: applies its deliveries in order, in
+    /// batches, until `stop` is set or its channel closes.
     async fn lane(
         self: Arc<Self>,
         mut rx: tokio::sync::mpsc::Receiver<Work>,
@@ -394,7 +498,7 @@ impl Processor {
         };
         tokio::pin!(stopped);
         loop {
-            let work = tokio::select! {
+            let first = tokio::select! {
                 biased;
                 () = &mut stopped => return,
                 w = rx.recv() => match w {
@@ -402,34 +506,180 @@ impl Processor {
                     None => return,
                 },
             };
-            match work {
-                Work::Result(d) => {
-                    let (result, acker) = d.into_parts();
-                    let what = || format!("result {} of check {}", result.id, result.check_id);
-                    let outcome = retry_in_place(stopped.as_mut(), &mut backoff, &what, || {
-                        self.handle_result(&result, Utc::now())
-                    })
-                    .await;
-                    let Some(outcome) = outcome else { return };
-                    self.settle(outcome, acker, &mut backoff, what).await;
+            let mut batch = vec![first];
+            while batch.len() < self.batch {
+                match rx.try_recv() {
+                    Ok(w) => batch.push(w),
+                    Err(_) => break,
                 }
+            }
+            if !self
+                .apply_batch(batch, stopped.as_mut(), &mut backoff)
+                .await
+            {
+                return;
+            }
+        }
+    }
+
+    /// Applies one lane's batch (see [`Processor::run`]); false when
+    /// `stopped` completed meanwhile (the caller must not poll it again).
+    async fn apply_batch(
+        &self,
+        batch: Vec<Work>,
+        mut stopped: std::pin::Pin<&mut impl Future<Output = ()>>,
+        backoff: &mut Backoff,
+    ) -> bool {
+        let mut results = Vec::with_capacity(batch.len());
+        let mut ackers = Vec::with_capacity(batch.len());
+        for work in batch {
+            let (result, acker) = match work {
+                Work::Result(d) => d.into_parts(),
                 Work::Dead(d) => {
                     let (dc, acker) = d.into_parts();
-                    let what = || {
-                        format!(
-                            "dead check {} of check {}",
-                            dc.execute.id, dc.execute.check_id
-                        )
-                    };
-                    let outcome = retry_in_place(stopped.as_mut(), &mut backoff, &what, || {
-                        self.handle_dead_check(&dc, Utc::now())
-                    })
-                    .await;
-                    let Some(outcome) = outcome else { return };
-                    self.settle(outcome, acker, &mut backoff, what).await;
+                    (dc.to_result(), acker)
+                }
+            };
+            results.push(result);
+            ackers.push(acker);
+        }
+        match self
+            .apply_chunk(results, ackers, stopped.as_mut(), backoff)
+            .await
+        {
+            Chunk::Done => true,
+            Chunk::Stopped => false,
+            // The batch as a whole was refused as bad input: one result
+            // spoils it. Apply them one by one, so only that one is dropped.
+            Chunk::Split(results, ackers) => {
+                for (r, a) in results.into_iter().zip(ackers) {
+                    let one = self.apply_chunk(vec![r], vec![a], stopped.as_mut(), backoff);
+                    if matches!(one.await, Chunk::Stopped) {
+                        return false;
+                    }
+                }
+                true
+            }
+        }
+    }
+
+    /// Applies results in one store call, publishes, acks (see
+    /// [`Processor::run`]).
+    async fn apply_chunk(
+        &self,
+        results: Vec<CheckResult>,
+        ackers: Vec<Box<dyn Acker>>,
+        mut stopped: std::pin::Pin<&mut impl Future<Output = ()>>,
+        backoff: &mut Backoff,
+    ) -> Chunk {
+        let what = || describe(&results);
+        let applied = retry_in_place(stopped.as_mut(), backoff, &what, || {
+            self.store.apply_results(&results, Utc::now())
+        })
+        .await;
+        let outcomes = match applied {
+            None => return Chunk::Stopped,
+            Some(Ok(outcomes)) if outcomes.len() == results.len() => outcomes,
+            Some(Ok(outcomes)) => {
+                let e = Error::Closed(format!(
+                    "the store returned {} outcomes for {} results",
+                    outcomes.len(),
+                    results.len()
+                ));
+                self.settle_all(e, ackers, backoff, what).await;
+                return Chunk::Done;
+            }
+            Some(Err(e)) if is_bad_input(&e) && results.len() > 1 => {
+                tracing::warn!(error = %e, "{} refused as a whole; applying them one by one", what());
+                return Chunk::Split(results, ackers);
+            }
+            Some(Err(e)) => {
+                self.settle_all(e, ackers, backoff, what).await;
+                return Chunk::Done;
+            }
+        };
+        // What the applied transitions mean, in arrival order.
+        let now = Utc::now();
+        let mut updates = Vec::new();
+        let mut controls = Vec::new();
+        let mut changed = Vec::new();
+        let mut settle = Vec::with_capacity(ackers.len());
+        for ((result, outcome), acker) in results.iter().zip(outcomes).zip(ackers) {
+            match outcome {
+                Ok(t) => {
+                    if t.is_applied() {
+                        let check = result.check_id;
+                        if t.interval_changed {
+                            controls.push(reschedule(check, &t));
+                        }
+                        if t.contribution_changed {
+                            changed.push(check);
+                        }
+                        match self.updates_of(check, &t, now).await {
+                            Ok(u) => updates.extend(u),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot publish the alert of {}", describe(std::slice::from_ref(result)))
+                            }
+                        }
+                    }
+                    settle.push((acker, Ok(())));
+                }
+                Err(e) => {
+                    let what = describe(std::slice::from_ref(result));
+                    settle.push((acker, Err((e, what))));
                 }
             }
         }
+        let published = retry_in_place(stopped.as_mut(), backoff, &what, || async {
+            publish_all(&*self.queue, &updates).await?;
+            futures::future::try_join_all(
+                controls
+                    .iter()
+                    .map(|c| self.queue.publish_control(c.clone())),
+            )
+            .await
+            .map(|_| ())
+        })
+        .await;
+        match published {
+            None => return Chunk::Stopped,
+            Some(Ok(())) => {}
+            // The store applied them: a redelivery would be a duplicate
+            // and publish nothing either, so ack anyway.
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "cannot publish the updates of {}; they are lost", what())
+            }
+        }
+        let loaded = self.memory.lock().loaded;
+        if !loaded && !results.is_empty() {
+            // The first batch after start: publish every aggregate it touched.
+            changed.extend(results.iter().map(|r| r.check_id));
+        }
+        self.mark_dirty(changed);
+        let mut failed = false;
+        let acks = settle.into_iter().map(|(acker, outcome)| async move {
+            match outcome {
+                Ok(()) => acker.ack().await.map_err(|e| (e, String::new())),
+                Err((e, what)) if is_bad_input(&e) => {
+                    tracing::warn!(error = %e, "dropping {what}");
+                    acker.ack().await.map_err(|e| (e, what))
+                }
+                Err((e, what)) => {
+                    tracing::error!(error = %e, "{what} failed; requeued");
+                    acker.nack(true).await.map_err(|e| (e, what))
+                }
+            }
+        });
+        for settled in futures::future::join_all(acks).await {
+            if let Err((e, w)) = settled {
+                failed = true;
+                tracing::warn!(error = %e, "cannot settle a delivery {w}");
+            }
+        }
+        if !failed {
+            backoff.reset();
+        }
+        Chunk::Done
     }
 
     /// One item of a delivery stream: the delivery, `None` after a stream
@@ -452,34 +702,71 @@ impl Processor {
         }
     }
 
-    /// Acks or nacks a handled delivery. A failing ack is only logged: the
-    /// message comes again and is then a duplicate, which the store drops.
-    async fn settle(
+    /// Settles deliveries whose store call failed: dropped (acked) on bad
+    /// input, otherwise nacked with requeue after a backoff. A failing ack
+    /// is only logged: the message comes again and is then a duplicate,
+    /// which the store drops.
+    async fn settle_all(
         &self,
-        outcome: Result<Transition>,
-        acker: Box<dyn crate::queue::Acker>,
+        e: Error,
+        ackers: Vec<Box<dyn Acker>>,
         backoff: &mut Backoff,
         what: impl Fn() -> String,
     ) {
-        let settled = match outcome {
-            Ok(_) => {
-                backoff.reset();
-                acker.ack().await
-            }
-            Err(e) if is_bad_input(&e) => {
-                tracing::warn!(error = %e, "dropping {}", what());
-                acker.ack().await
-            }
-            Err(e) => {
-                let wait = backoff.next();
-                tracing::error!(error = %e, retry_in = ?wait, "{} still failing after {RETRY_IN_PLACE:?} of retries; requeued", what());
-                tokio::time::sleep(wait).await;
-                acker.nack(true).await
-            }
-        };
-        if let Err(e) = settled {
-            tracing::warn!(error = %e, "cannot settle {}", what());
+        let bad = is_bad_input(&e);
+        if bad {
+            tracing::warn!(error = %e, "dropping {}", what());
+        } else {
+            let wait = backoff.next();
+            tracing::error!(error = %e, retry_in = ?wait, "{} still failing after {RETRY_IN_PLACE:?} of retries; requeued", what());
+            tokio::time::sleep(wait).await;
         }
+        let settled = futures::future::join_all(ackers.into_iter().map(|a| async move {
+            if bad {
+                a.ack().await
+            } else {
+                a.nack(true).await
+            }
+        }))
+        .await;
+        for r in settled {
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "cannot settle {}", what());
+            }
+        }
+    }
+}
+
+/// What [`Processor::apply_chunk`] did.
+enum Chunk {
+    /// Applied and settled.
+    Done,
+    /// Shutdown while retrying: left unacked.
+    Stopped,
+    /// Refused as a whole as bad input: apply one by one.
+    Split(Vec<CheckResult>, Vec<Box<dyn Acker>>),
+}
+
+/// A reschedule to the interval of `t`.
+fn reschedule(check: CheckId, t: &Transition) -> SchedulerControl {
+    SchedulerControl::Reschedule {
+        check_id: check,
+        interval: t.next_interval,
+    }
+}
+
+/// Publishes updates at once (the queue may pipeline them), in order.
+async fn publish_all(queue: &dyn Queue, updates: &[Update]) -> Result<()> {
+    futures::future::try_join_all(updates.iter().map(|u| queue.publish_update(u.clone())))
+        .await
+        .map(|_| ())
+}
+
+/// Names results for a log line: the one, or how many.
+fn describe(results: &[CheckResult]) -> String {
+    match results {
+        [r] => format!("result {} of check {}", r.id, r.check_id),
+        _ => format!("a batch of {} results", results.len()),
     }
 }
 

@@ -311,6 +311,22 @@ struct FailingFirst {
     aggregate_queries: std::sync::atomic::AtomicUsize,
 }
 
+impl FailingFirst {
+    /// Fails while injected failures are left.
+    fn fail(&self) -> bergamot_core::Result<()> {
+        use std::sync::atomic::Ordering;
+        let left = self.failures.load(Ordering::SeqCst);
+        if left > 0 {
+            self.failures.store(left - 1, Ordering::SeqCst);
+            return Err(bergamot_core::Error::backend(
+                "injected",
+                std::io::Error::other("database went away"),
+            ));
+        }
+        Ok(())
+    }
+}
+
 mod failing {
     use super::FailingFirst;
     use bergamot_core::aggregate::{GroupState, LocationState};
@@ -319,7 +335,7 @@ mod failing {
     use bergamot_core::store::{
         AlertRecord, Downtime, HistoryEntry, HistoryPage, Store, SyncReport,
     };
-    use bergamot_core::{Error, Result};
+    use bergamot_core::Result;
     use chrono::{DateTime, Utc};
     use std::sync::atomic::Ordering;
     use uuid::Uuid;
@@ -333,14 +349,7 @@ mod failing {
             self.inner.model().await
         }
         async fn apply_result(&self, r: &CheckResult, now: DateTime<Utc>) -> Result<Transition> {
-            let left = self.failures.load(Ordering::SeqCst);
-            if left > 0 {
-                self.failures.store(left - 1, Ordering::SeqCst);
-                return Err(Error::backend(
-                    "injected",
-                    std::io::Error::other("database went away"),
-                ));
-            }
+            self.fail()?;
             self.inner.apply_result(r, now).await
         }
         async fn apply_results(
@@ -348,6 +357,7 @@ mod failing {
             r: &[CheckResult],
             now: DateTime<Utc>,
         ) -> Result<Vec<Result<Transition>>> {
+            self.fail()?;
             self.inner.apply_results(r, now).await
         }
         async fn state(&self, c: CheckId) -> Result<CheckState> {
@@ -682,14 +692,124 @@ async fn unchanged_contribution_publishes_no_group_update() {
     assert_eq!(groups_in(&drain(&mut updates)), want);
     assert!(store.aggregate_queries.load(Ordering::SeqCst) > queries);
 
-    // publish_transition (no previous state known) still recomputes.
+    // CRITICAL again: nothing to recompute; publish_transition follows the
+    // transition's own word on whether the contribution changed.
     let before = store.aggregate_queries.load(Ordering::SeqCst);
-    let t = processor
+    let mut t = processor
         .handle_result(&result(s, Status::Critical, 40), at(40))
         .await
         .unwrap();
     drain(&mut updates);
+    assert!(!t.contribution_changed);
     assert_eq!(store.aggregate_queries.load(Ordering::SeqCst), before);
     processor.publish_transition(s, &t).await.unwrap();
+    assert_eq!(store.aggregate_queries.load(Ordering::SeqCst), before);
+    t.contribution_changed = true;
+    processor.publish_transition(s, &t).await.unwrap();
     assert!(store.aggregate_queries.load(Ordering::SeqCst) > before);
+}
+
+/// `run` applies what has piled up in batches: every result once and in
+/// order per check, the group aggregates recomputed far fewer times than
+/// there are results, and the last published aggregate the true one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_applies_a_backlog_in_batches_with_coalesced_aggregates() {
+    use std::sync::atomic::Ordering;
+    let store = Arc::new(FailingFirst {
+        inner: InMemoryStore::new(),
+        failures: Default::default(),
+        aggregate_queries: Default::default(),
+    });
+    store.sync_config(&model()).await.unwrap();
+    let queue: Arc<dyn Queue> = Arc::new(InMemoryQueue::with_update_capacity(10_000));
+    let mut updates = queue.subscribe_updates().await.unwrap();
+    let h = CheckId::host(SITE, "h");
+    let s = CheckId::service(SITE, "h", "s");
+    let unknown = CheckId::host(SITE, "nobody");
+    // 400 results, statuses flipping every time (each one changes the
+    // aggregates), one result of an unknown check in the middle.
+    let mut sent = Vec::new();
+    for i in 1..=200 {
+        let status = if i % 2 == 0 {
+            Status::Ok
+        } else {
+            Status::Critical
+        };
+        sent.push(result(h, status, i));
+        sent.push(result(s, status, i));
+        if i == 100 {
+            sent.push(result(unknown, Status::Ok, i));
+        }
+    }
+    for r in &sent {
+        queue.publish_result(r.clone()).await.unwrap();
+    }
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let processor = Processor::new(dyn_store, Arc::clone(&queue)).with_lanes(2);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(processor.run(async move {
+        let _ = stopped.await;
+    }));
+    let mut done = false;
+    for _ in 0..500 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if store.state(h).await.unwrap().version == 200
+            && store.state(s).await.unwrap().version == 200
+        {
+            done = true;
+            break;
+        }
+    }
+    assert!(done, "the backlog was not applied");
+    // Let the aggregate task publish the last change.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.send(()).unwrap();
+    run.await.unwrap().unwrap();
+    for check in [h, s] {
+        let mut hist = store
+            .history(
+                check,
+                bergamot_core::store::HistoryPage {
+                    before_version: None,
+                    limit: 1000,
+                },
+            )
+            .await
+            .unwrap();
+        hist.reverse();
+        let applied: Vec<_> = hist.iter().filter_map(|e| e.result_id).collect();
+        let want: Vec<_> = sent
+            .iter()
+            .filter(|r| r.check_id == check)
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(applied, want, "every result of {check} once, in order");
+    }
+    let queries = store.aggregate_queries.load(Ordering::SeqCst);
+    assert!(
+        queries < 100,
+        "{queries} aggregate queries for 400 aggregate changes: not coalesced"
+    );
+    // (Not `drain`: tokio's cooperative budget makes a long run of
+    // `now_or_never` polls come back empty.)
+    let mut ups = Vec::new();
+    while let Ok(Some(u)) = tokio::time::timeout(Duration::from_millis(200), updates.next()).await {
+        ups.push(u.unwrap());
+    }
+    let checks = ups.iter().filter(|u| matches!(u, Update::Check(_))).count();
+    assert_eq!(checks, 400, "one check update per applied result");
+    let last_root = ups
+        .iter()
+        .rev()
+        .find_map(|u| match u {
+            Update::Group(gu) if gu.group_id == g("root") => Some(gu.aggregate),
+            _ => None,
+        })
+        .expect("a root update");
+    let truth = store.group_states(Some(g("root"))).await.unwrap();
+    let root = truth.iter().find(|gs| gs.id == g("root")).unwrap();
+    assert_eq!(
+        last_root, root.aggregate,
+        "the last published root aggregate is current"
+    );
 }
