@@ -12,10 +12,11 @@ use crate::error::{Error, Result};
 pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("0001_initial.sql")),
     (2, include_str!("0002_group_closure.sql")),
+    (3, include_str!("0003_linear_group_counts.sql")),
 ];
 
 /// The newest schema version this code knows.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// The table recording applied migrations (inside the store's schema).
 pub const MIGRATIONS_TABLE: &str = "bergamot_migrations";
