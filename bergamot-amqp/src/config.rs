@@ -13,6 +13,11 @@ pub struct AmqpConfig {
     /// Unacknowledged deliveries the broker may push per consumer stream
     /// before the consumer acks some (bounded prefetch).
     pub prefetch: u16,
+    /// Prefetch of a result consumer (a processor's stream over every
+    /// result pool): larger than [`prefetch`](Self::prefetch), because a
+    /// processor applies results in batches (4 lanes of up to 256 by
+    /// default) and a small window would starve them.
+    pub result_prefetch: u16,
     /// Number of result processing pools: results are partitioned by check id
     /// into this many single-active-consumer queues. Every node of one
     /// deployment must use the same number.
@@ -37,13 +42,15 @@ pub struct AmqpConfig {
 }
 
 impl AmqpConfig {
-    /// A config for `url` with the defaults: prefetch 64, 32 result pools,
+    /// A config for `url` with the defaults: prefetch 64, result prefetch
+    /// 1024, 32 result pools,
     /// prefix `bergamot`, site `default`, heartbeat 10 s, connect timeout
     /// 5 s, backoff capped at 2 s.
     pub fn new(url: impl Into<String>) -> Self {
         AmqpConfig {
             url: url.into(),
             prefetch: 64,
+            result_prefetch: 1024,
             result_pools: 32,
             prefix: "bergamot".to_string(),
             site: "default".to_string(),
@@ -63,6 +70,12 @@ impl AmqpConfig {
     /// Sets [`prefetch`](Self::prefetch).
     pub fn with_prefetch(mut self, prefetch: u16) -> Self {
         self.prefetch = prefetch;
+        self
+    }
+
+    /// Sets [`result_prefetch`](Self::result_prefetch).
+    pub fn with_result_prefetch(mut self, prefetch: u16) -> Self {
+        self.result_prefetch = prefetch;
         self
     }
 
@@ -90,6 +103,9 @@ impl AmqpConfig {
             |field: &'static str, message: String| Err(crate::AmqpError::Config { field, message });
         if self.prefetch == 0 {
             return bad("prefetch", "must be at least 1".into());
+        }
+        if self.result_prefetch == 0 {
+            return bad("result_prefetch", "must be at least 1".into());
         }
         if self.result_pools == 0 {
             return bad("result_pools", "must be at least 1".into());

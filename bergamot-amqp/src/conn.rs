@@ -623,7 +623,11 @@ impl Worker {
             .open_channel(None)
             .map_err(|e| AmqpError::broker("opening a consumer channel", e))?;
         // global = true: one prefetch window for the whole stream (all its queues).
-        ch.qos(0, self.config.prefetch, true)
+        let prefetch = match kind {
+            Kind::Results(_) => self.config.result_prefetch,
+            _ => self.config.prefetch,
+        };
+        ch.qos(0, prefetch, true)
             .map_err(|e| AmqpError::broker("setting prefetch", e))?;
         let mut no_ack = false;
         let queues = match kind {

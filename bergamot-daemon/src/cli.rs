@@ -302,9 +302,15 @@ pub async fn backends(
     let queue: Arc<dyn Queue> = match &queue_kind {
         QueueKind::Memory => Arc::new(InMemoryQueue::new()),
         QueueKind::Amqp(url) => {
+            // A worker prefetches as many executes as it runs at once (the
+            // prefetch window, not the concurrency, would bound it otherwise).
+            let prefetch = u16::try_from(args.worker_concurrency)
+                .unwrap_or(u16::MAX)
+                .max(AmqpConfig::new("").prefetch);
             let config = AmqpConfig::new(url.clone())
                 .with_prefix(args.amqp_prefix.clone())
                 .with_result_pools(args.result_pools)
+                .with_prefetch(prefetch)
                 .with_site(site);
             let queue = AmqpQueue::connect(config)
                 .await
