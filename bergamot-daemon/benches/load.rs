@@ -68,7 +68,7 @@ options (defaults in brackets):
   --workers K             worker processes [1]
   --processors P          processor processes [1]
   --result-pools R        result processing pools [32]
-  --worker-concurrency C  checks one worker runs at a time [64]
+  --worker-concurrency C  checks one worker runs at a time [256]
   --services-per-host M   [100]
   --groups G              groups the hosts are spread over [20]
   --pg URL / --amqp URL   services [env BERGAMOT_TEST_POSTGRES_URL / BERGAMOT_TEST_AMQP_URL,
@@ -126,7 +126,7 @@ fn parse_args() -> Args {
         workers: 1,
         processors: 1,
         result_pools: 32,
-        worker_concurrency: 64,
+        worker_concurrency: 256,
         per_host: 100,
         groups: 20,
         pg: env("BERGAMOT_TEST_POSTGRES_URL")

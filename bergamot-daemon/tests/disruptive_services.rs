@@ -306,17 +306,19 @@ async fn postgres_restart_under_load_loses_nothing() {
     let mut cluster = Cluster::new(&pg, &amqp, site, &config(site));
     let store = start_cluster(&mut cluster, site).await;
 
+    // Published at a steady pace (500/s) rather than all at once: the
+    // processors apply faster than that, and the restart must find results
+    // still coming.
     let sent = results(site, TOTAL);
     let queue = cluster.queue().await;
-    queue
-        .publish_results(sent.clone())
-        .await
-        .expect("publish the results");
-    let before = wait_for("some results applied", Duration::from_secs(60), || async {
-        let n = applied_ids(&store, site).await.len();
-        (n >= TOTAL / 10).then_some(n)
+    let progress = Arc::new(AtomicUsize::new(0));
+    let publisher = publish_in_background(cluster.queue().await, sent.clone(), progress.clone());
+    wait_for("a quarter published", Duration::from_secs(60), || {
+        let n = progress.load(Ordering::Relaxed);
+        async move { (n >= TOTAL / 4).then_some(()) }
     })
     .await;
+    let before = applied_ids(&store, site).await.len();
 
     let restore = PostgresRestore;
     let restarted = run(
@@ -338,6 +340,10 @@ async fn postgres_restart_under_load_loses_nothing() {
         "everything was applied before the restart ({at_restart}); nothing was retried"
     );
 
+    tokio::time::timeout(Duration::from_secs(120), publisher)
+        .await
+        .expect("the publisher finished")
+        .expect("the publisher task");
     let scheduling_after = scheduling_resumed(&store, site, back).await;
     let applied = wait_for("every result applied", Duration::from_secs(120), || async {
         let ids = applied_ids(&store, site).await;
