@@ -69,6 +69,7 @@ options (defaults in brackets):
   --processors P          processor processes [1]
   --result-pools R        result processing pools [32]
   --worker-concurrency C  checks one worker runs at a time [256]
+  --processor-lanes L     lanes of each processor [4]
   --services-per-host M   [100]
   --groups G              groups the hosts are spread over [20]
   --pg URL / --amqp URL   services [env BERGAMOT_TEST_POSTGRES_URL / BERGAMOT_TEST_AMQP_URL,
@@ -90,6 +91,7 @@ struct Args {
     processors: usize,
     result_pools: u16,
     worker_concurrency: usize,
+    processor_lanes: usize,
     per_host: usize,
     groups: usize,
     pg: String,
@@ -127,6 +129,7 @@ fn parse_args() -> Args {
         processors: 1,
         result_pools: 32,
         worker_concurrency: 256,
+        processor_lanes: bergamot_core::processor::DEFAULT_LANES,
         per_host: 100,
         groups: 20,
         pg: env("BERGAMOT_TEST_POSTGRES_URL")
@@ -166,6 +169,7 @@ fn parse_args() -> Args {
             "--processors" => a.processors = num(value()) as usize,
             "--result-pools" => a.result_pools = num(value()) as u16,
             "--worker-concurrency" => a.worker_concurrency = num(value()) as usize,
+            "--processor-lanes" => a.processor_lanes = (num(value()) as usize).max(1),
             "--services-per-host" => a.per_host = (num(value()) as usize).max(1),
             "--groups" => a.groups = (num(value()) as usize).max(1),
             "--pg" => a.pg = value(),
@@ -432,6 +436,7 @@ fn spawn(ctx: &Ctx<'_>, role: &str, name: &str) -> Node {
             "--worker-concurrency",
             &ctx.args.worker_concurrency.to_string(),
         ])
+        .args(["--processor-lanes", &ctx.args.processor_lanes.to_string()])
         .env(
             "RUST_LOG",
             "warn,bergamot_daemon=info,bergamot_core::exec=info",
@@ -839,10 +844,11 @@ async fn main() {
         offered
     );
     println!(
-        "load: {} worker(s), {} processor(s), 1 scheduler, 1 web; {} result pools, worker concurrency {}; \
+        "load: {} worker(s), {} processor(s) of {} lanes, 1 scheduler, 1 web; {} result pools, worker concurrency {}; \
          schema {schema}, prefix {prefix}; machine: {} cores, load {}",
         args.workers,
         args.processors,
+        args.processor_lanes,
         args.result_pools,
         args.worker_concurrency,
         std::thread::available_parallelism().map_or(0, |n| n.get()),

@@ -102,6 +102,10 @@ pub struct NodeArgs {
     /// Checks a worker runs at a time.
     #[arg(long, default_value_t = 64)]
     pub worker_concurrency: usize,
+    /// Lanes a processor applies results in at once (each applies what has
+    /// arrived in one transaction; fewer lanes make larger batches).
+    #[arg(long, default_value_t = bergamot_core::processor::DEFAULT_LANES)]
+    pub processor_lanes: usize,
 }
 
 /// Options of `bergamotd run`.
@@ -503,6 +507,7 @@ pub async fn run(args: RunArgs, executors: Executors) -> anyhow::Result<()> {
         auth: AuthConfig::from(&web),
         roles,
         worker_concurrency: args.worker_concurrency,
+        processor_lanes: args.processor_lanes,
         config_source,
         ownership,
     };

@@ -85,6 +85,8 @@ pub struct Options {
     pub roles: Roles,
     /// Checks one worker runs at a time.
     pub worker_concurrency: usize,
+    /// Lanes the processor applies results in ([`Processor::with_lanes`]).
+    pub processor_lanes: usize,
     /// Where a reload gets the model from; `None`: reload is not available.
     pub config_source: Option<ConfigSource>,
     /// Scheduling ownership shared with other scheduler nodes; `None`: the
@@ -98,6 +100,7 @@ impl std::fmt::Debug for Options {
             .field("listen", &self.listen)
             .field("roles", &self.roles)
             .field("worker_concurrency", &self.worker_concurrency)
+            .field("processor_lanes", &self.processor_lanes)
             .field("ownership", &self.ownership)
             .finish_non_exhaustive()
     }
@@ -110,6 +113,7 @@ impl Default for Options {
             auth: AuthConfig::default(),
             roles: Roles::all(),
             worker_concurrency: 64,
+            processor_lanes: bergamot_core::processor::DEFAULT_LANES,
             config_source: None,
             ownership: None,
         }
@@ -310,7 +314,8 @@ pub async fn start(
         }
     }
     if options.roles.processor {
-        let processor = Processor::new(store.clone(), queue.clone());
+        let processor =
+            Processor::new(store.clone(), queue.clone()).with_lanes(options.processor_lanes);
         processor.refresh_model().await?;
         let s = stopped(&drain_rx);
         tasks.push((

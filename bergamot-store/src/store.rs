@@ -906,7 +906,15 @@ impl PostgresStore {
             .map_err(Error::db("begin applying downtimes"))?;
         let due: Vec<Uuid> = tx
             .query(
-                &format!("SELECT s.check_id FROM check_state s WHERE s.in_downtime <> {ACTIVE}"),
+                // Driven by the (few) checks in downtime and the (few)
+                // downtime windows, never a scan of every state: this runs
+                // every second.
+                &format!(
+                    "SELECT s.check_id FROM check_state s WHERE s.in_downtime AND NOT {ACTIVE}
+                     UNION
+                     SELECT s.check_id FROM downtimes d JOIN check_state s ON s.check_id = d.check_id
+                     WHERE d.starts_at <= $1 AND d.ends_at > $1 AND NOT s.in_downtime"
+                ),
                 &[&now],
             )
             .await

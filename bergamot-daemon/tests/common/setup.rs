@@ -131,6 +131,7 @@ pub async fn daemon() -> Daemon {
             web: true,
         },
         worker_concurrency: 4,
+        processor_lanes: 2,
         config_source: Some(source),
         ownership: None,
     };
