@@ -40,7 +40,8 @@ pub struct SchedulerConfig {
     /// so two scheduler runs never reuse execute ids.
     pub schedule: ScheduleConfig,
     /// Executes published concurrently (each waits for its broker confirm).
-    /// Default 64.
+    /// Default 512: with a confirm taking 25-30 ms on a busy broker, 64 at
+    /// a time capped one scheduler at about 2,300 executes/s.
     pub publish_concurrency: usize,
     /// The driver wakes at least this often, even with nothing due. Default 1 s.
     pub max_sleep: Duration,
@@ -53,7 +54,7 @@ impl Default for SchedulerConfig {
     fn default() -> Self {
         SchedulerConfig {
             schedule: ScheduleConfig::default(),
-            publish_concurrency: 64,
+            publish_concurrency: 512,
             max_sleep: Duration::from_secs(1),
             control_retry: Duration::from_secs(1),
         }
