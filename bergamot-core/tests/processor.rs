@@ -65,6 +65,25 @@ fn drain(updates: &mut BoxStream<'static, bergamot_core::Result<Update>>) -> Vec
     out
 }
 
+/// The result ids in a check's history, oldest first.
+async fn applied_in_order(
+    store: &dyn Store,
+    check: CheckId,
+) -> Vec<bergamot_core::model::ResultId> {
+    let mut hist = store
+        .history(
+            check,
+            bergamot_core::store::HistoryPage {
+                before_version: None,
+                limit: 10_000,
+            },
+        )
+        .await
+        .unwrap();
+    hist.reverse();
+    hist.iter().filter_map(|e| e.result_id).collect()
+}
+
 fn groups_in(updates: &[Update]) -> Vec<GroupId> {
     let mut v: Vec<GroupId> = updates
         .iter()
@@ -627,18 +646,7 @@ async fn store_errors_keep_a_checks_results_in_order() {
     }
     stop.send(()).unwrap();
     run.await.unwrap().unwrap();
-    let mut hist = store
-        .history(
-            h,
-            bergamot_core::store::HistoryPage {
-                before_version: None,
-                limit: 10,
-            },
-        )
-        .await
-        .unwrap();
-    hist.reverse();
-    let applied: Vec<_> = hist.iter().filter_map(|e| e.result_id).collect();
+    let applied = applied_in_order(store.as_ref(), h).await;
     let want: Vec<_> = sent.iter().map(|r| r.id).collect();
     assert!(done, "not every result was applied: {applied:?}");
     assert_eq!(applied, want, "every result applied once, in order");
@@ -766,18 +774,7 @@ async fn run_applies_a_backlog_in_batches_with_coalesced_aggregates() {
     stop.send(()).unwrap();
     run.await.unwrap().unwrap();
     for check in [h, s] {
-        let mut hist = store
-            .history(
-                check,
-                bergamot_core::store::HistoryPage {
-                    before_version: None,
-                    limit: 1000,
-                },
-            )
-            .await
-            .unwrap();
-        hist.reverse();
-        let applied: Vec<_> = hist.iter().filter_map(|e| e.result_id).collect();
+        let applied = applied_in_order(store.as_ref(), check).await;
         let want: Vec<_> = sent
             .iter()
             .filter(|r| r.check_id == check)
