@@ -272,6 +272,16 @@ async fn generated_graph_matches_the_core_aggregate() {
         store.location_states_of(&ids).await.expect("of"),
         aggregate::location_states_of(&model, st, &ids)
     );
+    // The counters follow further changes: random states again (some
+    // checks keep their contribution, most change it), in one statement.
+    randomise_states(&store, &mut rng).await;
+    let again: HashMap<CheckId, CheckState> =
+        store.states().await.expect("states").into_iter().collect();
+    assert_eq!(
+        store.group_states(None).await.expect("group states"),
+        aggregate::group_states(&model, |c| again.get(&c), None),
+        "whole graph after a second change"
+    );
 }
 
 #[tokio::test]

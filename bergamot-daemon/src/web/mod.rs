@@ -197,7 +197,8 @@ impl WebContext {
 }
 
 /// Publishes what a state change (from an operator action) means: the check
-/// update, alert events, and the new aggregates of its groups and locations.
+/// update, alert events, and, when the check's contribution to aggregates
+/// changed, the new aggregates of its groups and locations.
 pub async fn publish_transition(
     store: &dyn Store,
     queue: &dyn Queue,
@@ -232,6 +233,11 @@ pub async fn publish_transition(
                 at: now,
             }))
             .await?;
+    }
+    // The groups and locations only change with the check's contribution
+    // (effective status, ignore flags): e.g. not on a sticky/normal switch.
+    if !transition.contribution_changed {
+        return Ok(());
     }
     let groups = store.ancestor_groups(check_id).await?;
     for g in store.group_states_of(&groups).await? {
