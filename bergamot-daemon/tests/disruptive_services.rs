@@ -203,6 +203,32 @@ fn publish_in_background(
     })
 }
 
+/// Publishes `sent` in the background (50 every 100 ms) and returns once a
+/// quarter is out, so that a disruption then meets a stream of results.
+async fn publish_until_a_quarter(
+    queue: AmqpQueue,
+    sent: &[CheckResult],
+) -> tokio::task::JoinHandle<usize> {
+    let progress = Arc::new(AtomicUsize::new(0));
+    let publisher = publish_in_background(queue, sent.to_vec(), progress.clone());
+    let quarter = sent.len() / 4;
+    wait_for("a quarter published", Duration::from_secs(60), || {
+        let n = progress.load(Ordering::Relaxed);
+        async move { (n >= quarter).then_some(()) }
+    })
+    .await;
+    publisher
+}
+
+/// Waits (at most 120 s) for a background publisher; the batches it
+/// published again after an error.
+async fn publisher_done(publisher: tokio::task::JoinHandle<usize>) -> usize {
+    tokio::time::timeout(Duration::from_secs(120), publisher)
+        .await
+        .expect("the publisher finished")
+        .expect("the publisher task")
+}
+
 /// (c) RabbitMQ stopped and started while results are published and
 /// applied: every result is applied exactly once after recovery, and
 /// scheduling, workers and processors carry on without a restart.
@@ -218,13 +244,7 @@ async fn rabbitmq_restart_under_load_loses_nothing() {
     let store = start_cluster(&mut cluster, site).await;
 
     let sent = results(site, TOTAL);
-    let progress = Arc::new(AtomicUsize::new(0));
-    let publisher = publish_in_background(cluster.queue().await, sent.clone(), progress.clone());
-    wait_for("a quarter published", Duration::from_secs(60), || {
-        let n = progress.load(Ordering::Relaxed);
-        async move { (n >= TOTAL / 4).then_some(()) }
-    })
-    .await;
+    let publisher = publish_until_a_quarter(cluster.queue().await, &sent).await;
 
     let restore = RabbitRestore;
     assert!(run("rabbitmqctl", &["stop_app"]), "rabbitmqctl stop_app");
@@ -233,10 +253,7 @@ async fn rabbitmq_restart_under_load_loses_nothing() {
     let back = Utc::now();
     let back_at = Instant::now();
 
-    let retries = tokio::time::timeout(Duration::from_secs(120), publisher)
-        .await
-        .expect("the publisher finished")
-        .expect("publisher task");
+    let retries = publisher_done(publisher).await;
     let scheduling_after = scheduling_resumed(&store, site, back).await;
     let applied = wait_for("every result applied", Duration::from_secs(120), || async {
         let ids = applied_ids(&store, site).await;
@@ -311,13 +328,7 @@ async fn postgres_restart_under_load_loses_nothing() {
     // still coming.
     let sent = results(site, TOTAL);
     let queue = cluster.queue().await;
-    let progress = Arc::new(AtomicUsize::new(0));
-    let publisher = publish_in_background(cluster.queue().await, sent.clone(), progress.clone());
-    wait_for("a quarter published", Duration::from_secs(60), || {
-        let n = progress.load(Ordering::Relaxed);
-        async move { (n >= TOTAL / 4).then_some(()) }
-    })
-    .await;
+    let publisher = publish_until_a_quarter(cluster.queue().await, &sent).await;
     let before = applied_ids(&store, site).await.len();
 
     let restore = PostgresRestore;
@@ -340,10 +351,7 @@ async fn postgres_restart_under_load_loses_nothing() {
         "everything was applied before the restart ({at_restart}); nothing was retried"
     );
 
-    tokio::time::timeout(Duration::from_secs(120), publisher)
-        .await
-        .expect("the publisher finished")
-        .expect("the publisher task");
+    publisher_done(publisher).await;
     let scheduling_after = scheduling_resumed(&store, site, back).await;
     let applied = wait_for("every result applied", Duration::from_secs(120), || async {
         let ids = applied_ids(&store, site).await;
