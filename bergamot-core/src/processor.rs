@@ -197,35 +197,7 @@ impl Processor {
         t: &Transition,
         at: DateTime<Utc>,
     ) -> Result<Vec<Update>> {
-        let mut out = Vec::with_capacity(1 + t.events.len());
-        out.push(Update::Check(CheckUpdate {
-            check_id: check,
-            state: t.state.clone(),
-            events: t.events.clone(),
-        }));
-        for &event in &t.events {
-            let alert_id = match t.state.current_alert {
-                Some(open) => open.id,
-                // Recovery (or flapping with no alert open): the newest
-                // record, nil when the check never alerted.
-                None => self
-                    .store
-                    .alerts(Some(check), 1)
-                    .await?
-                    .first()
-                    .map(|r| r.id)
-                    .unwrap_or_default(),
-            };
-            out.push(Update::Alert(AlertUpdate {
-                check_id: check,
-                alert_id,
-                event,
-                status: t.state.status,
-                output: t.state.output.clone(),
-                at,
-            }));
-        }
-        Ok(out)
+        transition_updates(&*self.store, check, t, at).await
     }
 
     /// Recomputes the aggregates of every group and location `checks` are
@@ -735,6 +707,44 @@ impl Processor {
             }
         }
     }
+}
+
+/// The check update and one alert update per event of an applied
+/// transition of `check` (what [`Processor::publish_transition`] publishes
+/// before the aggregates). An alert update names the open alert, or on a
+/// recovery the newest alert record of the check (nil if it never alerted).
+pub async fn transition_updates(
+    store: &dyn Store,
+    check: CheckId,
+    t: &Transition,
+    at: DateTime<Utc>,
+) -> Result<Vec<Update>> {
+    let mut out = Vec::with_capacity(1 + t.events.len());
+    out.push(Update::Check(CheckUpdate {
+        check_id: check,
+        state: t.state.clone(),
+        events: t.events.clone(),
+    }));
+    for &event in &t.events {
+        let alert_id = match t.state.current_alert {
+            Some(open) => open.id,
+            None => store
+                .alerts(Some(check), 1)
+                .await?
+                .first()
+                .map(|r| r.id)
+                .unwrap_or_default(),
+        };
+        out.push(Update::Alert(AlertUpdate {
+            check_id: check,
+            alert_id,
+            event,
+            status: t.state.status,
+            output: t.state.output.clone(),
+            at,
+        }));
+    }
+    Ok(out)
 }
 
 /// What [`Processor::apply_chunk`] did.

@@ -16,7 +16,7 @@ pub use index::ModelIndex;
 use async_trait::async_trait;
 use bergamot_core::model::CheckId;
 use bergamot_core::model::Model;
-use bergamot_core::queue::{AlertUpdate, CheckUpdate, GroupUpdate, LocationUpdate, Queue, Update};
+use bergamot_core::queue::{GroupUpdate, LocationUpdate, Queue, Update};
 use bergamot_core::state::Transition;
 use bergamot_core::store::{Store, SyncReport};
 use chrono::Utc;
@@ -209,30 +209,8 @@ pub async fn publish_transition(
         return Ok(());
     }
     let now = Utc::now();
-    queue
-        .publish_update(Update::Check(CheckUpdate {
-            check_id,
-            state: transition.state.clone(),
-            events: transition.events.clone(),
-        }))
-        .await?;
-    // A recovery closes the alert, so the state no longer names it.
-    let alert_id = transition
-        .state
-        .current_alert
-        .map(|a| a.id)
-        .unwrap_or_default();
-    for event in &transition.events {
-        queue
-            .publish_update(Update::Alert(AlertUpdate {
-                check_id,
-                alert_id,
-                event: *event,
-                status: transition.state.status,
-                output: transition.state.output.clone(),
-                at: now,
-            }))
-            .await?;
+    for u in bergamot_core::processor::transition_updates(store, check_id, transition, now).await? {
+        queue.publish_update(u).await?;
     }
     // The groups and locations only change with the check's contribution
     // (effective status, ignore flags): e.g. not on a sticky/normal switch.
