@@ -73,6 +73,7 @@ pub mod conformance;
 mod error;
 pub mod exec;
 pub mod model;
+pub mod notify;
 pub mod processor;
 pub mod queue;
 pub mod schedule;
