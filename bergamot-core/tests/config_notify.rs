@@ -1,6 +1,8 @@
 //! Notification config: contacts, teams, periods, channels, escalations,
 //! `notify` inheritance, and file:line errors.
 
+#![allow(clippy::unwrap_used)]
+
 use bergamot_core::config::Config;
 use bergamot_core::model::{CheckId, Status};
 use bergamot_core::notify::NotificationKind;

@@ -2,6 +2,8 @@
 //! (also by a fresh planner, as after kill -9), escalation, acknowledgement,
 //! recovery fan-out, downtime hand-off, time periods and still_relevant.
 
+#![allow(clippy::unwrap_used)]
+
 use async_trait::async_trait;
 use bergamot_core::config::Config;
 use bergamot_core::model::{CheckId, CheckResult, Status};
