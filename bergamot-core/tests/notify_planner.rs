@@ -381,3 +381,132 @@ async fn a_config_reload_changes_the_recipients() {
     e.planner.set_model(Arc::new(e.config.notify.clone()));
     assert_eq!(e.planner.plan_once(t(1)).await.unwrap().enqueued, 4);
 }
+
+/// The worked example of docs/notifications.md, tick by tick (one tick a
+/// minute: plan, then send what is due).
+const EXAMPLE: &str = r#"
+[[contact]]
+name = "alice"
+email = "alice@example.com"
+
+[[contact]]
+name = "bob"
+email = "bob@example.com"
+period = "office"
+
+[[contact]]
+name = "carol"
+email = "carol@example.com"
+
+[[timeperiod]]
+name = "office"
+timezone = "Europe/Berlin"
+ranges = ["mon-fri 09:00-17:30"]
+
+[[channel]]
+name = "mail"
+type = "log"
+
+[[escalation]]
+name = "lead"
+  [[escalation.step]]
+  after = "15m"
+  contacts = ["carol"]
+
+[[host]]
+name = "db1"
+failed_after = 1
+recovers_after = 1
+notify = { contacts = ["alice", "bob"], channels = ["mail"], escalation = "lead", repeat_every = "30m" }
+"#;
+
+async fn example_env() -> Env {
+    let config = Config::from_str_named("example.toml", EXAMPLE).unwrap();
+    let store: Arc<dyn Store> = Arc::new(InMemoryStore::new());
+    store.sync_config(&config.model).await.unwrap();
+    let jobs = Arc::new(Jobs::default());
+    let planner = Planner::new(store.clone(), jobs.clone(), Arc::new(config.notify.clone()));
+    Env {
+        store,
+        jobs,
+        planner,
+        config,
+    }
+}
+
+/// Ticks from minute `from` to `to` (inclusive); returns `+minute what` sent.
+async fn ticks(e: &Env, from: i64, to: i64) -> Vec<String> {
+    let mut out = Vec::new();
+    for m in from..=to {
+        e.planner.plan_once(t(m)).await.unwrap();
+        for s in dispatch(e, t(m)).await {
+            out.push(format!("+{m} {s}"));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn worked_example_of_the_docs() {
+    let e = example_env().await;
+    result(&e.store, db1(), Status::Critical, 0).await;
+    assert_eq!(
+        ticks(&e, 0, 19).await,
+        ["+0 alert alice/mail", "+15 alert carol/mail"]
+    );
+    e.store
+        .acknowledge(db1(), Ack::Normal, "alice", "looking", t(20))
+        .await
+        .unwrap();
+    assert_eq!(
+        ticks(&e, 20, 69).await,
+        ["+20 acknowledge alice/mail", "+20 acknowledge carol/mail"],
+        "no repeat at +30 or +60 once acknowledged"
+    );
+    result(&e.store, db1(), Status::Ok, 70).await;
+    assert_eq!(
+        ticks(&e, 70, 71).await,
+        ["+70 recovery alice/mail", "+70 recovery carol/mail"]
+    );
+    // 08:00 UTC: bob's alert comes due, is cancelled; no recovery for him.
+    assert_eq!(ticks(&e, 359, 361).await, Vec::<String>::new());
+    let bob: Vec<JobStatus> = e
+        .jobs
+        .0
+        .lock()
+        .iter()
+        .filter(|j| j.notification.recipient.name == "bob")
+        .map(|j| j.status)
+        .collect();
+    assert_eq!(bob, [JobStatus::Cancelled]);
+}
+
+#[tokio::test]
+async fn worked_example_with_a_downtime_and_no_acknowledgement() {
+    let e = example_env().await;
+    result(&e.store, db1(), Status::Critical, 0).await;
+    let dt = Downtime {
+        id: Uuid::new_v4(),
+        check_id: db1(),
+        starts_at: t(5),
+        ends_at: t(35),
+        author: "ops".into(),
+        comment: "maintenance".into(),
+    };
+    let mut sent = ticks(&e, 0, 4).await;
+    e.store.schedule_downtime(dt, t(5)).await.unwrap();
+    sent.extend(ticks(&e, 5, 34).await);
+    e.store.apply_due_downtimes(t(35)).await.unwrap();
+    sent.extend(ticks(&e, 35, 80).await);
+    // 30 minutes of downtime not counted: the escalation at +45, not +15;
+    // the first repeat after 30 minutes of counted time, at +60.
+    assert_eq!(
+        sent,
+        [
+            "+0 alert alice/mail",
+            "+45 alert carol/mail",
+            "+60 alert alice/mail",
+            "+60 alert carol/mail"
+        ]
+    );
+}
