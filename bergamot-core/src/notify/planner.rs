@@ -58,7 +58,7 @@ pub struct Planner {
 
 impl Planner {
     /// A planner over `store`, enqueueing into `jobs`, with `model`
-    /// (`Config.notify`). Closed alerts are re-planned for an hour after
+    /// (`Config.notify`). Closed alerts are re-planned for six hours after
     /// closing (see [`Planner::with_lookback`]).
     pub fn new(
         store: Arc<dyn Store>,
@@ -70,14 +70,14 @@ impl Planner {
             jobs,
             model: RwLock::new(model),
             ledger: Mutex::new(HashMap::new()),
-            lookback: chrono::Duration::hours(1),
+            lookback: chrono::Duration::hours(6),
         }
     }
 
     /// How long after closing an alert is still planned (its recovery must
     /// be planned within it: make it well above the notifier's downtime).
     pub fn with_lookback(mut self, lookback: std::time::Duration) -> Planner {
-        self.lookback = chrono::Duration::from_std(lookback).unwrap_or(chrono::Duration::hours(1));
+        self.lookback = chrono::Duration::from_std(lookback).unwrap_or(chrono::Duration::hours(6));
         self
     }
 
