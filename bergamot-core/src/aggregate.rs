@@ -16,13 +16,13 @@ use std::collections::HashMap;
 /// The aggregate state of a group or location.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Aggregate {
-    /// Worst status of the descendant checks (ignored ones count as PENDING).
+    /// Worst status (by rank) of the descendant checks (ignored ones count as PENDING).
     pub status: Status,
     /// Whether `status` is ok.
     pub ok: bool,
     /// Number of descendant checks (each once).
     pub total: u32,
-    /// Checks per status, indexed by severity (ignored ones under PENDING).
+    /// Checks per status, indexed by status code ([`Status::severity`]; ignored ones under PENDING).
     pub counts: [u32; 10],
     /// Suppressed checks.
     pub suppressed: u32,
@@ -128,14 +128,13 @@ impl Aggregate {
     }
 
     /// Recomputes `status` and `ok` from `counts`: the worst status is the
-    /// highest severity with a non-zero count.
+    /// worst-ranked one with a non-zero count.
     fn refresh(&mut self) {
-        self.status = self
-            .counts
+        self.status = Status::BY_RANK
             .iter()
-            .rposition(|&n| n > 0)
-            .and_then(|i| u8::try_from(i).ok())
-            .and_then(Status::from_severity)
+            .rev()
+            .copied()
+            .find(|s| self.counts[usize::from(s.severity())] > 0)
             .unwrap_or(Status::Pending);
         self.ok = self.status.is_ok();
     }

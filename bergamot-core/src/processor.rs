@@ -10,7 +10,7 @@ use crate::aggregate::{Aggregate, GraphIndex};
 use crate::error::{Error, Result};
 use crate::model::{CheckId, CheckResult, GroupId, LocationId};
 use crate::queue::{
-    Acker, AlertUpdate, CheckUpdate, DeadCheck, GroupUpdate, LocationUpdate, Queue,
+    Acker, AlertUpdate, CheckUpdate, DeadCheck, DeadReason, GroupUpdate, LocationUpdate, Queue,
     SchedulerControl, Update,
 };
 use crate::state::Transition;
@@ -63,7 +63,15 @@ pub struct Processor {
     /// aggregates were last recomputed by [`Processor::run`].
     dirty: Mutex<HashSet<CheckId>>,
     dirty_notify: tokio::sync::Notify,
+    /// "No worker yet": per (pool, engine), when this processor first saw an
+    /// unroutable execute of it; see [`Processor::with_no_worker_grace`].
+    no_worker_since: Mutex<HashMap<(String, String), DateTime<Utc>>>,
+    no_worker_grace: Duration,
 }
+
+/// How long unroutable executes of a (pool, engine) are taken as "no worker
+/// yet" (dropped, not applied) before they become ERROR results.
+pub const DEFAULT_NO_WORKER_GRACE: Duration = Duration::from_secs(300);
 
 #[derive(Default)]
 struct Memory {
@@ -91,7 +99,47 @@ impl Processor {
             aggregates: tokio::sync::Mutex::new(()),
             dirty: Mutex::new(HashSet::new()),
             dirty_notify: tokio::sync::Notify::new(),
+            no_worker_since: Mutex::new(HashMap::new()),
+            no_worker_grace: DEFAULT_NO_WORKER_GRACE,
         }
+    }
+
+    /// Sets the "no worker yet" grace (default [`DEFAULT_NO_WORKER_GRACE`]).
+    /// An unroutable execute means no worker of its pool and engine has ever
+    /// declared its queue (they are durable): on a fresh deployment whose
+    /// schedulers start before the workers, that is "no worker yet", not a
+    /// broken check. For this long after the first such dead check of a
+    /// (pool, engine) they are acknowledged and dropped (logged once): the
+    /// checks stay as they are, PENDING on a fresh deployment, and are sent
+    /// again at their next interval. After it they are ERROR results ("no
+    /// worker pool serves engine ..."), which is what a pool no worker
+    /// serves should report. Zero turns the grace off.
+    pub fn with_no_worker_grace(mut self, grace: Duration) -> Self {
+        self.no_worker_grace = grace;
+        self
+    }
+
+    /// Whether `dead` is dropped as "no worker yet" (see
+    /// [`Processor::with_no_worker_grace`]).
+    fn no_worker_yet(&self, dead: &DeadCheck) -> bool {
+        if dead.reason != DeadReason::Unroutable || self.no_worker_grace.is_zero() {
+            return false;
+        }
+        let key = (dead.execute.pool.clone(), dead.execute.engine.clone());
+        let mut seen = self.no_worker_since.lock();
+        let first = *seen.entry(key).or_insert_with(|| {
+            tracing::warn!(
+                pool = %dead.execute.pool,
+                engine = %dead.execute.engine,
+                grace_s = self.no_worker_grace.as_secs(),
+                "no worker yet serves this pool and engine: its checks wait (no result) \
+                 until a worker starts or the grace ends, then turn ERROR"
+            );
+            dead.at
+        });
+        let grace =
+            chrono::Duration::from_std(self.no_worker_grace).unwrap_or(chrono::Duration::MAX);
+        dead.at < first + grace
     }
 
     /// Sets how many lanes [`Processor::run`] applies results in at once
@@ -161,13 +209,18 @@ impl Processor {
     }
 
     /// Turns a dead check into its TIMEOUT / ERROR result
-    /// ([`DeadCheck::to_result`]) and handles it like any result.
+    /// ([`DeadCheck::to_result`]) and handles it like any result; `None`
+    /// when it is dropped as "no worker yet"
+    /// ([`Processor::with_no_worker_grace`]).
     pub async fn handle_dead_check(
         &self,
         dead: &DeadCheck,
         now: DateTime<Utc>,
-    ) -> Result<Transition> {
-        self.handle_result(&dead.to_result(), now).await
+    ) -> Result<Option<Transition>> {
+        if self.no_worker_yet(dead) {
+            return Ok(None);
+        }
+        self.handle_result(&dead.to_result(), now).await.map(Some)
     }
 
     /// Publishes an applied transition of `check` (from a result or an
@@ -509,6 +562,13 @@ impl Processor {
                 Work::Result(d) => d.into_parts(),
                 Work::Dead(d) => {
                     let (dc, acker) = d.into_parts();
+                    if self.no_worker_yet(&dc) {
+                        // Dropped: "no worker yet" (with_no_worker_grace).
+                        if let Err(e) = acker.ack().await {
+                            tracing::warn!(error = %e, "cannot ack a no-worker-yet dead check");
+                        }
+                        continue;
+                    }
                     (dc.to_result(), acker)
                 }
             };

@@ -917,3 +917,125 @@ extends = ["t"]
     assert_eq!(quiet.policy.failed_after, 1);
     assert_eq!(quiet.engine, "passive");
 }
+
+/// A FIFO named `*.toml` (even behind a symlink) and a symlink loop in a
+/// config directory are problems naming them; the loader never opens the
+/// FIFO (it would block forever) nor follows the loop.
+#[test]
+fn fifo_and_symlink_loop_in_a_config_directory_are_named_problems_not_hangs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("a.toml"), "site = \"s\"\n").expect("write");
+    let fifo = dir.path().join("b.toml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success());
+    std::os::unix::fs::symlink(&fifo, dir.path().join("c.toml")).expect("symlink");
+    std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
+    std::os::unix::fs::symlink(dir.path(), dir.path().join("sub/loop")).expect("symlink");
+    // On a separate thread: before the fix this blocked in open(2).
+    let path = dir.path().to_path_buf();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(Config::load(&path));
+    });
+    let result = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the loader returned (no hang on the FIFO)");
+    let problems = problems_of(result);
+    let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    assert_eq!(problems.len(), 3, "{text:#?}");
+    assert!(
+        problems[0].file.ends_with("b.toml") && problems[0].message.contains("FIFO"),
+        "{text:#?}"
+    );
+    assert!(
+        problems[1].file.ends_with("c.toml") && problems[1].message.contains("FIFO"),
+        "{text:#?}"
+    );
+    assert!(
+        problems[2].file.ends_with("loop") && problems[2].message.contains("symlink loop"),
+        "{text:#?}"
+    );
+
+    // A FIFO given as the configuration itself.
+    let result = Config::load(&fifo);
+    assert!(problems_of(result)[0].message.contains("FIFO"));
+}
+
+/// `#{listen.*}` take the listen address (`[web] listen`, or the daemon's
+/// `--listen`); nagios checks get the Nagios macros and the command's `env`.
+#[test]
+fn listen_macros_and_plugin_env() {
+    use bergamot_core::config::LoadOptions;
+    let text = r##"
+site = "s"
+[web]
+listen = "0.0.0.0:8080"
+[[command]]
+name = "own-port"
+engine = "tcp"
+params = { host = "#{listen.host}", port = "#{listen.port}" }
+[[command]]
+name = "own-http"
+engine = "http"
+params = { url = "#{listen.url}/healthz" }
+[[command]]
+name = "plugin"
+argv = ["/bin/true"]
+env = { TOKEN_FILE = "/etc/#{host.name}.tok", NAGIOS_SERVICEDESC = "over" }
+[[host]]
+name = "h1"
+address = "10.0.0.1"
+check = { command = "plugin" }
+service = [
+  { name = "port", command = "own-port" },
+  { name = "http", command = "own-http" },
+  { name = "p", command = "plugin" },
+]
+"##;
+    let c = Config::from_str_named("t.toml", text).expect("config");
+    let check = |name: &str| {
+        c.model
+            .checks
+            .iter()
+            .find(|k| k.name == name)
+            .unwrap_or_else(|| panic!("check {name}"))
+            .clone()
+    };
+    assert_eq!(check("port").params["host"], "127.0.0.1");
+    assert_eq!(check("port").params["port"], "8080");
+    assert_eq!(check("http").params["url"], "http://127.0.0.1:8080/healthz");
+    assert_eq!(
+        check("h1").params["env"],
+        json!({"NAGIOS_HOSTNAME": "h1", "NAGIOS_HOSTADDRESS": "10.0.0.1", "NAGIOS_SERVICEDESC": "over", "TOKEN_FILE": "/etc/h1.tok"})
+    );
+    assert_eq!(
+        check("p").params["env"],
+        json!({"NAGIOS_HOSTNAME": "h1", "NAGIOS_HOSTADDRESS": "10.0.0.1", "NAGIOS_SERVICEDESC": "over", "TOKEN_FILE": "/etc/h1.tok"})
+    );
+
+    let c = Config::from_sources_with(
+        &[("t.toml", text)],
+        &LoadOptions::with_listen(Some("[::]:18080".parse().expect("addr"))),
+    )
+    .expect("config");
+    assert_eq!(c.web.listen.port(), 18080);
+    let port = c
+        .model
+        .checks
+        .iter()
+        .find(|k| k.name == "http")
+        .expect("http");
+    assert_eq!(port.params["url"], "http://[::1]:18080/healthz");
+
+    // env on a non-nagios command is a problem.
+    let bad = text.replace(
+        "params = { url = \"#{listen.url}/healthz\" }",
+        "params = { url = \"x\" }\nenv = { A = \"b\" }",
+    );
+    let p = problems_of(Config::from_str_named("t.toml", &bad));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].field, "command.own-http.env.A");
+}

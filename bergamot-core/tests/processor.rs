@@ -231,24 +231,68 @@ async fn dead_checks_become_timeout_and_error() {
         reason: DeadReason::Expired,
         at: at(5),
     };
-    let t = f.processor.handle_dead_check(&dead, at(5)).await.unwrap();
+    let t = f
+        .processor
+        .handle_dead_check(&dead, at(5))
+        .await
+        .unwrap()
+        .expect("applied");
     assert_eq!(t.state.status, Status::Timeout);
     assert!(
         t.state.output.contains("no worker took the check in time"),
         "{}",
         t.state.output
     );
-    let again = f.processor.handle_dead_check(&dead, at(6)).await.unwrap();
+    let again = f
+        .processor
+        .handle_dead_check(&dead, at(6))
+        .await
+        .unwrap()
+        .expect("handled");
     assert!(
         !again.is_applied(),
         "a redelivered dead check is applied once"
     );
+    // Unroutable: "no worker yet" (no result, no history, no alert) for the
+    // grace after the first one of its pool and engine, then ERROR.
     let dead = DeadCheck {
         execute: execute(s),
         reason: DeadReason::Unroutable,
         at: at(5),
     };
-    let t = f.processor.handle_dead_check(&dead, at(5)).await.unwrap();
+    assert!(f
+        .processor
+        .handle_dead_check(&dead, at(5))
+        .await
+        .unwrap()
+        .is_none());
+    let grace =
+        i64::try_from(bergamot_core::processor::DEFAULT_NO_WORKER_GRACE.as_secs()).expect("secs");
+    let mut later = dead.clone();
+    later.execute.id = uuid::Uuid::new_v4();
+    later.at = at(5 + grace - 1);
+    assert!(f
+        .processor
+        .handle_dead_check(&later, at(5 + grace - 1))
+        .await
+        .unwrap()
+        .is_none());
+    let page = bergamot_core::store::HistoryPage {
+        before_version: None,
+        limit: 10,
+    };
+    assert!(
+        f.store.history(s, page).await.unwrap().is_empty(),
+        "no history rows while waiting"
+    );
+    later.execute.id = uuid::Uuid::new_v4();
+    later.at = at(5 + grace);
+    let t = f
+        .processor
+        .handle_dead_check(&later, at(5 + grace))
+        .await
+        .unwrap()
+        .expect("applied after the grace");
     assert_eq!(t.state.status, Status::Error);
     assert!(
         t.state.output.contains("no worker pool serves engine"),

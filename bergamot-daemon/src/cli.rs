@@ -8,7 +8,7 @@ use crate::web::auth::{hash_password, hash_token, AuthConfig};
 use crate::wiring::{self, Backends, ConfigSource, Options, Ownership};
 use anyhow::Context as _;
 use bergamot_amqp::{AmqpConfig, AmqpQueue};
-use bergamot_core::config::Config;
+use bergamot_core::config::{Config, LoadOptions};
 use bergamot_core::exec::Executors;
 use bergamot_core::queue::{InMemoryQueue, Queue};
 use bergamot_core::store::{InMemoryStore, Store};
@@ -123,7 +123,14 @@ pub struct RunArgs {
 /// command's `argv[0]` such as `plugins/check_demo.sh`) against the
 /// configuration's directory, so a config runs from any working directory.
 pub fn load_config(path: &Path) -> bergamot_core::Result<Config> {
-    let mut config = Config::load(path)?;
+    load_config_with(path, None)
+}
+
+/// [`load_config`] for a daemon listening on `listen` (`--listen`, which
+/// overrides `[web] listen` and so `#{listen.host}`, `#{listen.port}` and
+/// `#{listen.url}` in the configuration).
+pub fn load_config_with(path: &Path, listen: Option<SocketAddr>) -> bergamot_core::Result<Config> {
+    let mut config = Config::load_with(path, &LoadOptions::with_listen(listen))?;
     let base = if path.is_dir() {
         path.to_path_buf()
     } else {
@@ -340,7 +347,7 @@ fn init_tracing() {
 pub fn main(executors: impl FnOnce() -> Executors) -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { path } => check_config(&path),
+        Command::CheckConfig { path } => check_config(&path, &executors()),
         Command::HashPassword => hash_stdin(|s| hash_password(s).map_err(anyhow::Error::msg)),
         Command::HashToken => hash_stdin(|s| Ok(hash_token(s))),
         Command::Run(args) => run_blocking(args, executors),
@@ -384,14 +391,53 @@ fn run_blocking(args: RunArgs, executors: impl FnOnce() -> Executors) -> ExitCod
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(args, executors())) {
+    let code = match rt.block_on(run(args, executors())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("bergamotd: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // A blocking task still running (a configuration reload stuck in the
+    // kernel) must not keep a stopped daemon alive.
+    rt.shutdown_timeout(SHUTDOWN_GRACE);
+    code
+}
+
+/// How long a stopping daemon waits for blocking tasks before it exits.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long a SIGHUP reload may take before it is reported as failed (the
+/// load itself may go on in the background; the next SIGHUP starts anew).
+const RELOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Reloads on every SIGHUP; each reload runs in its own task with a timeout,
+/// so a reload that hangs neither blocks the next one nor the shutdown.
+fn reload_on_sighup(reloader: Arc<dyn crate::web::Reloader>) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::error!("cannot install the SIGHUP handler: reload with POST /api/reload");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading the configuration");
+            let reloader = reloader.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(RELOAD_TIMEOUT, reloader.reload()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!("reload failed, keeping the running configuration: {e}")
+                    }
+                    Err(_) => tracing::error!(
+                        "reload did not finish within {}s, keeping the running configuration",
+                        RELOAD_TIMEOUT.as_secs()
+                    ),
+                }
+            });
+        }
+    });
 }
 
 fn hash_stdin(f: impl Fn(&str) -> anyhow::Result<String>) -> ExitCode {
@@ -412,9 +458,19 @@ fn hash_stdin(f: impl Fn(&str) -> anyhow::Result<String>) -> ExitCode {
     }
 }
 
-fn check_config(path: &Path) -> ExitCode {
+fn check_config(path: &Path, executors: &Executors) -> ExitCode {
     match load_config(path) {
         Ok(c) => {
+            // What would fail at run time fails here too.
+            let problems = crate::preflight::runtime_problems(&c, executors);
+            if !problems.is_empty() {
+                for p in &problems {
+                    println!("{}:0: {p}", path.display());
+                }
+                let _ = std::io::stdout().flush();
+                eprintln!("{} problem(s) found", problems.len());
+                return ExitCode::FAILURE;
+            }
             println!(
                 "{}: ok: site {:?}, {} checks, {} groups, {} locations, {} users, {} tokens, from {} file(s)",
                 path.display(),
@@ -473,10 +529,16 @@ pub async fn run(args: RunArgs, executors: Executors) -> anyhow::Result<()> {
     )?;
     let roles = args.roles;
     let args = args.node;
+    let listen = args.listen;
     let (model, web) = match &args.config {
         Some(path) => {
-            let c = load_config(path)?;
+            let c = load_config_with(path, listen)?;
             tracing::info!(config = %path.display(), files = c.files.len(), "configuration loaded");
+            if roles.worker {
+                for p in crate::preflight::runtime_problems(&c, &executors) {
+                    tracing::warn!("configuration: {p}");
+                }
+            }
             (c.model, c.web)
         }
         None => {
@@ -488,9 +550,11 @@ pub async fn run(args: RunArgs, executors: Executors) -> anyhow::Result<()> {
         let source: ConfigSource = Arc::new(move || {
             let path = path.clone();
             async move {
-                tokio::task::spawn_blocking(move || load_config(&path).map(|c| c.model))
-                    .await
-                    .map_err(|e| Error::Closed(format!("config loader task: {e}")))?
+                tokio::task::spawn_blocking(move || {
+                    load_config_with(&path, listen).map(|c| c.model)
+                })
+                .await
+                .map_err(|e| Error::Closed(format!("config loader task: {e}")))?
             }
             .boxed()
         });
@@ -518,18 +582,7 @@ pub async fn run(args: RunArgs, executors: Executors) -> anyhow::Result<()> {
         tracing::info!("web UI at http://{addr}/");
     }
     if let Some(reloader) = running.reloader.clone() {
-        tokio::spawn(async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            let Ok(mut hup) = signal(SignalKind::hangup()) else {
-                return;
-            };
-            while hup.recv().await.is_some() {
-                tracing::info!("SIGHUP received: reloading the configuration");
-                if let Err(e) = reloader.reload().await {
-                    tracing::error!("reload failed, keeping the running configuration: {e}");
-                }
-            }
-        });
+        reload_on_sighup(reloader);
     }
     running.done.await?;
     Ok(())

@@ -18,12 +18,10 @@ fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The demo config, with its own port replaced by `port`, in a temp dir next
-/// to a copy of its plugins (so relative plugin paths resolve there).
-fn demo_config(dir: &Path, port: u16) -> PathBuf {
+/// The demo config as shipped (its own checks follow `--listen`), in a temp
+/// dir next to a copy of its plugins (so relative plugin paths resolve there).
+fn demo_config(dir: &Path) -> PathBuf {
     let text = std::fs::read_to_string(repo_root().join("examples/demo.toml")).expect("demo.toml");
-    let text = text.replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
-    let text = text.replace("port = 8080", &format!("port = {port}"));
     let path = dir.join("demo.toml");
     std::fs::write(&path, text).expect("write config");
     std::fs::create_dir_all(dir.join("plugins")).expect("plugins dir");
@@ -129,10 +127,13 @@ fn actual_aggregates(state: &Value) -> HashMap<String, (String, u64, Vec<u64>)> 
 async fn demo_runs_every_executor_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let config = demo_config(dir.path(), port);
+    let config = demo_config(dir.path());
+    // Not the demo's own 8080: its self-checks must follow --listen.
     let mut child = Command::new(env!("CARGO_BIN_EXE_bergamotd"))
         .args(["run", "--config"])
         .arg(&config)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "info")
         .current_dir(dir.path())
         .stdout(Stdio::null())
@@ -171,9 +172,15 @@ async fn demo_runs_every_executor_and_stops_cleanly_on_sigterm() {
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    // The daemon checks itself: its own port and /healthz answer OK.
+    // The daemon checks itself: its own port and /healthz (at --listen,
+    // not the config's 8080) answer OK from the first result on.
     assert_eq!(seen["tcp"]["state"]["status"], "OK", "{}", seen["tcp"]);
     assert_eq!(seen["http"]["state"]["status"], "OK", "{}", seen["http"]);
+    let tcp_output = seen["tcp"]["state"]["output"].as_str().expect("output");
+    assert!(
+        tcp_output.contains(&format!("127.0.0.1:{port}")),
+        "{tcp_output}"
+    );
     // The shipped plugin ran (its output has a queue depth and perfdata).
     assert!(seen["nagios"]["state"]["output"]
         .as_str()
@@ -236,4 +243,138 @@ fn check_config_accepts_the_demo() {
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("ok"), "{stdout}");
     assert!(stdout.contains("10 checks"), "{stdout}");
+}
+
+fn check_config(path: &Path) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_bergamotd"))
+        .arg("check-config")
+        .arg(path)
+        .output()
+        .expect("run check-config");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// What fails at run time fails `check-config`: a plugin that does not
+/// exist or is not executable, an engine no executor serves.
+#[test]
+fn check_config_fails_on_what_fails_at_run_time() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plain = dir.path().join("check_plain.sh");
+    std::fs::write(&plain, "#!/bin/sh\necho OK\n").expect("write");
+    std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let good = dir.path().join("check_good.sh");
+    std::fs::write(&good, "#!/bin/sh\necho OK\n").expect("write");
+    std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let base = format!(
+        "site = \"t\"\n\
+         [[command]]\nname = \"good\"\nargv = [\"{}\"]\n\
+         [[command]]\nname = \"sh\"\nargv = [\"sh\", \"-c\", \"true\"]\n\
+         [[host]]\nname = \"h\"\ncheck = {{ command = \"good\" }}\n\
+         service = [{{ name = \"s\", command = \"sh\" }}]\n",
+        good.display()
+    );
+    let path = dir.path().join("t.toml");
+    std::fs::write(&path, &base).expect("write");
+    let (code, stdout) = check_config(&path);
+    assert_eq!(code, Some(0), "{stdout}");
+
+    let broken = format!(
+        "{base}\
+         [[command]]\nname = \"plain\"\nargv = [\"{}\"]\n\
+         [[command]]\nname = \"missing\"\nargv = [\"{}/nope\"]\n\
+         [[command]]\nname = \"odd\"\nengine = \"snmp\"\n\
+         [[host]]\nname = \"h2\"\ncheck = {{ command = \"plain\" }}\n\
+         service = [{{ name = \"m\", command = \"missing\" }}, {{ name = \"o\", command = \"odd\" }}]\n",
+        plain.display(),
+        dir.path().display()
+    );
+    std::fs::write(&path, broken).expect("write");
+    let (code, stdout) = check_config(&path);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(
+        stdout.contains("is not executable") && stdout.contains("check h2)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("nope does not exist") && stdout.contains("check h2/m"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("unknown engine \"snmp\"") && stdout.contains("check h2/o"),
+        "{stdout}"
+    );
+    assert_eq!(stdout.lines().count(), 3, "{stdout}");
+}
+
+/// A FIFO dropped into the config directory makes a SIGHUP reload fail with
+/// a problem naming it (before: the loader blocked in open(2) forever), and
+/// SIGTERM still ends the daemon.
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_with_a_fifo_fails_and_sigterm_still_ends_the_daemon() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("conf.d");
+    std::fs::create_dir(&conf).expect("mkdir");
+    std::fs::write(
+        conf.join("a.toml"),
+        "site = \"t\"\n[[command]]\nname = \"ok\"\nengine = \"dummy\"\n\
+         [[host]]\nname = \"h\"\ncheck = { command = \"ok\" }\n",
+    )
+    .expect("write");
+    let log = dir.path().join("log");
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bergamotd"))
+        .args(["run", "--config"])
+        .arg(&conf)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn bergamotd");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let wait_log = |what: &'static str| {
+        let log = log.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                if text.contains(what) {
+                    return text;
+                }
+                assert!(Instant::now() < deadline, "no {what:?} in the log: {text}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    wait_log("node running").await;
+    assert_eq!(get(addr, "/healthz", None).await.status, 200);
+    let made = Command::new("mkfifo")
+        .arg(conf.join("b.toml"))
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).expect("SIGHUP");
+    let text = wait_log("reload failed").await;
+    assert!(text.contains("b.toml") && text.contains("FIFO"), "{text}");
+
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("bergamotd did not exit within 30 s of SIGTERM after a failed reload");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "exit status {status}");
 }

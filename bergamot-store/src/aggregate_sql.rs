@@ -19,13 +19,40 @@
 //! One statement then computes the aggregates of a set of target groups:
 //! the `group_counts` of the groups at or below each target (closure pairs)
 //! summed, minus its `group_extra_counts`: a check in k of those groups was
-//! summed k times, and `extra = k - 1`. The worst status is the highest one
-//! with a nonzero count.
+//! summed k times, and `extra = k - 1`. The worst status is the worst-ranked
+//! one with a nonzero count ([`worst_case`]: by `Status::rank`, not by the
+//! stored code).
 //!
 //! Ignored checks (suppressed, in downtime, acknowledged, encompassed) count
 //! as PENDING (0), which is ok. Locations form a tree and a host is in one
 //! location, so per-location partial aggregates summed over the location
 //! closure (computed in the query) are exact there.
+
+/// A SQL expression: the code of the worst-ranked status whose count column
+/// `{prefix}c{code}` is nonzero, 0 (PENDING) when none is (or all are NULL).
+pub(crate) fn worst_case(prefix: &str) -> String {
+    use bergamot_core::model::Status;
+    let whens: String = Status::BY_RANK
+        .iter()
+        .rev()
+        .filter(|s| **s != Status::Pending)
+        .map(|s| format!("WHEN {prefix}c{k} > 0 THEN {k} ", k = s.severity()))
+        .collect();
+    format!("(CASE {whens}ELSE 0 END)::int4")
+}
+
+/// A SQL expression: the rank of the status code `expr` (see `Status::rank`).
+pub(crate) fn rank_of(expr: &str) -> String {
+    use bergamot_core::model::Status;
+    let codes: Vec<String> = Status::BY_RANK
+        .iter()
+        .map(|s| s.severity().to_string())
+        .collect();
+    format!(
+        "array_position('{{{}}}'::int2[], ({expr})::int2)",
+        codes.join(",")
+    )
+}
 
 /// Which groups or locations to aggregate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,10 +74,7 @@ const EFFECTIVE: &str = "SELECT s.check_id, s.eff, s.suppressed, s.in_downtime, 
 /// are `int4` so that summing them over the closure uses `sum(int4)` (an
 /// `int8` accumulator), not `sum(int8)` (a numeric one, ~15% slower here).
 fn partial_columns() -> String {
-    let mut cols = vec![
-        "max(e.eff)::int4 AS worst".to_string(),
-        "count(*)::int4 AS total".to_string(),
-    ];
+    let mut cols = vec!["count(*)::int4 AS total".to_string()];
     for k in 0..10 {
         cols.push(format!("count(*) FILTER (WHERE e.eff = {k})::int4 AS c{k}"));
     }
@@ -61,12 +85,9 @@ fn partial_columns() -> String {
     cols.join(", ")
 }
 
-/// Combines partials per `anc` (max of worst, sums of counts), `p.*` columns.
+/// Combines partials per `anc` (sums of counts), `p.*` columns.
 fn combine_columns() -> String {
-    let mut cols = vec![
-        "max(p.worst) AS worst".to_string(),
-        "sum(p.total)::int8 AS total".to_string(),
-    ];
+    let mut cols = vec!["sum(p.total)::int8 AS total".to_string()];
     for k in 0..10 {
         cols.push(format!("sum(p.c{k})::int8 AS c{k}"));
     }
@@ -78,10 +99,7 @@ fn combine_columns() -> String {
 
 /// The output columns after `id`, from `a` (an aggregate row, possibly NULL).
 fn out_columns() -> String {
-    let mut cols = vec![
-        "coalesce(a.worst, 0)".to_string(),
-        "coalesce(a.total, 0)".to_string(),
-    ];
+    let mut cols = vec![worst_case("a."), "coalesce(a.total, 0)".to_string()];
     for k in 0..10 {
         cols.push(format!("coalesce(a.c{k}, 0)"));
     }
@@ -128,11 +146,8 @@ pub(crate) fn group_query(targets: Targets) -> String {
         .iter()
         .map(|n| format!("coalesce(a.{n}, 0) - coalesce(x.{n}, 0) AS {n}"))
         .collect();
-    // The worst effective status: the highest one with a nonzero count.
-    let worst: String = (1..10)
-        .rev()
-        .map(|k| format!("WHEN r.c{k} > 0 THEN {k} "))
-        .collect();
+    // The worst effective status: the worst-ranked one with a nonzero count.
+    let worst = worst_case("r.");
     let out: Vec<String> = names.iter().map(|n| format!("r.{n}")).collect();
     let (rollup, corrected, out) = (rollup.join(", "), corrected.join(", "), out.join(", "));
     format!(
@@ -149,7 +164,7 @@ pub(crate) fn group_query(targets: Targets) -> String {
              LEFT JOIN agg a ON a.anc = t.id
              LEFT JOIN group_extra_counts x ON x.anc = t.id
          )
-         SELECT r.id, (CASE {worst}ELSE 0 END)::int4, {out}
+         SELECT r.id, {worst}, {out}
          FROM res r
          ORDER BY r.id"
     )

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use bergamot_core::aggregate::{Aggregate, GroupState, LocationState};
 use bergamot_core::model::{
     Check, CheckId, CheckKind, CheckResult, Group, GroupId, Location, LocationId, Model, Policy,
-    ResultId,
+    ResultId, Status,
 };
 use bergamot_core::state::{self, Ack, CheckState, DependencyState, Event, Transition};
 use bergamot_core::store::{AlertRecord, Downtime, HistoryEntry, HistoryPage, Store, SyncReport};
@@ -157,11 +157,12 @@ impl Writes {
                 );
             }
         } else if let Some(a) = new {
+            // Worst by rank (Status's order), not by the stored code.
             if let Some(n) = self.new_alerts.get_mut(&a.id) {
-                n.worst = n.worst.max(status);
+                n.worst = worse_code(n.worst, status);
             } else {
                 let c = self.alert_changes.entry(a.id).or_default();
-                c.worst = c.worst.max(status);
+                c.worst = worse_code(c.worst, status);
             }
         }
         Ok(())
@@ -173,6 +174,16 @@ impl Writes {
         } else {
             self.alert_changes.entry(id).or_default().closed_at = Some(at);
         }
+    }
+}
+
+/// The worse (by rank) of two stored status codes.
+fn worse_code(a: i16, b: i16) -> i16 {
+    let status = |c: i16| u8::try_from(c).ok().and_then(Status::from_severity);
+    match (status(a), status(b)) {
+        (Some(x), Some(y)) if y > x => b,
+        (Some(_), _) => a,
+        _ => b,
     }
 }
 
@@ -198,7 +209,7 @@ const WRITE_BACK: &str = "WITH st AS (
         RETURNING 1
     ), au AS (
         UPDATE alerts a SET closed_at = coalesce(u.closed_at, a.closed_at),
-            worst = greatest(a.worst, u.worst)
+            worst = CASE WHEN {RANK_U} > {RANK_A} THEN u.worst ELSE a.worst END
         FROM unnest($32::uuid[], $33::timestamptz[], $34::int2[]) AS u(id, closed_at, worst)
         WHERE a.id = u.id
         RETURNING 1
@@ -391,7 +402,10 @@ impl PostgresStore {
             c_closed.push(c.closed_at);
             c_worst.push(c.worst);
         }
-        let sql = WRITE_BACK.replace("{STATE_UNNEST}", STATE_UNNEST);
+        let sql = WRITE_BACK
+            .replace("{STATE_UNNEST}", STATE_UNNEST)
+            .replace("{RANK_U}", &crate::aggregate_sql::rank_of("u.worst"))
+            .replace("{RANK_A}", &crate::aggregate_sql::rank_of("a.worst"));
         let stmt = tx
             .prepare_cached(&sql)
             .await

@@ -60,6 +60,23 @@ pub const DEFAULT_SITE: &str = "default";
 /// The worker pool used when the configuration names none.
 pub const DEFAULT_POOL: &str = "default";
 
+/// How to load a configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LoadOptions {
+    /// The address the web node listens on, overriding `[web] listen` (the
+    /// daemon's `--listen`): `web.listen` and `#{listen.host}`,
+    /// `#{listen.port}`, `#{listen.url}` in parameters take it.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+impl LoadOptions {
+    /// Options with this listen address (`None`: `[web] listen`).
+    pub fn with_listen(listen: Option<std::net::SocketAddr>) -> Self {
+        LoadOptions { listen }
+    }
+}
+
 /// A loaded, validated configuration.
 #[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
@@ -83,25 +100,42 @@ impl Config {
     /// Errors: [`Error::Io`] when a file cannot be read, [`Error::Config`]
     /// listing every problem found otherwise.
     pub fn load(path: &Path) -> Result<Config> {
+        Self::load_with(path, &LoadOptions::default())
+    }
+
+    /// [`Config::load`] with options (the daemon's `--listen`).
+    pub fn load_with(path: &Path, options: &LoadOptions) -> Result<Config> {
         let meta = std::fs::metadata(path).map_err(|source| Error::Io {
             context: format!("reading configuration {}", path.display()),
             source,
         })?;
+        let problem = |file: &Path, message: String| {
+            Error::Config(ConfigErrors(vec![ConfigProblem {
+                file: file.display().to_string(),
+                line: 0,
+                field: String::new(),
+                message,
+            }]))
+        };
         let files = if meta.is_dir() {
-            let mut files = Vec::new();
-            collect_toml_files(path, &mut files)?;
+            let mut walk = Walk::default();
+            walk.collect(path)?;
+            if !walk.problems.is_empty() {
+                return Err(Error::Config(ConfigErrors(walk.problems)));
+            }
+            let mut files = walk.files;
             files.sort();
             if files.is_empty() {
-                return Err(Error::Config(ConfigErrors(vec![ConfigProblem {
-                    file: path.display().to_string(),
-                    line: 0,
-                    field: String::new(),
-                    message: "the directory contains no *.toml file".to_string(),
-                }])));
+                return Err(problem(
+                    path,
+                    "the directory contains no *.toml file".to_string(),
+                ));
             }
             files
-        } else {
+        } else if meta.is_file() {
             vec![path.to_path_buf()]
+        } else {
+            return Err(problem(path, not_regular(&meta)));
         };
         let mut sources = Vec::with_capacity(files.len());
         for file in &files {
@@ -111,7 +145,7 @@ impl Config {
             })?;
             sources.push((file.display().to_string(), text));
         }
-        Self::from_sources(&sources)
+        Self::from_sources_with(&sources, options)
     }
 
     /// Loads a configuration from one TOML text; `file_name` is used in errors.
@@ -122,6 +156,14 @@ impl Config {
     /// Loads a configuration made of several TOML texts, `(file name, text)`,
     /// as if they were the files of one directory, in the order given.
     pub fn from_sources<N: AsRef<str>, T: AsRef<str> + Sync>(sources: &[(N, T)]) -> Result<Config> {
+        Self::from_sources_with(sources, &LoadOptions::default())
+    }
+
+    /// [`Config::from_sources`] with options.
+    pub fn from_sources_with<N: AsRef<str>, T: AsRef<str> + Sync>(
+        sources: &[(N, T)],
+        options: &LoadOptions,
+    ) -> Result<Config> {
         let mut problems = Problems::default();
         let mut files = Vec::with_capacity(sources.len());
         for (name, text) in sources {
@@ -148,7 +190,7 @@ impl Config {
             return Err(problems.into_error());
         }
         let parsed = started.elapsed();
-        let (model, web, notify) = resolve::build(&defs, &mut problems);
+        let (model, web, notify) = resolve::build(&defs, &mut problems, options.listen);
         tracing::debug!(
             files = files.len(),
             checks = model.checks.len(),
@@ -212,24 +254,100 @@ fn parse_all(texts: &[&str]) -> Vec<Parsed> {
         .collect()
 }
 
-fn collect_toml_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let io = |source| Error::Io {
-        context: format!("reading configuration directory {}", dir.display()),
-        source,
+/// What a non-regular file is, for the problem that names it.
+fn not_regular(meta: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    let kind = if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else {
+        "not a regular file"
     };
-    for entry in std::fs::read_dir(dir).map_err(io)? {
-        let entry = entry.map_err(io)?;
-        let path = entry.path();
-        let kind = entry.file_type().map_err(io)?;
-        // Follow symlinks: a config directory made of links is common.
-        let is_dir = kind.is_dir() || (kind.is_symlink() && path.is_dir());
-        if is_dir {
-            collect_toml_files(&path, out)?;
-        } else if path.extension().is_some_and(|e| e == "toml") {
-            out.push(path);
-        }
+    format!("{kind}, not a regular file (a configuration file must be one; it was not opened)")
+}
+
+/// The walk of a configuration directory: the `*.toml` files found, and the
+/// problems (non-regular `*.toml` entries, symlink loops), which are never
+/// opened, so a FIFO cannot hang the loader and a loop cannot recurse.
+#[derive(Default)]
+struct Walk {
+    files: Vec<PathBuf>,
+    problems: Vec<ConfigProblem>,
+    /// (device, inode) of the directories on the current path.
+    stack: Vec<(u64, u64)>,
+}
+
+impl Walk {
+    fn problem(&mut self, path: &Path, message: String) {
+        self.problems.push(ConfigProblem {
+            file: path.display().to_string(),
+            line: 0,
+            field: String::new(),
+            message,
+        });
     }
-    Ok(())
+
+    fn collect(&mut self, dir: &Path) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let io = |source| Error::Io {
+            context: format!("reading configuration directory {}", dir.display()),
+            source,
+        };
+        let meta = std::fs::metadata(dir).map_err(io)?;
+        let key = (meta.dev(), meta.ino());
+        if self.stack.contains(&key) {
+            self.problem(
+                dir,
+                "symlink loop: this directory leads back to one above it (not read again)"
+                    .to_string(),
+            );
+            return Ok(());
+        }
+        self.stack.push(key);
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .map_err(io)?
+            .collect::<std::io::Result<_>>()
+            .map_err(io)?;
+        entries.sort_by_key(|e| e.path());
+        for entry in entries {
+            let path = entry.path();
+            let kind = entry.file_type().map_err(io)?;
+            let toml = path.extension().is_some_and(|e| e == "toml");
+            // Follow symlinks: a config directory made of links is common.
+            let meta = if kind.is_symlink() {
+                match std::fs::metadata(&path) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        if toml || e.raw_os_error() == Some(libc::ELOOP) {
+                            self.problem(&path, format!("cannot follow symlink: {e}"));
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                match entry.metadata() {
+                    Ok(m) => m,
+                    Err(e) => return Err(io(e)),
+                }
+            };
+            if meta.is_dir() {
+                self.collect(&path)?;
+            } else if toml {
+                if meta.is_file() {
+                    self.files.push(path);
+                } else {
+                    let message = not_regular(&meta);
+                    self.problem(&path, message);
+                }
+            }
+        }
+        self.stack.pop();
+        Ok(())
+    }
 }
 
 /// Where something was written: file index and 1-based line.

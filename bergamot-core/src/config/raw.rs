@@ -173,6 +173,9 @@ pub(super) struct RawCommand {
     pub argv: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     pub params: RawParams,
+    /// Environment variables for the plugin (engine `nagios`), substituted.
+    #[serde(default)]
+    pub env: BTreeMap<String, Spanned<String>>,
 }
 
 with_policy!(RawHostLike {

@@ -14,7 +14,7 @@ use super::raw::{
     RawCommand, RawFile, RawGroup, RawHostLike, RawLocation, RawParams, RawPolicy, RawService,
     RawTrap, RawWeb,
 };
-use super::subst::{Param, Params, Scope, SubstError};
+use super::subst::{Listen, Param, Params, Scope, SubstError};
 use super::web::{WebConfig, WebToken, WebUser};
 use super::{Origin, Problems, DEFAULT_POOL, DEFAULT_SITE};
 use crate::model::{
@@ -118,6 +118,8 @@ struct CommandDef {
     engine: String,
     argv: Vec<(String, Origin)>,
     argv_field: String,
+    /// `env = { NAME = "value" }` (nagios only): name, value, where.
+    env: Vec<(String, String, Origin)>,
     params: Params,
 }
 
@@ -367,11 +369,37 @@ impl Conv<'_> {
             }
         };
         let params = self.params(raw.params, &path);
+        let mut env = Vec::with_capacity(raw.env.len());
+        for (k, v) in raw.env {
+            let at = self.at(&v);
+            let field = format!("{path}.env.{k}");
+            if engine != "nagios" {
+                self.problems.at(
+                    at,
+                    &field,
+                    format!(
+                        "env is only for engine \"nagios\" (this command's engine is {engine:?})"
+                    ),
+                );
+            } else if k.is_empty()
+                || k.contains('=')
+                || k.chars().any(char::is_control)
+                || v.get_ref().contains('\0')
+            {
+                self.problems.at(
+                    at,
+                    &field,
+                    "an environment variable's name must be non-empty without '=' or control characters, its value without NUL",
+                );
+            }
+            env.push((k, v.into_inner(), at));
+        }
         CommandDef {
             name,
             engine,
             argv,
             argv_field,
+            env,
             params,
         }
     }
@@ -888,6 +916,8 @@ struct Gen<'a, 'p> {
     group_notify: HashMap<GroupId, &'a NotifyPatch>,
     /// Rules by the layers they were resolved from (checks share layers).
     rule_cache: HashMap<Vec<usize>, Option<crate::notify::NotifyRule>>,
+    /// `#{listen.*}`: the web listen address.
+    listen: &'a Listen,
 }
 
 /// The names a check's references resolve against.
@@ -987,6 +1017,7 @@ impl<'a> Gen<'a, '_> {
             host_name: names.host,
             host_address: names.address,
             service_name: names.service,
+            listen: self.listen,
             layers: &layers,
         };
         if cmd.engine == "nagios" {
@@ -998,6 +1029,29 @@ impl<'a> Gen<'a, '_> {
                 }
             }
             out.insert("command".to_string(), serde_json::Value::Array(argv));
+            // The plugin's environment: the Nagios-style macros, then the
+            // command's own `env` (which may override them).
+            let mut env = serde_json::Map::new();
+            let mut put = |k: &str, v: &str| {
+                env.insert(k.to_string(), serde_json::Value::String(v.to_string()));
+            };
+            put("NAGIOS_HOSTNAME", names.host);
+            put("NAGIOS_HOSTADDRESS", names.address);
+            if !names.is_host {
+                put("NAGIOS_SERVICEDESC", names.service);
+            }
+            for (k, v, at) in &cmd.env {
+                match scope.string(v) {
+                    Ok(s) => {
+                        env.insert(k.clone(), serde_json::Value::String(s));
+                    }
+                    Err(e) => {
+                        let field = format!("command.{}.env.{k}", cmd.name.name);
+                        self.subst_error(e, *at, &field, names);
+                    }
+                }
+            }
+            out.insert("env".to_string(), serde_json::Value::Object(env));
         } else {
             // Engine params: the check's own (service, then template
             // services) over the command's; host params are only variables.
@@ -1124,6 +1178,7 @@ impl<'a> Gen<'a, '_> {
                 host_name: host,
                 host_address: address,
                 service_name: host,
+                listen: self.listen,
                 layers: &view.params,
             };
             self.dependencies(index, deps, &scope, &names);
@@ -1173,6 +1228,7 @@ impl<'a> Gen<'a, '_> {
                     host_name: host,
                     host_address: address,
                     service_name: name,
+                    listen: self.listen,
                     layers: &layers,
                 };
                 self.dependencies(index, deps, &scope, &names);
@@ -1318,7 +1374,17 @@ fn check_references(
 pub(super) fn build(
     defs: &Defs,
     problems: &mut Problems,
+    listen: Option<std::net::SocketAddr>,
 ) -> (Model, WebConfig, crate::notify::NotifyModel) {
+    let mut web = defs
+        .web
+        .as_ref()
+        .map(|(w, _)| w.clone())
+        .unwrap_or_default();
+    if let Some(addr) = listen {
+        web.listen = addr;
+    }
+    let listen = Listen::of(web.listen);
     let site: &str = defs.site.as_ref().map_or(DEFAULT_SITE, |s| s.name.as_str());
     let commands = index(&defs.commands, |c| &c.name, "command", problems);
     let templates = index(&defs.templates, |t| &t.name, "template", problems);
@@ -1458,6 +1524,7 @@ pub(super) fn build(
         notify,
         group_notify,
         rule_cache: HashMap::new(),
+        listen: &listen,
     };
     // Hosts usually share a few template lists: resolve each distinct list
     // once, and let a host without services of its own use that list's
@@ -1540,10 +1607,5 @@ pub(super) fn build(
         groups: model_groups,
         locations: model_locations,
     };
-    let web = defs
-        .web
-        .as_ref()
-        .map(|(w, _)| w.clone())
-        .unwrap_or_default();
     (model, web, notify_model)
 }

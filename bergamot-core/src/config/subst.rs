@@ -1,5 +1,6 @@
 //! Parameter substitution: `#{host.address}`, `#{host.name}`,
-//! `#{service.name}` and `#{<param>}` in argv elements and engine parameters.
+//! `#{service.name}`, `#{listen.host}`, `#{listen.port}`, `#{listen.url}`
+//! and `#{<param>}` in argv elements, engine parameters and `env`.
 //!
 //! Substitution works on one string at a time (one argv element, one
 //! parameter value): nothing is ever passed through a shell, so a value with
@@ -51,7 +52,7 @@ impl SubstError<'_> {
         match self.problem {
             Problem::Unknown => format!(
                 "unknown parameter `#{{{}}}`: not host.name, host.address, service.name, \
-                 nor a param of the check, its host or its command",
+                 listen.host, listen.port, listen.url, nor a param of the check, its host or its command",
                 self.var
             ),
             Problem::NotScalar => format!(
@@ -69,11 +70,51 @@ impl SubstError<'_> {
     }
 }
 
+/// The web listen address as `#{listen.host}`, `#{listen.port}` and
+/// `#{listen.url}` (the address the daemon serves on, `--listen` or `[web]
+/// listen`): an unspecified address (`0.0.0.0`, `::`) becomes the loopback
+/// one, so a check of the daemon itself can connect to it.
+#[derive(Debug, Clone)]
+pub(super) struct Listen {
+    host: String,
+    port: String,
+    url: String,
+}
+
+impl Listen {
+    /// The values for `addr`.
+    pub fn of(addr: std::net::SocketAddr) -> Self {
+        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+        let ip = match addr.ip() {
+            IpAddr::V4(v) if v.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(v) if v.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        let url = match ip {
+            IpAddr::V4(v) => format!("http://{v}:{}", addr.port()),
+            IpAddr::V6(v) => format!("http://[{v}]:{}", addr.port()),
+        };
+        Listen {
+            host: ip.to_string(),
+            port: addr.port().to_string(),
+            url,
+        }
+    }
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen::of(super::web::WebConfig::default().listen)
+    }
+}
+
 /// What the references of one check resolve against.
 pub(super) struct Scope<'a> {
     pub host_name: &'a str,
     pub host_address: &'a str,
     pub service_name: &'a str,
+    /// The web listen address.
+    pub listen: &'a Listen,
     /// Parameter tables, the first that has a name wins.
     pub layers: &'a [&'a Params],
 }
@@ -84,6 +125,9 @@ impl<'a> Scope<'a> {
             "host.name" => Some(self.host_name),
             "host.address" => Some(self.host_address),
             "service.name" => Some(self.service_name),
+            "listen.host" => Some(&self.listen.host),
+            "listen.port" => Some(&self.listen.port),
+            "listen.url" => Some(&self.listen.url),
             _ => None,
         }
     }
@@ -256,6 +300,7 @@ mod tests {
             host_name: "web1",
             host_address: "10.0.0.5",
             service_name: "ping",
+            listen: &Listen::default(),
             layers: &layers,
         };
         assert_eq!(
@@ -296,6 +341,7 @@ mod tests {
             host_name: "h",
             host_address: "h",
             service_name: "s",
+            listen: &Listen::default(),
             layers: &layers,
         };
         let e = scope.string("#{a}").expect_err("cycle");

@@ -145,6 +145,7 @@ macro_rules! store_conformance_tests {
             group_subtree_root,
             group_states_of_selects,
             location_aggregates,
+            severity_order_critical_over_broken_checks,
             ancestors_of_check,
             acknowledgements_take_effect_at_once,
             downtime_now_takes_effect_at_once,

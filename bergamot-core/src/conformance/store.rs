@@ -583,6 +583,77 @@ pub async fn location_aggregates(store: Arc<dyn Store>) {
     );
 }
 
+/// Severity order (docs/decisions.md): CRITICAL is the worst status in
+/// group and location aggregates and in an alert's `worst`, above the broken
+/// checks (UNKNOWN, TIMEOUT, ERROR) and above ACTION and DISCONNECTED,
+/// whose codes are higher.
+pub async fn severity_order_critical_over_broken_checks(store: Arc<dyn Store>) {
+    let model = graph_model();
+    synced(&store, &model).await;
+    apply(&store, h("h1"), Status::Critical, 1).await;
+    apply(&store, s("h3", "s6"), Status::Timeout, 1).await;
+    apply(&store, h("h3"), Status::Unknown, 1).await;
+    apply(&store, h("h2"), Status::Disconnected, 1).await;
+    apply(&store, h("h4"), Status::Action, 1).await;
+    // s1: WARNING alerts, ERROR and CRITICAL are worse (re-alerts), ERROR
+    // again is better: the alert's worst stays CRITICAL.
+    let s1 = s("h1", "s1");
+    assert_eq!(
+        apply(&store, s1, Status::Warning, 1).await.events,
+        vec![Event::Alert]
+    );
+    assert_eq!(
+        apply(&store, s1, Status::Error, 2).await.events,
+        vec![Event::Realert]
+    );
+    assert_eq!(
+        apply(&store, s1, Status::Critical, 3).await.events,
+        vec![Event::Realert]
+    );
+    assert!(apply(&store, s1, Status::Error, 4).await.events.is_empty());
+    let recs = store.alerts(Some(s1), 10).await.unwrap();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(
+        (recs[0].status, recs[0].worst),
+        (Status::Warning, Status::Critical)
+    );
+
+    let states = states_map(&store).await;
+    let groups = store.group_states(None).await.unwrap();
+    assert_eq!(
+        groups,
+        aggregate::group_states(&model, |id| states.get(&id), None),
+        "store group aggregates differ from aggregate::group_states"
+    );
+    let by: HashMap<GroupId, aggregate::Aggregate> =
+        groups.iter().map(|g| (g.id, g.aggregate)).collect();
+    assert_eq!(
+        by[&g("root")].status,
+        Status::Critical,
+        "root: h1 CRITICAL over h2 DISCONNECTED, s1 ERROR"
+    );
+    assert_eq!(
+        by[&g("b")].status,
+        Status::Critical,
+        "b: CRITICAL (via c) over DISCONNECTED"
+    );
+    let locations = store.location_states(None).await.unwrap();
+    assert_eq!(
+        locations,
+        aggregate::location_states(&model, |id| states.get(&id), None),
+        "store location aggregates differ from aggregate::location_states"
+    );
+    let by: HashMap<LocationId, aggregate::Aggregate> =
+        locations.iter().map(|x| (x.id, x.aggregate)).collect();
+    assert_eq!(
+        by[&l("l2")].status,
+        Status::Critical,
+        "l2: h1 CRITICAL over h4 ACTION"
+    );
+    assert_eq!(by[&l("l1")].status, Status::Critical, "l1: all hosts");
+    assert_eq!(by[&l("l3")].status, Status::Unknown, "l3: h3 UNKNOWN");
+}
+
 /// `ancestor_groups` / `ancestor_locations` of a check, each once.
 pub async fn ancestors_of_check(store: Arc<dyn Store>) {
     synced(&store, &graph_model()).await;

@@ -18,6 +18,11 @@ pub const STDOUT_LIMIT: usize = 64 * 1024;
 /// How much of a plugin's stderr is kept (shown when stdout is empty or the
 /// plugin failed).
 const STDERR_LIMIT: usize = 4 * 1024;
+/// How long the pipes are still read once the plugin has exited and its
+/// process group was killed (a child that left the group may hold them).
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+/// `PATH` for plugins when the daemon has none.
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// Runs Nagios plugins.
 ///
@@ -27,10 +32,24 @@ const STDERR_LIMIT: usize = 4 * 1024;
 /// executor's default when that is zero) the whole group is killed with
 /// SIGKILL, forked children included, and the result is TIMEOUT.
 ///
+/// The plugin's result is its exit: once the plugin itself has exited, its
+/// process group is killed (background children it left behind, which may
+/// still hold its stdout open, die with it), what is in the pipes is read
+/// (for at most [`DRAIN_LIMIT`]) and the result is made from the exit code.
+///
 /// Exit codes 0–3 map to OK, WARNING, CRITICAL, UNKNOWN; any other code, a
 /// death by signal, or a plugin that cannot be started is ERROR with an
 /// output that names the plugin and the reason. Output is parsed with
-/// [`parse_plugin_output`]; stdout is capped at [`STDOUT_LIMIT`].
+/// [`parse_plugin_output`]; stdout is capped at [`STDOUT_LIMIT`]. Stderr is
+/// kept too: it is the output when stdout is empty, and otherwise it is
+/// appended to the long output as lines starting with `stderr: `.
+///
+/// The plugin gets a clean environment, never the daemon's (which holds
+/// `BERGAMOT_STORE` / `BERGAMOT_QUEUE` and their passwords): `PATH` and
+/// `LANG` (the daemon's values, or `/usr/local/bin:/usr/bin:/bin` and `C`),
+/// then the entries of the parameter `env` (a table of strings: the config
+/// puts the Nagios-style macros `NAGIOS_HOSTNAME`, `NAGIOS_HOSTADDRESS`,
+/// `NAGIOS_SERVICEDESC` there, and the command's own `env`).
 #[derive(Debug, Clone)]
 pub struct NagiosExecutor {
     default_timeout: Duration,
@@ -40,13 +59,6 @@ impl Default for NagiosExecutor {
     fn default() -> Self {
         NagiosExecutor::new()
     }
-}
-
-/// What a finished plugin left behind.
-struct Finished {
-    status: std::io::Result<ExitStatus>,
-    stdout: Captured,
-    stderr: Captured,
 }
 
 /// A capped capture of one output stream.
@@ -92,6 +104,46 @@ impl NagiosExecutor {
     }
 }
 
+/// The parameter `env`: a table of strings (absent: none).
+fn env_param(execute: &ExecuteCheck) -> Result<Vec<(String, String)>, String> {
+    let Some(value) = execute.params.get("env") else {
+        return Ok(Vec::new());
+    };
+    if value.is_null() {
+        return Ok(Vec::new());
+    }
+    let table = value.as_object().ok_or_else(|| {
+        format!("parameter \"env\" must be a table of strings (NAME = \"value\"), got {value}")
+    })?;
+    table
+        .iter()
+        .map(|(k, v)| {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                return Err(format!(
+                    "parameter \"env\" has an invalid variable name {k:?}"
+                ));
+            }
+            match v.as_str() {
+                Some(s) if !s.contains('\0') => Ok((k.clone(), s.to_string())),
+                _ => Err(format!(
+                    "parameter \"env\" entry {k:?} must be a string without NUL, got {v}"
+                )),
+            }
+        })
+        .collect()
+}
+
+/// Kills the process group `pgid` with SIGKILL (a group already gone is fine).
+fn kill_group(pgid: Option<Pid>, plugin: &str) {
+    if let Some(pgid) = pgid {
+        if let Err(e) = killpg(pgid, Signal::SIGKILL) {
+            if e != nix::errno::Errno::ESRCH {
+                tracing::warn!(plugin = %plugin, error = %e, "cannot kill plugin's process group");
+            }
+        }
+    }
+}
+
 /// Spawns, retrying briefly on ETXTBSY: a plugin file that was just written
 /// may still be open for writing in a child another thread is forking.
 async fn spawn(cmd: &mut Command) -> std::io::Result<tokio::process::Child> {
@@ -107,12 +159,16 @@ async fn spawn(cmd: &mut Command) -> std::io::Result<tokio::process::Child> {
     }
 }
 
-/// Reads a stream to its end, keeping the first `limit` bytes and discarding
-/// the rest (so the writer never blocks on a full pipe).
-async fn read_capped(stream: Option<impl AsyncRead + Unpin>, limit: usize) -> Captured {
-    let mut captured = Captured::default();
+/// Reads a stream to its end into `captured`, keeping the first `limit`
+/// bytes and discarding the rest (so the writer never blocks on a full
+/// pipe). What was read stays in `captured` if this future is dropped.
+async fn read_capped(
+    stream: Option<impl AsyncRead + Unpin>,
+    limit: usize,
+    captured: &mut Captured,
+) {
     let Some(mut stream) = stream else {
-        return captured;
+        return;
     };
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -127,7 +183,6 @@ async fn read_capped(stream: Option<impl AsyncRead + Unpin>, limit: usize) -> Ca
             }
         }
     }
-    captured
 }
 
 fn signal_name(signal: i32) -> String {
@@ -157,11 +212,33 @@ impl Executor for NagiosExecutor {
                 )
             }
         };
+        let env = match env_param(execute) {
+            Ok(e) => e,
+            Err(e) => {
+                return new_result(
+                    execute,
+                    Status::Error,
+                    format!("nagios: {e}"),
+                    executed_at,
+                    started,
+                )
+            }
+        };
         let plugin = &argv[0];
         let timeout = effective_timeout(execute, self.default_timeout);
 
         let mut cmd = Command::new(plugin);
         cmd.args(&argv[1..])
+            .env_clear()
+            .env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into()),
+            )
+            .env(
+                "LANG",
+                std::env::var_os("LANG").unwrap_or_else(|| "C".into()),
+            )
+            .envs(env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -193,32 +270,44 @@ impl Executor for NagiosExecutor {
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
 
-        let run = async {
-            let (stdout, stderr, status) = tokio::join!(
-                read_capped(stdout, STDOUT_LIMIT),
-                read_capped(stderr, STDERR_LIMIT),
-                child.wait()
-            );
-            Finished {
-                status,
-                stdout,
-                stderr,
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut out = Captured::default();
+        let mut err = Captured::default();
+        let waited: Option<std::io::Result<ExitStatus>> = {
+            let reads = async {
+                tokio::join!(
+                    read_capped(stdout, STDOUT_LIMIT, &mut out),
+                    read_capped(stderr, STDERR_LIMIT, &mut err)
+                )
+            };
+            tokio::pin!(reads);
+            let mut reads_done = false;
+            let waited = loop {
+                tokio::select! {
+                    s = child.wait() => break Some(s),
+                    _ = &mut reads, if !reads_done => reads_done = true,
+                    _ = tokio::time::sleep_until(deadline) => break None,
+                }
+            };
+            if waited.is_some() {
+                // The plugin has exited: whatever it left in its group (a
+                // background child holding stdout) goes now, then the pipes
+                // are read to their end (bounded: a child that left the
+                // group may still hold them).
+                kill_group(pgid, plugin);
+                if !reads_done {
+                    let _ = tokio::time::timeout(DRAIN_LIMIT, &mut reads).await;
+                }
             }
+            waited
         };
-        let finished = tokio::time::timeout(timeout, run).await;
 
-        let finished = match finished {
-            Ok(f) => f,
-            Err(_) => {
+        let status = match waited {
+            Some(s) => s,
+            None => {
                 // Kill the whole group: the plugin and anything it forked,
                 // which may hold the output pipe open.
-                if let Some(pgid) = pgid {
-                    if let Err(e) = killpg(pgid, Signal::SIGKILL) {
-                        if e != nix::errno::Errno::ESRCH {
-                            tracing::warn!(plugin = %plugin, error = %e, "cannot kill timed-out plugin's process group");
-                        }
-                    }
-                }
+                kill_group(pgid, plugin);
                 let _ = child.start_kill();
                 // Reap it (bounded, in case it is stuck in the kernel).
                 let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
@@ -233,7 +322,7 @@ impl Executor for NagiosExecutor {
             }
         };
 
-        let status = match finished.status {
+        let status = match status {
             Ok(s) => s,
             Err(e) => {
                 return new_result(
@@ -245,13 +334,18 @@ impl Executor for NagiosExecutor {
                 )
             }
         };
-        let text = String::from_utf8_lossy(&finished.stdout.bytes);
-        let err_text = String::from_utf8_lossy(&finished.stderr.bytes);
+        let text = String::from_utf8_lossy(&out.bytes);
+        let err_text = String::from_utf8_lossy(&err.bytes);
         let err_text = err_text.trim();
         let mut parsed = parse_plugin_output(&text);
-        if parsed.output.is_empty() && !err_text.is_empty() {
+        let mut err_lines: Vec<&str> = err_text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        if parsed.output.is_empty() && !err_lines.is_empty() {
             // Plugins that fail early often write only to stderr.
-            parsed.output = err_text.lines().next().unwrap_or("").trim().to_string();
+            parsed.output = err_lines.remove(0).to_string();
         }
 
         let (result_status, output) = match (status.code(), status.signal()) {
@@ -290,7 +384,20 @@ impl Executor for NagiosExecutor {
         };
 
         let mut long = parsed.long_output_with_problems();
-        if finished.stdout.cut {
+        for line in err_lines {
+            if !long.is_empty() {
+                long.push('\n');
+            }
+            long.push_str("stderr: ");
+            long.push_str(line);
+        }
+        if err.cut {
+            if !long.is_empty() {
+                long.push('\n');
+            }
+            long.push_str("(stderr cut at 4 KiB)");
+        }
+        if out.cut {
             if !long.is_empty() {
                 long.push('\n');
             }
@@ -336,5 +443,128 @@ mod tests {
         assert_eq!(r.status, Status::Ok);
         assert_eq!(&*r.output, "a;b $HOME");
         assert_eq!(r.perfdata.len(), 1);
+    }
+
+    fn with_timeout(params: serde_json::Value, secs: u64) -> ExecuteCheck {
+        let mut e = execute("nagios", params);
+        e.timeout = Duration::from_secs(secs);
+        e
+    }
+
+    /// Whether `pid` is gone (or a zombie nobody reaps: dead all the same).
+    fn dead(pid: i32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        }
+    }
+
+    #[tokio::test]
+    async fn plugin_exit_is_the_result_though_a_child_holds_stdout_and_the_child_dies() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pidfile = dir.path().join("child.pid");
+        let script = format!(
+            "sleep 300 & echo $! > {}; echo 'LOAD WARNING - high'; exit 1",
+            pidfile.display()
+        );
+        let n = NagiosExecutor::new();
+        // Before the fix this waited for the child's stdout to close: TIMEOUT.
+        let r = n
+            .execute(&with_timeout(
+                json!({"command": ["/bin/sh", "-c", script]}),
+                60,
+            ))
+            .await;
+        assert_eq!(r.status, Status::Warning, "{}", r.output);
+        assert_eq!(&*r.output, "LOAD WARNING - high");
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .expect("pid file")
+            .trim()
+            .parse()
+            .expect("pid");
+        // The background child was killed with the plugin's group (SIGKILL
+        // is delivered before killpg returns; only reaping may lag).
+        for _ in 0..500 {
+            if dead(pid) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        panic!("the plugin's background child {pid} outlived it");
+    }
+
+    #[tokio::test]
+    async fn real_timeout_still_kills_the_group() {
+        let n = NagiosExecutor::new();
+        let r = n
+            .execute(&with_timeout(
+                json!({"command": ["/bin/sh", "-c", "sleep 300 & sleep 300"]}),
+                1,
+            ))
+            .await;
+        assert_eq!(r.status, Status::Timeout, "{}", r.output);
+    }
+
+    #[tokio::test]
+    async fn stderr_is_kept_when_the_plugin_also_prints_to_stdout() {
+        let n = NagiosExecutor::new();
+        let r = n
+            .execute(&execute(
+                "nagios",
+                json!({"command": ["/bin/sh", "-c",
+                    "echo 'Usage: check_load -w WARN -c CRIT'; echo 'check_load: unrecognized option --bogus' >&2; exit 3"]}),
+            ))
+            .await;
+        assert_eq!(r.status, Status::Unknown);
+        assert_eq!(&*r.output, "Usage: check_load -w WARN -c CRIT");
+        assert!(
+            r.long_output
+                .contains("stderr: check_load: unrecognized option --bogus"),
+            "{:?}",
+            r.long_output
+        );
+    }
+
+    #[tokio::test]
+    async fn plugins_get_a_clean_environment_plus_env() {
+        let n = NagiosExecutor::new();
+        let r = n
+            .execute(&execute(
+                "nagios",
+                json!({"command": ["/bin/sh", "-c", "echo env; env"],
+                       "env": {"NAGIOS_HOSTNAME": "web1", "EXTRA": "a b"}}),
+            ))
+            .await;
+        assert_eq!(r.status, Status::Ok, "{}", r.output);
+        let mut names: Vec<&str> = r
+            .long_output
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+            .collect();
+        names.sort_unstable();
+        // sh itself adds PWD (and may add SHLVL and _); nothing of the
+        // daemon's own environment (cargo sets CARGO_*, HOME ...) is there.
+        names.retain(|n| !matches!(*n, "PWD" | "SHLVL" | "_"));
+        assert_eq!(
+            names,
+            ["EXTRA", "LANG", "NAGIOS_HOSTNAME", "PATH"],
+            "{}",
+            r.long_output
+        );
+        assert!(r.long_output.contains("EXTRA=a b"));
+        assert!(r.long_output.contains("NAGIOS_HOSTNAME=web1"));
+
+        let r = n
+            .execute(&execute(
+                "nagios",
+                json!({"command": ["/bin/true"], "env": {"A": 1}}),
+            ))
+            .await;
+        assert_eq!(r.status, Status::Error);
+        assert!(r.output.contains("\"env\""), "{}", r.output);
     }
 }

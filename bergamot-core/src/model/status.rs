@@ -2,12 +2,19 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
-/// The status of a check, ordered by severity: the worst is the highest.
+/// The status of a check.
 ///
-/// `Pending`, `Info` and `Ok` are "ok"; everything from `Warning` up is not.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
+/// Two numbers belong to a status. Its *code* ([`Status::severity`], 0-9 in
+/// declaration order) is what the store, the counts arrays of aggregates
+/// and the API's `counts` use; it never changes. Its *rank*
+/// ([`Status::rank`]) is the order an operator reads (docs/decisions.md,
+/// "Severity order"), and `Ord` follows it: the worst is the greatest.
+/// Best to worst: PENDING, INFO, OK, WARNING, then the broken checks
+/// UNKNOWN, TIMEOUT, ERROR, then ACTION, DISCONNECTED and CRITICAL, the
+/// worst, as Nagios and Icinga list CRITICAL first.
+///
+/// `Pending`, `Info` and `Ok` are "ok"; everything worse is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 #[repr(u8)]
 pub enum Status {
@@ -39,8 +46,57 @@ pub enum Status {
 #[error("unknown status {0:?} (expected one of PENDING, INFO, OK, WARNING, CRITICAL, UNKNOWN, TIMEOUT, ERROR, DISCONNECTED, ACTION)")]
 pub struct UnknownStatus(pub String);
 
+impl PartialOrd for Status {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Status {
+    /// By rank: `a < b` when `a` is better than `b`.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.rank().cmp(&other.rank())
+    }
+}
+
 impl Status {
-    /// Every status, in severity order.
+    /// Every status, best to worst (by rank).
+    pub const BY_RANK: [Status; 10] = [
+        Status::Pending,
+        Status::Info,
+        Status::Ok,
+        Status::Warning,
+        Status::Unknown,
+        Status::Timeout,
+        Status::Error,
+        Status::Action,
+        Status::Disconnected,
+        Status::Critical,
+    ];
+
+    /// The rank, 0 (`PENDING`, the best) to 9 (`CRITICAL`, the worst): the
+    /// position in [`Status::BY_RANK`].
+    pub fn rank(self) -> u8 {
+        match self {
+            Status::Pending => 0,
+            Status::Info => 1,
+            Status::Ok => 2,
+            Status::Warning => 3,
+            Status::Unknown => 4,
+            Status::Timeout => 5,
+            Status::Error => 6,
+            Status::Action => 7,
+            Status::Disconnected => 8,
+            Status::Critical => 9,
+        }
+    }
+
+    /// The worst of `self` and `other` (by rank).
+    pub fn worst(self, other: Status) -> Status {
+        self.max(other)
+    }
+
+    /// Every status, by code (the stored order).
     pub const ALL: [Status; 10] = [
         Status::Pending,
         Status::Info,
@@ -59,12 +115,14 @@ impl Status {
         self <= Status::Ok
     }
 
-    /// The severity ordinal, 0 (`PENDING`) to 9 (`ACTION`).
+    /// The status code, 0 (`PENDING`) to 9 (`ACTION`) in declaration order:
+    /// what is stored and what indexes `counts`. Not the order of badness:
+    /// compare statuses (or their [`Status::rank`]) for that.
     pub fn severity(self) -> u8 {
         self as u8
     }
 
-    /// The status of a given severity ordinal.
+    /// The status of a given code ([`Status::severity`]).
     pub fn from_severity(severity: u8) -> Option<Status> {
         Status::ALL.get(usize::from(severity)).copied()
     }
@@ -121,8 +179,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn rank_order_critical_worst_broken_checks_between_warning_and_critical() {
+        // docs/decisions.md "Severity order".
+        let mut sorted = Status::ALL;
+        sorted.sort();
+        assert_eq!(sorted, Status::BY_RANK);
+        for (i, s) in Status::BY_RANK.iter().enumerate() {
+            assert_eq!(usize::from(s.rank()), i);
+        }
+        assert_eq!(Status::ALL.iter().max(), Some(&Status::Critical));
+        for broken in [Status::Unknown, Status::Timeout, Status::Error] {
+            assert!(
+                broken < Status::Critical && broken > Status::Warning,
+                "{broken}"
+            );
+        }
+        assert!(Status::Disconnected < Status::Critical);
+        assert_eq!(Status::Error.worst(Status::Critical), Status::Critical);
+        // The shared vectors: WARNING -> UNKNOWN is worse (a re-alert).
+        assert!(Status::Unknown > Status::Warning);
+    }
+
+    #[test]
     fn order_and_okness() {
-        assert!(Status::Action > Status::Critical);
+        assert!(Status::Critical > Status::Action);
         assert!(Status::Ok.is_ok() && Status::Info.is_ok() && Status::Pending.is_ok());
         assert!(!Status::Warning.is_ok());
         for (i, s) in Status::ALL.iter().enumerate() {

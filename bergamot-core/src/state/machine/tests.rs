@@ -194,11 +194,18 @@ fn soft_blip_notifies_nothing() {
 #[test]
 fn worse_while_hard_realerts_better_does_not() {
     let cases: &[(Status, Status, &[Event])] = &[
+        // docs/decisions.md "Severity order": CRITICAL is the worst, the
+        // broken checks (UNKNOWN, TIMEOUT, ERROR) rank between WARNING and it.
         (Warning, Critical, &[Event::Realert]),
         (Warning, Unknown, &[Event::Realert]),
-        (Critical, Status::Action, &[Event::Realert]),
+        (Unknown, Critical, &[Event::Realert]),
+        (Status::Error, Critical, &[Event::Realert]),
+        (Status::Timeout, Status::Error, &[Event::Realert]),
+        (Status::Action, Critical, &[Event::Realert]),
+        (Critical, Status::Action, &[]),
+        (Critical, Unknown, &[]),
+        (Critical, Status::Error, &[]),
         (Critical, Warning, &[]),
-        (Unknown, Critical, &[]),
         (Critical, Critical, &[]),
     ];
     for (from, to, want) in cases {

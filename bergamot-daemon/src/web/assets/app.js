@@ -3,6 +3,9 @@
 "use strict";
 
 const STATUSES = ["PENDING", "INFO", "OK", "WARNING", "CRITICAL", "UNKNOWN", "TIMEOUT", "ERROR", "DISCONNECTED", "ACTION"];
+// Best to worst, as Status::BY_RANK (docs/decisions.md "Severity order");
+// STATUSES above is the code order that indexes `counts`.
+const RANK = ["PENDING", "INFO", "OK", "WARNING", "UNKNOWN", "TIMEOUT", "ERROR", "ACTION", "DISCONNECTED", "CRITICAL"];
 const checks = new Map();   // id -> check view (with .state)
 const groups = new Map();   // id -> {id, name, parents, children, aggregate}
 const locations = new Map();
@@ -253,7 +256,7 @@ function renderTree() {
     el("div", { class: "card" }, el("h2", {}, "Problems"), checkTable(problems, "problems"))));
 }
 function worstFirst(a, b) {
-  return STATUSES.indexOf(b.state.status) - STATUSES.indexOf(a.state.status) || a.display_name.localeCompare(b.display_name);
+  return RANK.indexOf(b.state.status) - RANK.indexOf(a.state.status) || a.display_name.localeCompare(b.display_name);
 }
 
 // ---- check tables (windowed: only the rows in view exist in the DOM, so
