@@ -245,8 +245,8 @@ impl Executor for NagiosExecutor {
                 )
             }
         };
-        let text = String::from_utf8_lossy(&finished.stdout.bytes);
-        let err_text = String::from_utf8_lossy(&finished.stderr.bytes);
+        let text = decode_output(&finished.stdout.bytes);
+        let err_text = decode_output(&finished.stderr.bytes);
         let err_text = err_text.trim();
         let mut parsed = parse_plugin_output(&text);
         if parsed.output.is_empty() && !err_text.is_empty() {
@@ -303,6 +303,12 @@ impl Executor for NagiosExecutor {
     }
 }
 
+/// Plugin output as text: invalid UTF-8 and NUL bytes (which no store
+/// keeps as text) become U+FFFD.
+fn decode_output(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).replace('\0', "\u{FFFD}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,5 +342,19 @@ mod tests {
         assert_eq!(r.status, Status::Ok);
         assert_eq!(&*r.output, "a;b $HOME");
         assert_eq!(r.perfdata.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn nul_and_invalid_utf8_become_replacement_characters() {
+        let n = NagiosExecutor::new();
+        let r = n
+            .execute(&execute(
+                "nagios",
+                json!({"command": ["/usr/bin/printf", "ok \\000nul \\377 end\\nmore\\000"]}),
+            ))
+            .await;
+        assert_eq!(r.status, Status::Ok, "{}", r.output);
+        assert_eq!(&*r.output, "ok \u{FFFD}nul \u{FFFD} end");
+        assert_eq!(&*r.long_output, "more\u{FFFD}");
     }
 }
