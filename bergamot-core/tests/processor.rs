@@ -430,6 +430,9 @@ mod failing {
         ) -> Result<Transition> {
             self.inner.set_suppressed(c, s, now).await
         }
+        async fn reset_clock(&self, c: CheckId, now: DateTime<Utc>) -> Result<Transition> {
+            self.inner.reset_clock(c, now).await
+        }
         async fn schedule_downtime(
             &self,
             d: Downtime,

@@ -384,6 +384,27 @@ pub fn set_suppressed(
     settle_after_action(state, next, policy, now)
 }
 
+/// An operator's reset of a check's result clock: forgets the last applied
+/// result (`last_check_at`, `last_result_id`), so the next result is applied
+/// whatever its `executed_at`, and moves timestamps that lie after `now`
+/// back to `now`. The way out of a state that a result dated far in the
+/// future froze (every later result would be stale). Status, alert,
+/// acknowledgement, downtime and flap history stay; the version moves.
+pub fn reset_clock(state: &CheckState, policy: &Policy, now: DateTime<Utc>) -> Transition {
+    let mut next = state.clone();
+    next.last_check_at = None;
+    next.last_result_id = None;
+    for t in [
+        &mut next.last_state_change_at,
+        &mut next.last_hard_change_at,
+    ] {
+        if t.is_some_and(|t| t > now) {
+            *t = Some(now);
+        }
+    }
+    applied(state, next, Vec::new(), policy)
+}
+
 /// The interval policy (point 9): soft -> `changing_every` if set, else
 /// `retry_every`; hard ok -> `every`; hard not-ok -> `retry_every`.
 pub fn next_interval(state: &CheckState, policy: &Policy) -> Duration {

@@ -7,7 +7,7 @@ mod machine;
 pub use flap::flap_percent;
 
 pub use machine::{
-    acknowledge, initial_state, next_interval, remove_acknowledgement, set_downtime,
+    acknowledge, initial_state, next_interval, remove_acknowledgement, reset_clock, set_downtime,
     set_suppressed, transition, transition_in_place, FLAP_HISTORY_LEN,
 };
 

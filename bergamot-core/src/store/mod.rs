@@ -184,6 +184,11 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<Transition>;
 
+    /// Resets a check's result clock ([`state::reset_clock`](crate::state::reset_clock)):
+    /// the next result is applied whatever its `executed_at`. For a check a
+    /// result dated in the future froze.
+    async fn reset_clock(&self, check: CheckId, now: DateTime<Utc>) -> Result<Transition>;
+
     /// Schedules a downtime; if its window contains `now` it takes effect at
     /// once and the transition is returned.
     async fn schedule_downtime(
@@ -270,6 +275,7 @@ forward_store! {
     acknowledge(check: CheckId, kind: Ack, author: &str, comment: &str, now: DateTime<Utc>) -> Result<Transition>;
     remove_acknowledgement(check: CheckId, now: DateTime<Utc>) -> Result<Transition>;
     set_suppressed(check: CheckId, suppressed: bool, now: DateTime<Utc>) -> Result<Transition>;
+    reset_clock(check: CheckId, now: DateTime<Utc>) -> Result<Transition>;
     schedule_downtime(downtime: Downtime, now: DateTime<Utc>) -> Result<Option<Transition>>;
     cancel_downtime(id: Uuid, now: DateTime<Utc>) -> Result<Option<(CheckId, Transition)>>;
     downtimes(check: Option<CheckId>, now: DateTime<Utc>) -> Result<Vec<Downtime>>;
