@@ -32,7 +32,7 @@ const DUMMIES: usize = 4;
 
 fn config(site: &str) -> String {
     let mut text = format!(
-        "site = \"{site}\"\n\n[defaults]\nevery = \"2s\"\nretry_every = \"2s\"\n\n\
+        "site = \"{site}\"\n\n[defaults]\nevery = \"2s\"\nretry_every = \"2s\"\nfailed_after = 1\nrecovers_after = 1\n\n\
          [[command]]\nname = \"ok\"\nengine = \"dummy\"\nparams = {{ status = \"OK\" }}\n\n\
          [[host]]\nname = \"h\"\nevery = \"1h\"\ncheck = {{ command = \"ok\" }}\n"
     );
@@ -58,14 +58,15 @@ fn dummies(site: &str) -> Vec<CheckId> {
 }
 
 /// Results as passive clients send them: second resolution, so each trap
-/// gets two results per `executed_at`; every fourth CRITICAL, so alerts
-/// open and close; odd but valid bytes in the output.
+/// gets two results per `executed_at`; every trap CRITICAL for 4 of each 20
+/// of its results (thresholds of 1), so alerts open and close without
+/// flapping; odd but valid bytes in the output.
 fn results(site: &str, count: usize) -> Vec<CheckResult> {
     let base = Utc::now() - chrono::Duration::hours(1);
     let base = base - chrono::Duration::nanoseconds(i64::from(base.timestamp_subsec_nanos()));
     (0..count)
         .map(|i| {
-            let status = if i % 4 == 0 {
+            let status = if (i / TRAPS) % 20 < 4 {
                 Status::Critical
             } else {
                 Status::Ok
@@ -438,7 +439,7 @@ async fn processors_killed_between_commit_and_ack_apply_nothing_twice() {
             .expect("alerts")
             .len();
     }
-    assert!(alerts >= TRAPS, "results opened alerts ({alerts})");
+    assert!(alerts >= 5 * TRAPS, "results opened alerts ({alerts})");
     let poisoned = ["p1", "p2", "p3", "p4"].iter().any(|p| {
         let log = cluster.log_of(p);
         log.contains(&bad.id.to_string()) && log.contains("poison")
