@@ -41,7 +41,8 @@ pub struct CheckResult {
     /// Parsed performance data (shared with the state, like `output`).
     #[serde(default)]
     pub perfdata: Arc<[Perfdata]>,
-    /// When the check ran; results older than the last applied one are stale.
+    /// When the check ran; results at or before the last applied one in
+    /// `(executed_at, id)` order are stale.
     pub executed_at: DateTime<Utc>,
     /// How long the execution took, in milliseconds.
     #[serde(default)]

@@ -4,8 +4,9 @@
 //! # Contract
 //!
 //! - [`Store::apply_result`] is atomic per check: lock the check's state, drop
-//!   a duplicate (the last applied result id) or stale result (older than
-//!   `last_check_at`), run the pure [`transition`](crate::state::transition),
+//!   a duplicate (the last applied result id) or stale result (at or before
+//!   the last applied one in `(executed_at, id)` order), run the pure
+//!   [`transition`](crate::state::transition),
 //!   save the state with `version + 1`, append the transition to history and
 //!   open / close alert records. Concurrent calls for one check serialise;
 //!   calls for different checks do not block each other.
