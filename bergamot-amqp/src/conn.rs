@@ -107,10 +107,16 @@ impl Kind {
 }
 
 /// Settling a delivery.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) enum Settle {
     Ack,
-    Nack { requeue: bool },
+    Nack {
+        requeue: bool,
+    },
+    /// Copy to the poison exchange with the reason, ack once confirmed.
+    Poison {
+        reason: String,
+    },
 }
 
 /// Orders for the connection thread.
@@ -173,6 +179,9 @@ impl Acker for AmqpAcker {
     }
     async fn nack(self: Box<Self>, requeue: bool) -> bergamot_core::Result<()> {
         self.settle(Settle::Nack { requeue }).await
+    }
+    async fn poison(self: Box<Self>, reason: String) -> bergamot_core::Result<()> {
+        self.settle(Settle::Poison { reason }).await
     }
 }
 
@@ -974,6 +983,7 @@ impl Worker {
                     live.expiry
                         .remove(&(deadline, consumer, delivery.delivery_tag()));
                 }
+                let mut poisoned = None;
                 let r = if epoch != self.epoch {
                     Err(AmqpError::StaleDelivery)
                 } else if let Some(a) = live.active.get_mut(&consumer) {
@@ -994,6 +1004,23 @@ impl Worker {
                                 Ok(())
                             }
                         }
+                        Settle::Poison { reason } => {
+                            if a.acks.hold(delivery.delivery_tag()) {
+                                // Like an undecodable message: the copy goes
+                                // to the poison queue, the original is acked
+                                // once the copy is confirmed (requeued if not).
+                                let queue = a.queues.join(",");
+                                warn!(%queue, %reason, "message moved to the poison queue");
+                                let copy = codec::poison(
+                                    self.names.poison(),
+                                    delivery.body.clone(),
+                                    &queue,
+                                    &reason,
+                                );
+                                poisoned = Some((copy, delivery));
+                            }
+                            Ok(())
+                        }
                     }
                 } else {
                     // Its channel was closed: the broker requeued it.
@@ -1001,6 +1028,9 @@ impl Worker {
                 };
                 if let Some(reply) = reply {
                     let _ = reply.send(r);
+                }
+                if let Some((copy, delivery)) = poisoned {
+                    self.publish(live, copy, Pending::AckAfter { consumer, delivery })?;
                 }
                 Ok(())
             }
@@ -1166,11 +1196,16 @@ impl Worker {
                 Err(e) => Err((e.to_string(), d)),
             },
             Kind::DeadChecks(tx) => match codec::decode_dead(&body, headers.as_ref()) {
-                Ok(m) => Ok(tx.send(Ok(Delivery::new(m, redelivered, acker(d)))).is_ok()),
+                Ok(m) => {
+                    d.body.clone_from(&body);
+                    Ok(tx.send(Ok(Delivery::new(m, redelivered, acker(d)))).is_ok())
+                }
                 Err(e) => Err((e, d)),
             },
             Kind::Results(tx) => match Message::decode(&body) {
                 Ok(Message::CheckResult(m)) => {
+                    // Kept with the delivery, for a poisoned copy.
+                    d.body.clone_from(&body);
                     Ok(tx.send(Ok(Delivery::new(m, redelivered, acker(d)))).is_ok())
                 }
                 Ok(other) => Err((

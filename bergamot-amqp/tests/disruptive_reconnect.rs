@@ -1,5 +1,9 @@
 //! Reconnect under load: the broker closes every connection while 10,000
-//! results are being published and consumed; all are applied exactly once.
+//! results are being published and applied by a real processor (over the
+//! in-memory store); every result is applied exactly once, counted as
+//! history rows (a multiset: a result applied twice has two rows). The
+//! results share timestamps (second resolution), open alerts and carry odd
+//! bytes, as passive results do.
 //!
 //! It closes every connection on the broker, so it disturbs every other AMQP
 //! test: ignored by default, run serially with
@@ -7,20 +11,19 @@
 
 mod common;
 
-use bergamot_core::model::{CheckId, CheckResult, Status};
-use bergamot_core::queue::Queue;
+use bergamot_core::conformance::{host, policy, SITE};
+use bergamot_core::model::{CheckId, CheckResult, Model, ResultId, Status};
+use bergamot_core::processor::Processor;
+use bergamot_core::store::{HistoryPage, InMemoryStore, Store};
 use chrono::Utc;
 use common::{amqp_url, config, connect};
-use futures::StreamExt;
-use parking_lot::Mutex;
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use uuid::Uuid;
 
 const TOTAL: usize = 10_000;
 const BATCH: usize = 100;
+const CHECKS: usize = 50;
 
 fn close_all_connections() {
     let out = std::process::Command::new("rabbitmqctl")
@@ -34,6 +37,23 @@ fn close_all_connections() {
     );
 }
 
+/// History rows per result id, over every check.
+async fn history_rows(store: &dyn Store, checks: &[CheckId]) -> HashMap<ResultId, usize> {
+    let mut rows = HashMap::new();
+    for &c in checks {
+        let page = HistoryPage {
+            before_version: None,
+            limit: TOTAL * 2,
+        };
+        for e in store.history(c, page).await.expect("history") {
+            if let Some(id) = e.result_id {
+                *rows.entry(id).or_insert(0) += 1;
+            }
+        }
+    }
+    rows
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "disruptive: run serially with --ignored"]
 async fn all_results_applied_exactly_once_across_a_broker_side_disconnect() {
@@ -44,37 +64,41 @@ async fn all_results_applied_exactly_once_across_a_broker_side_disconnect() {
     let consumer_q = connect(cfg.clone()).await;
     let publisher_q = connect(cfg.with_delete_topology_on_close(false)).await;
 
-    // The processor: applies each result id once (dedupe by id is the
-    // consumer's job), acks after applying.
-    let applied = Arc::new(Mutex::new(HashSet::<Uuid>::new()));
-    let deliveries = Arc::new(AtomicUsize::new(0));
-    let mut stream = consumer_q.consume_results().await.unwrap();
-    let consumer = {
-        let applied = applied.clone();
-        let deliveries = deliveries.clone();
-        tokio::spawn(async move {
-            while let Some(d) = stream.next().await {
-                let d = d.expect("a result delivery");
-                deliveries.fetch_add(1, Ordering::Relaxed);
-                let done = {
-                    let mut a = applied.lock();
-                    a.insert(d.message.id.0);
-                    a.len() == TOTAL
-                };
-                // An ack can fail when the connection just died: the broker
-                // then redelivers, and the dedupe above absorbs it.
-                let _ = d.ack().await;
-                if done {
-                    return;
-                }
-            }
-        })
+    let model = Model {
+        site: SITE.into(),
+        checks: (0..CHECKS)
+            .map(|i| host(&format!("h{i}"), &[], None, policy(1, 1)))
+            .collect(),
+        ..Model::default()
     };
+    let checks: Vec<CheckId> = model.checks.iter().map(|c| c.id).collect();
+    let store: Arc<dyn Store> = Arc::new(InMemoryStore::new());
+    store.sync_config(&model).await.expect("sync");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let processor = tokio::spawn(
+        Processor::new(Arc::clone(&store), Arc::new(consumer_q.clone())).run(async move {
+            let _ = stopped.await;
+        }),
+    );
 
+    // Second resolution: each check gets two results per executed_at.
+    let base = Utc::now() - chrono::Duration::hours(1);
+    let base = base - chrono::Duration::nanoseconds(i64::from(base.timestamp_subsec_nanos()));
     let results: Vec<CheckResult> = (0..TOTAL)
-        .map(|i| CheckResult::new(CheckId::random(), Status::Ok, format!("r{i}"), Utc::now()))
+        .map(|i| {
+            let status = if i % 4 == 0 {
+                Status::Critical
+            } else {
+                Status::Ok
+            };
+            CheckResult::new(
+                checks[i % CHECKS],
+                status,
+                format!("r{i} é\u{FFFD}\t\u{1F600}"),
+                base + chrono::Duration::seconds((i / (2 * CHECKS)) as i64),
+            )
+        })
         .collect();
-    let want: HashSet<Uuid> = results.iter().map(|r| r.id.0).collect();
     let mut retries = 0;
     let mut disrupted = false;
     for (n, chunk) in results.chunks(BATCH).enumerate() {
@@ -98,23 +122,52 @@ async fn all_results_applied_exactly_once_across_a_broker_side_disconnect() {
     }
     assert!(disrupted);
 
-    tokio::time::timeout(Duration::from_secs(120), consumer)
-        .await
-        .expect("all results applied after recovery")
-        .unwrap();
-    let applied = applied.lock().clone();
-    let missing = want.difference(&applied).count();
+    // Wait (by condition) until the last result of every check is applied.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let last: Vec<(CheckId, ResultId)> = results[TOTAL - CHECKS..]
+        .iter()
+        .map(|r| (r.check_id, r.id))
+        .collect();
+    loop {
+        let mut done = 0;
+        for (c, id) in &last {
+            if store.state(*c).await.expect("state").last_result_id == Some(*id) {
+                done += 1;
+            }
+        }
+        if done == last.len() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {done} of {CHECKS} checks got their last result after recovery"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rows = history_rows(&*store, &checks).await;
+    let twice = rows.values().filter(|&&n| n > 1).count();
+    assert_eq!(twice, 0, "{twice} results were applied more than once");
+    let missing = results.iter().filter(|r| !rows.contains_key(&r.id)).count();
     assert_eq!(missing, 0, "{missing} results were never applied");
-    assert_eq!(applied.len(), TOTAL);
+    assert_eq!(rows.len(), TOTAL);
+    let mut alerts = 0;
+    for &c in &checks {
+        alerts += store.alerts(Some(c), TOTAL).await.expect("alerts").len();
+    }
+    assert!(alerts >= CHECKS, "results opened alerts ({alerts})");
     eprintln!(
-        "applied {} distinct results from {} deliveries; {retries} publish retries",
-        applied.len(),
-        deliveries.load(Ordering::Relaxed)
+        "applied {} results once each, {alerts} alerts; {retries} publish retries",
+        rows.len()
     );
     assert!(
         retries > 0,
         "the disconnect should have failed some publish"
     );
+    stop.send(()).expect("processor running");
+    processor
+        .await
+        .expect("join")
+        .expect("processor ends cleanly");
     publisher_q.close().await.unwrap();
     consumer_q.close().await.unwrap();
 }

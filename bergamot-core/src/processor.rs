@@ -8,7 +8,7 @@
 
 use crate::aggregate::{Aggregate, GraphIndex};
 use crate::error::{Error, Result};
-use crate::model::{CheckId, CheckResult, GroupId, LocationId};
+use crate::model::{CheckId, CheckResult, GroupId, LocationId, ResultLimits};
 use crate::queue::{
     Acker, AlertUpdate, CheckUpdate, DeadCheck, DeadReason, GroupUpdate, LocationUpdate, Queue,
     SchedulerControl, Update,
@@ -56,6 +56,7 @@ pub struct Processor {
     memory: Mutex<Memory>,
     lanes: usize,
     batch: usize,
+    limits: ResultLimits,
     /// Serialises the read-compare-publish of aggregates, so that an older
     /// aggregate is never published after a newer one.
     aggregates: tokio::sync::Mutex<()>,
@@ -96,6 +97,7 @@ impl Processor {
             memory: Mutex::new(Memory::default()),
             lanes: DEFAULT_LANES,
             batch: DEFAULT_BATCH,
+            limits: ResultLimits::default(),
             aggregates: tokio::sync::Mutex::new(()),
             dirty: Mutex::new(HashSet::new()),
             dirty_notify: tokio::sync::Notify::new(),
@@ -159,6 +161,17 @@ impl Processor {
     /// small (and latency low) under light load and grow with the load.
     pub fn with_batch(mut self, batch: usize) -> Self {
         self.batch = batch.max(1);
+        self
+    }
+
+    /// Sets the limits [`Processor::run`] applies to results from the
+    /// queue before they reach the store (default [`ResultLimits::default`]):
+    /// output and long output are cut to their caps, and a result dated
+    /// more than the skew ahead of this node's clock is poisoned (moved to
+    /// the poison queue with the reason, never applied): applied, it would
+    /// make every later result of its check stale.
+    pub fn with_limits(mut self, limits: ResultLimits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -359,8 +372,14 @@ impl Processor {
     /// nacked with requeue and the lane goes on. On shutdown each lane
     /// finishes the batch it applies (or, during a retry, leaves it
     /// unacked); deliveries not yet taken are left unacked (the queue
-    /// redelivers them). Results of unknown checks and other bad input are
-    /// logged and acked, so they cannot block a lane. Due downtimes are
+    /// redelivers them). Results of unknown checks are logged and acked;
+    /// a result the store refuses as bad data (on PostgreSQL: SQLSTATE class
+    /// 22, 23 or 54, e.g. a NUL byte or a constraint violation) is a
+    /// permanent error of that one result: a batch refused as a whole is
+    /// applied one by one, and only the refused result is moved to the
+    /// poison queue ([`Acker::poison`]) with the reason, so it cannot block
+    /// a lane. Before that, [`Processor::with_limits`] cuts outputs to
+    /// their caps and poisons results dated too far ahead. Due downtimes are
     /// applied every [`DOWNTIME_TICK`], by a task of their own.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let this = Arc::new(self);
@@ -557,8 +576,9 @@ impl Processor {
     ) -> bool {
         let mut results = Vec::with_capacity(batch.len());
         let mut ackers = Vec::with_capacity(batch.len());
+        let now = Utc::now();
         for work in batch {
-            let (result, acker) = match work {
+            let (mut result, acker) = match work {
                 Work::Result(d) => d.into_parts(),
                 Work::Dead(d) => {
                     let (dc, acker) = d.into_parts();
@@ -572,8 +592,22 @@ impl Processor {
                     (dc.to_result(), acker)
                 }
             };
+            if let Err(reason) = result.check_clock(now, &self.limits) {
+                let what = describe(std::slice::from_ref(&result));
+                poison(acker, format!("{what}: {reason}"), &what).await;
+                continue;
+            }
+            if result.cap_output(&self.limits) {
+                tracing::debug!(
+                    "output of {} cut to the output caps",
+                    describe(std::slice::from_ref(&result))
+                );
+            }
             results.push(result);
             ackers.push(acker);
+        }
+        if results.is_empty() {
+            return true;
         }
         match self
             .apply_chunk(results, ackers, stopped.as_mut(), backoff)
@@ -692,6 +726,10 @@ impl Processor {
         let acks = settle.into_iter().map(|(acker, outcome)| async move {
             match outcome {
                 Ok(()) => acker.ack().await.map_err(|e| (e, String::new())),
+                Err((e, what)) if is_poison(&e) => {
+                    poison(acker, format!("{what}: {e}"), &what).await;
+                    Ok(())
+                }
                 Err((e, what)) if is_bad_input(&e) => {
                     tracing::warn!(error = %e, "dropping {what}");
                     acker.ack().await.map_err(|e| (e, what))
@@ -746,6 +784,13 @@ impl Processor {
         what: impl Fn() -> String,
     ) {
         let bad = is_bad_input(&e);
+        if is_poison(&e) {
+            let reason = format!("{}: {e}", what());
+            for a in ackers {
+                poison(a, reason.clone(), &what()).await;
+            }
+            return;
+        }
         if bad {
             tracing::warn!(error = %e, "dropping {}", what());
         } else {
@@ -858,6 +903,23 @@ fn is_bad_input(e: &Error) -> bool {
         e,
         Error::NotFound { .. } | Error::InvalidInput(_) | Error::Decode(_)
     )
+}
+
+/// Whether a bad-input error is about the message itself (the store
+/// refused its data, or it cannot be decoded): such deliveries go to the
+/// poison queue with the reason. Results of unknown checks (e.g. a check
+/// just removed from the config) are only dropped.
+fn is_poison(e: &Error) -> bool {
+    matches!(e, Error::InvalidInput(_) | Error::Decode(_))
+}
+
+/// Moves one delivery to the poison queue ([`Acker::poison`]), logging why;
+/// a failure to do so is logged (the delivery comes again).
+async fn poison(acker: Box<dyn Acker>, reason: String, what: &str) {
+    tracing::warn!(%reason, "moving {what} to the poison queue");
+    if let Err(e) = acker.poison(reason).await {
+        tracing::warn!(error = %e, "cannot poison {what}");
+    }
 }
 
 /// Runs `f` until it succeeds, fails on bad input, or has failed for

@@ -325,3 +325,42 @@ async fn worker_without_engines_serves_every_registered_engine() {
     stop.send(()).expect("worker alive");
     worker.await.expect("join").expect("worker ends cleanly");
 }
+
+/// The worker cuts output to its cap before publishing.
+#[tokio::test]
+async fn worker_caps_output_before_publishing() {
+    let queue: Arc<dyn Queue> = Arc::new(InMemoryQueue::new());
+    register(&*queue, &["dummy"]).await;
+    let long = "o".repeat(1000);
+    queue
+        .publish_execute(execute(
+            "dummy",
+            serde_json::json!({"status": "OK", "output": long}),
+        ))
+        .await
+        .expect("publish");
+    let limits = bergamot_core::model::ResultLimits {
+        max_output: 100,
+        max_long_output: 200,
+        ..Default::default()
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = tokio::spawn(
+        Worker::new(Executors::standard(), 1)
+            .with_limits(limits)
+            .run(
+                queue.clone(),
+                "p1".into(),
+                engines(&["dummy"]),
+                async move {
+                    let _ = stopped.await;
+                },
+            ),
+    );
+    let r = take_results(&*queue, 1).await.remove(0);
+    stop.send(()).expect("worker alive");
+    worker.await.expect("join").expect("worker ends cleanly");
+    assert!(r.output.len() <= 100, "{}", r.output);
+    assert!(r.output.starts_with("ooo"), "{}", r.output);
+    assert!(r.output.ends_with(" bytes]"), "{}", r.output);
+}

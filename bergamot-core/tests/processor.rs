@@ -474,6 +474,9 @@ mod failing {
         ) -> Result<Transition> {
             self.inner.set_suppressed(c, s, now).await
         }
+        async fn reset_clock(&self, c: CheckId, now: DateTime<Utc>) -> Result<Transition> {
+            self.inner.reset_clock(c, now).await
+        }
         async fn schedule_downtime(
             &self,
             d: Downtime,
@@ -852,5 +855,55 @@ async fn run_applies_a_backlog_in_batches_with_coalesced_aggregates() {
     assert_eq!(
         last_root, root.aggregate,
         "the last published root aggregate is current"
+    );
+}
+
+/// Results from the queue: one dated far ahead of this node's clock is
+/// poisoned with the reason (applied, it would make every later result of
+/// its check stale); output beyond the caps is cut before it is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn future_results_are_poisoned_and_outputs_capped() {
+    let store: Arc<dyn Store> = Arc::new(InMemoryStore::new());
+    store.sync_config(&model()).await.unwrap();
+    let queue = InMemoryQueue::new();
+    let limits = bergamot_core::model::ResultLimits {
+        max_output: 1000,
+        max_long_output: 500,
+        max_skew: Duration::from_secs(60),
+    };
+    let processor = Processor::new(store.clone(), Arc::new(queue.clone())).with_limits(limits);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(processor.run(async move {
+        let _ = stopped.await;
+    }));
+    let h = CheckId::host(SITE, "h");
+    let now = chrono::Utc::now();
+    let mut future = bergamot_core::model::CheckResult::new(h, Status::Critical, "2999", now);
+    future.executed_at = now + chrono::Duration::days(365 * 900);
+    queue.publish_result(future.clone()).await.unwrap();
+    let mut big = bergamot_core::model::CheckResult::new(h, Status::Warning, "w".repeat(5000), now);
+    big.long_output = "l".repeat(5000).into();
+    queue.publish_result(big).await.unwrap();
+    let mut state = None;
+    for _ in 0..500 {
+        let s = store.state(h).await.unwrap();
+        if s.status == Status::Warning {
+            state = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.send(()).unwrap();
+    run.await.unwrap().expect("run returns Ok on shutdown");
+    let state = state.expect("the result after the future one was applied");
+    assert!(state.output.len() <= 1000 && state.output.ends_with(" bytes]"));
+    assert!(state.long_output.len() <= 500 && state.long_output.ends_with(" bytes]"));
+    let poisoned = queue.poisoned_results();
+    assert_eq!(poisoned.len(), 1, "{poisoned:?}");
+    assert_eq!(poisoned[0].0.id, future.id);
+    assert!(
+        poisoned[0].1.contains("ahead of this node's clock"),
+        "{}",
+        poisoned[0].1
     );
 }

@@ -106,6 +106,18 @@ pub struct NodeArgs {
     /// arrived in one transaction; fewer lanes make larger batches).
     #[arg(long, default_value_t = bergamot_core::processor::DEFAULT_LANES)]
     pub processor_lanes: usize,
+    /// Bytes of a result's output kept (worker, passive API, processor);
+    /// longer output is cut at a char boundary with `… [truncated N bytes]`.
+    #[arg(long, env = "BERGAMOT_MAX_OUTPUT_BYTES", default_value_t = bergamot_core::model::DEFAULT_MAX_OUTPUT)]
+    pub max_output_bytes: usize,
+    /// Bytes of a result's long output kept, likewise.
+    #[arg(long, env = "BERGAMOT_MAX_LONG_OUTPUT_BYTES", default_value_t = bergamot_core::model::DEFAULT_MAX_OUTPUT)]
+    pub max_long_output_bytes: usize,
+    /// Seconds a result's `executed_at` may be ahead of this node's clock:
+    /// the API refuses a passive result further ahead (400, field
+    /// `executed_at`), the processor moves such a result to the poison queue.
+    #[arg(long, env = "BERGAMOT_MAX_CLOCK_SKEW_SECS", default_value_t = bergamot_core::model::DEFAULT_MAX_SKEW.as_secs())]
+    pub max_clock_skew_secs: u64,
 }
 
 /// Options of `bergamotd run`.
@@ -572,6 +584,11 @@ pub async fn run(args: RunArgs, executors: Executors) -> anyhow::Result<()> {
         roles,
         worker_concurrency: args.worker_concurrency,
         processor_lanes: args.processor_lanes,
+        result_limits: bergamot_core::model::ResultLimits {
+            max_output: args.max_output_bytes,
+            max_long_output: args.max_long_output_bytes,
+            max_skew: std::time::Duration::from_secs(args.max_clock_skew_secs),
+        },
         config_source,
         ownership,
     };

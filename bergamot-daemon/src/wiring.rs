@@ -87,6 +87,9 @@ pub struct Options {
     pub worker_concurrency: usize,
     /// Lanes the processor applies results in ([`Processor::with_lanes`]).
     pub processor_lanes: usize,
+    /// Output caps and clock skew every result must keep (worker, API,
+    /// processor).
+    pub result_limits: bergamot_core::model::ResultLimits,
     /// Where a reload gets the model from; `None`: reload is not available.
     pub config_source: Option<ConfigSource>,
     /// Scheduling ownership shared with other scheduler nodes; `None`: the
@@ -114,6 +117,7 @@ impl Default for Options {
             roles: Roles::all(),
             worker_concurrency: 64,
             processor_lanes: bergamot_core::processor::DEFAULT_LANES,
+            result_limits: bergamot_core::model::ResultLimits::default(),
             config_source: None,
             ownership: None,
         }
@@ -231,6 +235,7 @@ pub async fn start(
             metrics.clone(),
         )
         .await?;
+        ctx.set_result_limits(options.result_limits);
         let hub = ctx.run_hub(stopped(&stop_rx)).await?;
         tasks.push((
             "websocket hub",
@@ -301,7 +306,8 @@ pub async fn start(
             pools
         };
         let engines = executors.engines();
-        let worker = Worker::new(executors, options.worker_concurrency);
+        let worker =
+            Worker::new(executors, options.worker_concurrency).with_limits(options.result_limits);
         for pool in pools {
             let w = worker.clone();
             let q = queue.clone();
@@ -314,8 +320,9 @@ pub async fn start(
         }
     }
     if options.roles.processor {
-        let processor =
-            Processor::new(store.clone(), queue.clone()).with_lanes(options.processor_lanes);
+        let processor = Processor::new(store.clone(), queue.clone())
+            .with_lanes(options.processor_lanes)
+            .with_limits(options.result_limits);
         processor.refresh_model().await?;
         let s = stopped(&drain_rx);
         tasks.push((

@@ -304,3 +304,97 @@ async fn actions_need_operator_and_valid_bodies() {
     );
     assert!(!m.contains("bergamot_results_processed_total 0\n"), "{m}");
 }
+
+/// Passive results: a NUL byte is refused naming the field; a result dated
+/// more than the skew ahead is refused naming `executed_at`; output beyond
+/// the cap is cut with a mark; `POST /api/checks/{id}/reset` unfreezes a
+/// check whose last result lies ahead of every later one.
+#[tokio::test(flavor = "multi_thread")]
+async fn passive_results_are_checked_capped_and_checks_reset() {
+    let d = daemon().await;
+    let a = d.addr;
+    let viewer = basic("viewer", "v");
+    let op = basic("op", "o");
+    let trap = d.trap().to_string();
+    let results = format!("/api/checks/{trap}/results");
+    for (bad, field) in [
+        (r#"{"status":"OK","output":"a\u0000b"}"#, "output"),
+        (
+            r#"{"status":"OK","output":"a","long_output":"\u0000"}"#,
+            "long_output",
+        ),
+        (
+            r#"{"status":"OK","output":"a","perfdata":[{"label":"x\u0000","value":1,"uom":""}]}"#,
+            "perfdata[0].label",
+        ),
+        (
+            r#"{"status":"OK","output":"a","executed_at":"2999-01-01T00:00:00Z"}"#,
+            "executed_at",
+        ),
+    ] {
+        let r = post(a, &results, Some(&op), bad).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+        assert_eq!(r.json()["field"], field, "{bad}: {}", r.body);
+    }
+
+    // Output beyond 64 KiB is cut, with a mark.
+    let big = format!(
+        r#"{{"status":"WARNING","output":"{}","long_output":"{}"}}"#,
+        "o".repeat(100_000),
+        "l".repeat(100_000)
+    );
+    assert_eq!(post(a, &results, Some(&op), &big).await.status, 202);
+    let v = wait_state(a, &op, &trap, |s| s["status"] == "WARNING").await;
+    let out = v["state"]["output"].as_str().unwrap_or_default();
+    assert!(
+        out.len() <= 64 * 1024 && out.ends_with(" bytes]"),
+        "{}",
+        out.len()
+    );
+    let long = v["state"]["long_output"].as_str().unwrap_or_default();
+    assert!(
+        long.len() <= 64 * 1024 && long.ends_with(" bytes]"),
+        "{}",
+        long.len()
+    );
+
+    // Ahead, but within the skew: accepted; a later result without a date
+    // (now) is then stale, until an operator resets the check.
+    let ahead = (chrono::Utc::now() + chrono::Duration::seconds(240)).to_rfc3339();
+    let body = format!(r#"{{"status":"CRITICAL","output":"ahead","executed_at":"{ahead}"}}"#);
+    assert_eq!(post(a, &results, Some(&op), &body).await.status, 202);
+    wait_state(a, &op, &trap, |s| s["output"] == "ahead").await;
+    let now_ok = r#"{"status":"OK","output":"stale"}"#;
+    assert_eq!(post(a, &results, Some(&op), now_ok).await.status, 202);
+    // One check's results are applied in order: once the next one is
+    // applied, the dateless one was processed, and was stale.
+    let ahead2 = (chrono::Utc::now() + chrono::Duration::seconds(250)).to_rfc3339();
+    let body = format!(r#"{{"status":"CRITICAL","output":"ahead2","executed_at":"{ahead2}"}}"#);
+    assert_eq!(post(a, &results, Some(&op), &body).await.status, 202);
+    wait_state(a, &op, &trap, |s| s["output"] == "ahead2").await;
+    let h = get(a, &format!("/api/checks/{trap}/history"), Some(&op))
+        .await
+        .json();
+    assert!(!h.to_string().contains("\"stale\""), "{h}");
+    let reset = format!("/api/checks/{trap}/reset");
+    assert_eq!(post(a, &reset, Some(&viewer), "").await.status, 403);
+    assert_eq!(post(a, &reset, None, "").await.status, 401);
+    let r = post(a, &reset, Some(&op), "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json()["state"]["last_check_at"],
+        Value::Null,
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        post(a, "/api/checks/not-a-uuid/reset", Some(&op), "")
+            .await
+            .status,
+        400
+    );
+    let fresh = r#"{"status":"OK","output":"after reset"}"#;
+    assert_eq!(post(a, &results, Some(&op), fresh).await.status, 202);
+    let v = wait_state(a, &op, &trap, |s| s["output"] == "after reset").await;
+    assert_eq!(v["state"]["status"], "OK");
+}

@@ -132,11 +132,31 @@ impl Error {
             Some(s) if *s == SqlState::T_R_SERIALIZATION_FAILURE || *s == SqlState::T_R_DEADLOCK_DETECTED
         )
     }
+
+    /// Whether the server refused the data itself, so that no retry can
+    /// succeed: SQLSTATE class 22 (data exception: invalid text such as a
+    /// NUL byte, a value too long), 23 (integrity constraint violation) or
+    /// 54 (program limit exceeded, e.g. a row too big for an index).
+    pub fn is_permanent(&self) -> bool {
+        self.sql_state()
+            .is_some_and(|s| matches!(s.code().get(..2), Some("22" | "23" | "54")))
+    }
 }
 
 impl From<Error> for bergamot_core::Error {
     fn from(e: Error) -> Self {
         match e {
+            // Refused data is bad input: the processor poisons that one
+            // result and applies the rest; the API answers 400.
+            e if e.is_permanent() => {
+                let code = e
+                    .sql_state()
+                    .map(|s| s.code().to_string())
+                    .unwrap_or_default();
+                bergamot_core::Error::InvalidInput(format!(
+                    "the database refused the data (SQLSTATE {code}): {e}"
+                ))
+            }
             Error::NotFound { what, id } => bergamot_core::Error::NotFound { what, id },
             Error::InvalidInput(m) => bergamot_core::Error::InvalidInput(m),
             e @ Error::InvalidConfig { .. } => bergamot_core::Error::InvalidInput(e.to_string()),

@@ -1301,6 +1301,16 @@ impl Store for PostgresStore {
             .await?)
     }
 
+    async fn reset_clock(
+        &self,
+        check: CheckId,
+        now: DateTime<Utc>,
+    ) -> bergamot_core::Result<Transition> {
+        Ok(self
+            .mutate(check, now, &|s, p| state::reset_clock(s, p, now))
+            .await?)
+    }
+
     async fn schedule_downtime(
         &self,
         downtime: Downtime,

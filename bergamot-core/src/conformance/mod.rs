@@ -152,6 +152,7 @@ macro_rules! store_conformance_tests {
             due_downtime_windows_start_and_end,
             cancel_downtime_ends_it,
             suppression_takes_effect_at_once,
+            reset_clock_unfreezes_a_check,
             history_newest_first_paginated,
             alert_records_open_and_close,
             config_sync_keeps_adds_removes,

@@ -236,8 +236,10 @@ pub async fn unknown_check_not_found(store: Arc<dyn Store>) {
     );
 }
 
-/// N tasks x M results for one check: every result applied exactly once,
-/// versions 1..=N*M each once in history, attempts counted without loss.
+/// N tasks x M results for one check, all with one `executed_at`: each is
+/// applied or stale (results that share a timestamp are ordered by id, and
+/// the tasks race), and nothing applied is lost: the version and the attempt
+/// count every applied result, and history holds versions 1..=applied once.
 pub async fn concurrent_applies_serialise(store: Arc<dyn Store>) {
     let mut model = small_model();
     // Never goes hard, so attempt counts every not-ok result.
@@ -250,21 +252,27 @@ pub async fn concurrent_applies_serialise(store: Arc<dyn Store>) {
     for _ in 0..N {
         let store = Arc::clone(&store);
         tasks.push(tokio::spawn(async move {
+            let mut applied = 0u64;
             for _ in 0..M {
-                // Same executed_at: none is older than another, so none is stale.
                 let t = store
                     .apply_result(&result(c, Status::Critical, 5), at(5))
                     .await
                     .unwrap();
-                assert_eq!(t.outcome, Outcome::Applied, "concurrent result not applied");
+                match t.outcome {
+                    Outcome::Applied => applied += 1,
+                    Outcome::Stale => {}
+                    other => panic!("concurrent result neither applied nor stale: {other:?}"),
+                }
             }
+            applied
         }));
     }
+    let mut n = 0;
     for t in tasks {
-        t.await.expect("apply task panicked");
+        n += t.await.expect("apply task panicked");
     }
+    assert!(n >= 1, "some result was applied");
     let st = store.state(c).await.unwrap();
-    let n = (N * M) as u64;
     assert_eq!(st.version, n, "lost update: version after {n} applies");
     assert_eq!(
         u64::from(st.attempt),
@@ -292,6 +300,41 @@ pub async fn concurrent_applies_serialise(store: Arc<dyn Store>) {
         attempts, want,
         "each history entry's attempt equals its version"
     );
+}
+
+/// A reset of the result clock unfreezes a check a result dated far in the
+/// future froze: before it every later result is stale, after it the next
+/// result is applied; timestamps after `now` move back to `now`.
+pub async fn reset_clock_unfreezes_a_check(store: Arc<dyn Store>) {
+    synced(&store, &small_model()).await;
+    let c = s("h", "a");
+    apply(&store, c, Status::Critical, 1_000_000_000).await;
+    let later = store
+        .apply_result(&result(c, Status::Ok, 100), at(100))
+        .await
+        .unwrap();
+    assert_eq!(later.outcome, Outcome::Stale, "frozen by the future result");
+    let t = store.reset_clock(c, at(100)).await.unwrap();
+    assert_eq!(t.outcome, Outcome::Applied);
+    let st = store.state(c).await.unwrap();
+    assert_eq!(st.last_check_at, None);
+    assert_eq!(st.last_result_id, None);
+    assert_eq!(st.last_state_change_at, Some(at(100)));
+    assert_eq!(
+        st.status,
+        Status::Critical,
+        "the status stays until the next result"
+    );
+    let after = store
+        .apply_result(&result(c, Status::Ok, 101), at(101))
+        .await
+        .unwrap();
+    assert_eq!(after.outcome, Outcome::Applied, "the next result applies");
+    assert_eq!(store.state(c).await.unwrap().status, Status::Ok);
+    assert!(matches!(
+        store.reset_clock(h("nope"), at(1)).await,
+        Err(Error::NotFound { .. })
+    ));
 }
 
 /// Many checks applied from many tasks at once all end up fully applied.

@@ -269,6 +269,7 @@ impl Executors {
 pub struct Worker {
     executors: Arc<Executors>,
     max_concurrency: usize,
+    limits: crate::model::ResultLimits,
 }
 
 impl Worker {
@@ -277,7 +278,17 @@ impl Worker {
         Worker {
             executors: Arc::new(executors),
             max_concurrency: max_concurrency.max(1),
+            limits: crate::model::ResultLimits::default(),
         }
+    }
+
+    /// Sets the output caps applied to every result before it is published
+    /// (default [`ResultLimits::default`](crate::model::ResultLimits)):
+    /// output and long output are cut at a char boundary with a mark
+    /// ([`truncate_text`](crate::model::truncate_text)).
+    pub fn with_limits(mut self, limits: crate::model::ResultLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Consumes executes of `pool` for `engines` (every registered engine
@@ -332,9 +343,11 @@ impl Worker {
             };
             let executors = self.executors.clone();
             let queue = queue.clone();
+            let limits = self.limits;
             running.spawn(async move {
                 let (execute, acker) = delivery.into_parts();
-                let result = executors.execute(&execute).await;
+                let mut result = executors.execute(&execute).await;
+                result.cap_output(&limits);
                 finish(&*queue, &execute, result, acker).await;
                 drop(permit);
             });

@@ -334,8 +334,8 @@ impl Executor for NagiosExecutor {
                 )
             }
         };
-        let text = String::from_utf8_lossy(&out.bytes);
-        let err_text = String::from_utf8_lossy(&err.bytes);
+        let text = decode_output(&out.bytes);
+        let err_text = decode_output(&err.bytes);
         let err_text = err_text.trim();
         let mut parsed = parse_plugin_output(&text);
         let mut err_lines: Vec<&str> = err_text
@@ -408,6 +408,12 @@ impl Executor for NagiosExecutor {
         r.perfdata = parsed.perfdata.into();
         r
     }
+}
+
+/// Plugin output as text: invalid UTF-8 and NUL bytes (which no store
+/// keeps as text) become U+FFFD.
+fn decode_output(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).replace('\0', "\u{FFFD}")
 }
 
 #[cfg(test)]
@@ -566,5 +572,19 @@ mod tests {
             .await;
         assert_eq!(r.status, Status::Error);
         assert!(r.output.contains("\"env\""), "{}", r.output);
+    }
+
+    #[tokio::test]
+    async fn nul_and_invalid_utf8_become_replacement_characters() {
+        let n = NagiosExecutor::new();
+        let r = n
+            .execute(&execute(
+                "nagios",
+                json!({"command": ["/usr/bin/printf", "ok \\000nul \\377 end\\nmore\\000"]}),
+            ))
+            .await;
+        assert_eq!(r.status, Status::Ok, "{}", r.output);
+        assert_eq!(&*r.output, "ok \u{FFFD}nul \u{FFFD} end");
+        assert_eq!(&*r.long_output, "more\u{FFFD}");
     }
 }

@@ -103,6 +103,15 @@ id_type!(
     ResultId
 );
 
+impl ResultId {
+    /// A new time-ordered id (UUID v7; monotonic within one process): the
+    /// state machine orders results that share an `executed_at` by id, so
+    /// such results are applied in the order they were made.
+    pub fn now() -> Self {
+        Self(Uuid::now_v7())
+    }
+}
+
 impl CheckId {
     /// The stable id of the host check of host `host` in `site`.
     pub fn host(site: &str, host: &str) -> Self {

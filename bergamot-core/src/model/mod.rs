@@ -9,5 +9,7 @@ mod status;
 
 pub use check::{Check, CheckKind, Group, Location, Model, Policy};
 pub use ids::{CheckId, GroupId, LocationId, ObjectKind, ResultId};
-pub use result::{CheckResult, Perfdata};
+pub use result::{
+    truncate_text, CheckResult, Perfdata, ResultLimits, DEFAULT_MAX_OUTPUT, DEFAULT_MAX_SKEW,
+};
 pub use status::{Status, UnknownStatus};

@@ -46,6 +46,8 @@ struct Item<T> {
 struct Fifo<T> {
     items: Mutex<VecDeque<Item<T>>>,
     notify: Notify,
+    /// Poisoned messages with their reasons, oldest first.
+    poisoned: Mutex<Vec<(T, String)>>,
 }
 
 impl<T: Send + 'static> Fifo<T> {
@@ -53,6 +55,7 @@ impl<T: Send + 'static> Fifo<T> {
         Arc::new(Fifo {
             items: Mutex::new(VecDeque::new()),
             notify: Notify::new(),
+            poisoned: Mutex::new(Vec::new()),
         })
     }
 
@@ -96,6 +99,13 @@ impl<T: Send + Sync + 'static> Acker for FifoAcker<T> {
             self.item = None;
         }
         // Dropping self requeues what is left.
+        Ok(())
+    }
+
+    async fn poison(mut self: Box<Self>, reason: String) -> Result<()> {
+        if let Some((_, message)) = self.item.take() {
+            self.fifo.poisoned.lock().push((message, reason));
+        }
         Ok(())
     }
 }
@@ -219,6 +229,12 @@ impl InMemoryQueue {
                 updates,
             }),
         }
+    }
+
+    /// The results consumers poisoned ([`Acker::poison`]), with the
+    /// reasons, oldest first.
+    pub fn poisoned_results(&self) -> Vec<(CheckResult, String)> {
+        self.shared.results.poisoned.lock().clone()
     }
 }
 

@@ -37,6 +37,15 @@ pub trait Acker: Send + Sync {
     /// The message could not be handled: requeue it (`requeue`) or drop /
     /// dead-letter it.
     async fn nack(self: Box<Self>, requeue: bool) -> Result<()>;
+    /// The message can never be handled (retrying cannot help): move it
+    /// out of the way with the reason, where an operator can inspect it
+    /// (the AMQP backend publishes it to `<prefix>.poison` with the reason
+    /// in a header), and never deliver it again. The default drops it
+    /// (`nack` without requeue).
+    async fn poison(self: Box<Self>, reason: String) -> Result<()> {
+        let _ = reason;
+        self.nack(false).await
+    }
 }
 
 /// One message taken from a queue, to be acked once its effect is durable.
@@ -66,6 +75,12 @@ impl<T> Delivery<T> {
     /// Rejects the delivery.
     pub async fn nack(self, requeue: bool) -> Result<()> {
         self.acker.nack(requeue).await
+    }
+
+    /// Moves the delivery to the poison queue with `reason` (see
+    /// [`Acker::poison`]).
+    pub async fn poison(self, reason: String) -> Result<()> {
+        self.acker.poison(reason).await
     }
 
     /// Splits into message and acker, e.g. to ack after moving the message on.

@@ -63,7 +63,7 @@ pub fn initial_state(policy: &Policy) -> CheckState {
 ///
 /// `deps` are the current states of the check's dependencies (empty when it
 /// has none). A duplicate (the id of the last applied result) or stale result
-/// (`executed_at` before `last_check_at`) comes back as
+/// (before the last applied one in `(executed_at, id)` order) comes back as
 /// [`Outcome::Duplicate`] / [`Outcome::Stale`] with the state unchanged.
 ///
 /// Every timestamp the result sets is its `executed_at`, not `now`: the
@@ -162,19 +162,27 @@ pub fn transition_in_place(
 }
 
 /// Point 7: why a result must not be applied, if it must not.
+///
+/// Results of one check are ordered by `(executed_at, id)`; a result is
+/// applied only if it comes after the last applied one, `(last_check_at,
+/// last_result_id)`. The last applied result itself is a duplicate; any
+/// other result at or before it is stale. So a redelivery of any applied
+/// result is never applied again, even when several results share one
+/// `executed_at` (passive results with second resolution): the last
+/// applied one is the greatest of them. New result ids are time-ordered
+/// ([`ResultId::now`](crate::model::ResultId::now)), so results that share
+/// a timestamp are applied in the order they were made.
 fn reject(state: &CheckState, result: &CheckResult) -> Option<Outcome> {
-    // Duplicate first: a redelivery of the last applied result is named as
-    // such even though it is also not newer than it.
     if state.last_result_id == Some(result.id) {
-        Some(Outcome::Duplicate)
-    } else if state
-        .last_check_at
-        .is_some_and(|last| result.executed_at < last)
-    {
-        Some(Outcome::Stale)
-    } else {
-        None
+        return Some(Outcome::Duplicate);
     }
+    let last = state.last_check_at?;
+    let stale = match result.executed_at.cmp(&last) {
+        std::cmp::Ordering::Less => true,
+        std::cmp::Ordering::Greater => false,
+        std::cmp::Ordering::Equal => state.last_result_id.is_some_and(|id| result.id < id),
+    };
+    stale.then_some(Outcome::Stale)
 }
 
 /// A copy of everything but the result payload, which the next result
@@ -374,6 +382,27 @@ pub fn set_suppressed(
     let mut next = state.clone();
     next.suppressed = on;
     settle_after_action(state, next, policy, now)
+}
+
+/// An operator's reset of a check's result clock: forgets the last applied
+/// result (`last_check_at`, `last_result_id`), so the next result is applied
+/// whatever its `executed_at`, and moves timestamps that lie after `now`
+/// back to `now`. The way out of a state that a result dated far in the
+/// future froze (every later result would be stale). Status, alert,
+/// acknowledgement, downtime and flap history stay; the version moves.
+pub fn reset_clock(state: &CheckState, policy: &Policy, now: DateTime<Utc>) -> Transition {
+    let mut next = state.clone();
+    next.last_check_at = None;
+    next.last_result_id = None;
+    for t in [
+        &mut next.last_state_change_at,
+        &mut next.last_hard_change_at,
+    ] {
+        if t.is_some_and(|t| t > now) {
+            *t = Some(now);
+        }
+    }
+    applied(state, next, Vec::new(), policy)
 }
 
 /// The interval policy (point 9): soft -> `changing_every` if set, else

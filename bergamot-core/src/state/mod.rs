@@ -7,7 +7,7 @@ mod machine;
 pub use flap::flap_percent;
 
 pub use machine::{
-    acknowledge, initial_state, next_interval, remove_acknowledgement, set_downtime,
+    acknowledge, initial_state, next_interval, remove_acknowledgement, reset_clock, set_downtime,
     set_suppressed, transition, transition_in_place, FLAP_HISTORY_LEN,
 };
 
@@ -74,7 +74,8 @@ pub struct CheckState {
     pub last_state_change_at: Option<DateTime<Utc>>,
     /// When the hard state last changed.
     pub last_hard_change_at: Option<DateTime<Utc>>,
-    /// Id of the last applied result (duplicates are this one or stale).
+    /// Id of the last applied result: with `last_check_at` the position in
+    /// `(executed_at, id)` order a new result must come after.
     pub last_result_id: Option<ResultId>,
     /// Ok-ness of the last [`FLAP_HISTORY_LEN`] applied results: bit 0 is the
     /// newest, a set bit is ok. Initially all ok.

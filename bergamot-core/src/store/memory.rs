@@ -416,6 +416,10 @@ impl Store for InMemoryStore {
         })
     }
 
+    async fn reset_clock(&self, check: CheckId, now: DateTime<Utc>) -> Result<Transition> {
+        self.act(check, now, |s, p| state::reset_clock(s, p, now))
+    }
+
     async fn schedule_downtime(
         &self,
         downtime: Downtime,

@@ -4,8 +4,9 @@
 //! # Contract
 //!
 //! - [`Store::apply_result`] is atomic per check: lock the check's state, drop
-//!   a duplicate (the last applied result id) or stale result (older than
-//!   `last_check_at`), run the pure [`transition`](crate::state::transition),
+//!   a duplicate (the last applied result id) or stale result (at or before
+//!   the last applied one in `(executed_at, id)` order), run the pure
+//!   [`transition`](crate::state::transition),
 //!   save the state with `version + 1`, append the transition to history and
 //!   open / close alert records. Concurrent calls for one check serialise;
 //!   calls for different checks do not block each other.
@@ -184,6 +185,11 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<Transition>;
 
+    /// Resets a check's result clock ([`state::reset_clock`](crate::state::reset_clock)):
+    /// the next result is applied whatever its `executed_at`. For a check a
+    /// result dated in the future froze.
+    async fn reset_clock(&self, check: CheckId, now: DateTime<Utc>) -> Result<Transition>;
+
     /// Schedules a downtime; if its window contains `now` it takes effect at
     /// once and the transition is returned.
     async fn schedule_downtime(
@@ -270,6 +276,7 @@ forward_store! {
     acknowledge(check: CheckId, kind: Ack, author: &str, comment: &str, now: DateTime<Utc>) -> Result<Transition>;
     remove_acknowledgement(check: CheckId, now: DateTime<Utc>) -> Result<Transition>;
     set_suppressed(check: CheckId, suppressed: bool, now: DateTime<Utc>) -> Result<Transition>;
+    reset_clock(check: CheckId, now: DateTime<Utc>) -> Result<Transition>;
     schedule_downtime(downtime: Downtime, now: DateTime<Utc>) -> Result<Option<Transition>>;
     cancel_downtime(id: Uuid, now: DateTime<Utc>) -> Result<Option<(CheckId, Transition)>>;
     downtimes(check: Option<CheckId>, now: DateTime<Utc>) -> Result<Vec<Downtime>>;

@@ -265,6 +265,13 @@ pub(crate) fn routes(ctx: Arc<WebContext>) -> BoxedFilter<(Resp,)> {
         .and(body)
         .then(|id, ctx, c, b| respond(post_result(ctx, c, id, b)))
         .boxed();
+    let reset = api
+        .and(warp::path!("checks" / String / "reset"))
+        .and(warp::post())
+        .and(with_ctx.clone())
+        .and(creds())
+        .then(|id, ctx, c| respond(reset_check(ctx, c, id)))
+        .boxed();
     let groups = api
         .and(warp::path!("groups"))
         .and(warp::get())
@@ -330,6 +337,8 @@ pub(crate) fn routes(ctx: Arc<WebContext>) -> BoxedFilter<(Resp,)> {
         .or(suppress)
         .unify()
         .or(result)
+        .unify()
+        .or(reset)
         .unify()
         .or(groups)
         .unify()
@@ -714,16 +723,33 @@ async fn post_result(
     let p = c.principal(&ctx, Role::Operator).await?;
     let check = parse_check_id(&ctx, &id)?;
     let req: ResultRequest = parse_body(&body)?;
-    let result = CheckResult {
-        id: ResultId::random(),
+    no_nul("output", &req.output)?;
+    no_nul("long_output", &req.long_output)?;
+    for (i, p) in req.perfdata.iter().enumerate() {
+        no_nul(&format!("perfdata[{i}].label"), &p.label)?;
+        no_nul(&format!("perfdata[{i}].uom"), &p.uom)?;
+        for (name, v) in [("warn", &p.warn), ("crit", &p.crit)] {
+            if let Some(v) = v {
+                no_nul(&format!("perfdata[{i}].{name}"), v)?;
+            }
+        }
+    }
+    let limits = ctx.result_limits();
+    let now = Utc::now();
+    let mut result = CheckResult {
+        id: ResultId::now(),
         check_id: check.id,
         status: req.status,
         output: req.output.into(),
         long_output: req.long_output.into(),
         perfdata: req.perfdata.into(),
-        executed_at: req.executed_at.unwrap_or_else(Utc::now),
+        executed_at: req.executed_at.unwrap_or(now),
         duration_ms: 0,
     };
+    result
+        .check_clock(now, &limits)
+        .map_err(|e| ApiError::bad_request("executed_at", e))?;
+    result.cap_output(&limits);
     let rid = result.id;
     ctx.queue.publish_result(result).await?;
     tracing::debug!(check = %check.display_name(), by = %p.name, "passive result");
@@ -731,6 +757,29 @@ async fn post_result(
         StatusCode::ACCEPTED,
         &serde_json::json!({ "result_id": rid, "check_id": check.id }),
     ))
+}
+
+/// A passive result's text may not hold a NUL byte (no store keeps it as
+/// text): 400 naming the field.
+fn no_nul(field: &str, text: &str) -> Result<(), ApiError> {
+    match text.find('\0') {
+        Some(at) => Err(ApiError::bad_request(
+            field,
+            format!("contains a NUL character (at byte {at})"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// `POST /api/checks/{id}/reset`: resets the check's result clock
+/// ([`Store::reset_clock`](bergamot_core::store::Store::reset_clock)), so a
+/// check frozen by a result dated in the future takes results again.
+async fn reset_check(ctx: Arc<WebContext>, c: Creds, id: String) -> Result<Resp, ApiError> {
+    let p = c.principal(&ctx, Role::Operator).await?;
+    let check = parse_check_id(&ctx, &id)?;
+    let t = ctx.store.reset_clock(check.id, Utc::now()).await?;
+    tracing::info!(check = %check.display_name(), by = %p.name, "result clock reset");
+    apply_action(&ctx, check.id, t, StatusCode::OK).await
 }
 
 async fn list_groups(ctx: Arc<WebContext>, c: Creds) -> Result<Resp, ApiError> {

@@ -138,6 +138,7 @@ pub struct WebContext {
     pub hub: Arc<ws::Hub>,
     index: Arc<RwLock<Arc<ModelIndex>>>,
     reloader: RwLock<Option<Arc<dyn Reloader>>>,
+    result_limits: RwLock<bergamot_core::model::ResultLimits>,
 }
 
 impl WebContext {
@@ -159,7 +160,19 @@ impl WebContext {
             hub,
             index,
             reloader: RwLock::new(None),
+            result_limits: RwLock::new(Default::default()),
         }))
+    }
+
+    /// Sets the limits passive results (`POST /api/checks/{id}/results`)
+    /// must keep (output caps, clock skew).
+    pub fn set_result_limits(&self, limits: bergamot_core::model::ResultLimits) {
+        *self.result_limits.write() = limits;
+    }
+
+    /// The limits passive results must keep.
+    pub fn result_limits(&self) -> bergamot_core::model::ResultLimits {
+        *self.result_limits.read()
     }
 
     /// Sets what `POST /api/reload` calls.

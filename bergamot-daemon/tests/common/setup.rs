@@ -132,6 +132,7 @@ pub async fn daemon() -> Daemon {
         },
         worker_concurrency: 4,
         processor_lanes: 2,
+        result_limits: Default::default(),
         config_source: Some(source),
         ownership: None,
     };

@@ -186,6 +186,9 @@ impl Store for TestStore {
     ) -> Result<Transition> {
         self.inner.set_suppressed(check, suppressed, now).await
     }
+    async fn reset_clock(&self, check: CheckId, now: DateTime<Utc>) -> Result<Transition> {
+        self.inner.reset_clock(check, now).await
+    }
     async fn schedule_downtime(
         &self,
         downtime: Downtime,

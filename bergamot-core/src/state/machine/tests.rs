@@ -528,8 +528,10 @@ fn stale_and_duplicate_results_change_nothing() {
     let mut older = first.clone();
     older.id = ResultId::random();
     older.executed_at = t0() - chrono::Duration::milliseconds(1);
-    let mut same_time = first.clone();
-    same_time.id = ResultId::random();
+    let mut same_time_later = first.clone();
+    same_time_later.id = ResultId::now();
+    let mut same_time_earlier = first.clone();
+    same_time_earlier.id = ResultId(uuid::Uuid::nil());
     let mut redelivered_later = first.clone();
     redelivered_later.executed_at = t0() + chrono::Duration::seconds(60);
 
@@ -542,7 +544,12 @@ fn stale_and_duplicate_results_change_nothing() {
             Outcome::Duplicate,
         ),
         ("older", &older, Outcome::Stale),
-        ("same time, new id", &same_time, Outcome::Applied),
+        (
+            "same time, smaller id (applied before, redelivered)",
+            &same_time_earlier,
+            Outcome::Stale,
+        ),
+        ("same time, greater id", &same_time_later, Outcome::Applied),
     ];
     for (name, r, want) in cases {
         let t = transition(&applied, r, &p, &[], t0());
