@@ -475,7 +475,7 @@ pub async fn run(args: RunArgs, executors: Executors) -> anyhow::Result<()> {
         let source: ConfigSource = Arc::new(move || {
             let path = path.clone();
             async move {
-                tokio::task::spawn_blocking(move || load_config(&path).map(|c| c.model))
+                tokio::task::spawn_blocking(move || load_config(&path))
                     .await
                     .map_err(|e| Error::Closed(format!("config loader task: {e}")))?
             }
