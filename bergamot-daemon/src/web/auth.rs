@@ -746,6 +746,92 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_remembered_wrong_password_never_refuses_the_right_one() {
+        let a = auth(false);
+        let peer = Some(IpAddr::from([10, 0, 0, 1]));
+        fn creds(h: &str, peer: Option<IpAddr>) -> Credentials<'_> {
+            Credentials {
+                authorization: Some(h),
+                peer,
+                ..Credentials::default()
+            }
+        }
+        let wrong = basic("op", "wrong");
+        for _ in 0..2 {
+            let e = a.check(creds(&wrong, peer)).await.expect_err("wrong");
+            assert_eq!(e.status, warp::http::StatusCode::UNAUTHORIZED);
+        }
+        let right = basic("op", "secret");
+        let p = a.check(creds(&right, peer)).await.expect("right password");
+        assert_eq!(p.role, Role::Operator);
+    }
+
+    #[tokio::test]
+    async fn repeated_failures_are_throttled_per_user_and_per_address() {
+        let a = auth(false);
+        let mut c = (*a.config()).clone();
+        c.limits.login_failures_allowed = 2;
+        a.replace(c);
+        let from = |ip: [u8; 4], h: &str| {
+            let a = a.clone();
+            let h = h.to_string();
+            async move {
+                a.check(Credentials {
+                    authorization: Some(&h),
+                    peer: Some(IpAddr::from(ip)),
+                    ..Credentials::default()
+                })
+                .await
+                .map_err(|e| e.status)
+            }
+        };
+        // A session verified before the attack keeps working during it.
+        assert!(from([10, 0, 0, 9], &basic("op", "secret")).await.is_ok());
+        let mut statuses = Vec::new();
+        for i in 0..5 {
+            statuses.push(
+                from([10, 0, 0, 1], &basic("op", &format!("w{i}")))
+                    .await
+                    .expect_err("wrong"),
+            );
+        }
+        use warp::http::StatusCode as S;
+        assert_eq!(statuses[..3], [S::UNAUTHORIZED; 3], "{statuses:?}");
+        assert_eq!(statuses[3..], [S::TOO_MANY_REQUESTS; 2], "{statuses:?}");
+        // The user is throttled from another address too (no argon2 runs),
+        // and the address for another user.
+        assert_eq!(
+            from([10, 0, 0, 2], &basic("op", "w9")).await,
+            Err(S::TOO_MANY_REQUESTS)
+        );
+        assert_eq!(
+            from([10, 0, 0, 1], &basic("nobody", "x")).await,
+            Err(S::TOO_MANY_REQUESTS)
+        );
+        // Already verified credentials are answered from the cache.
+        assert!(from([10, 0, 0, 9], &basic("op", "secret")).await.is_ok());
+        assert_eq!(delay_after(3, 2, Duration::from_secs(300)), Duration::from_secs(1));
+        assert_eq!(delay_after(5, 2, Duration::from_secs(300)), Duration::from_secs(4));
+        assert_eq!(delay_after(40, 2, Duration::from_secs(300)), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn origins_same_host_literal_or_configured() {
+        let a = auth(false);
+        assert!(a.origin_allowed(None, None));
+        assert!(a.origin_allowed(Some("http://127.0.0.1:8080"), Some("127.0.0.1:8080")));
+        assert!(a.origin_allowed(Some("http://localhost:8080"), Some("localhost:8080")));
+        assert!(!a.origin_allowed(Some("http://evil.example"), Some("127.0.0.1:8080")));
+        assert!(!a.origin_allowed(Some("http://evil.example:8080"), Some("evil.example:8080")));
+        assert!(!a.origin_allowed(Some("null"), Some("127.0.0.1:8080")));
+        let mut c = (*a.config()).clone();
+        c.public_urls = vec!["https://mon.example.com".into()];
+        a.replace(c);
+        assert!(a.origin_allowed(Some("https://mon.example.com"), Some("10.0.0.1:8080")));
+        assert!(!a.origin_allowed(Some("http://127.0.0.1:8080"), Some("127.0.0.1:8080")));
+    }
+
     #[test]
     fn hashes_verify_and_debug_hides_secrets() {
         let phc = hash_password("pw").expect("hash");
