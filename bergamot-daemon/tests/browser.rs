@@ -508,8 +508,11 @@ async fn logged_in_ui_is_live_without_anonymous_read() {
     let addr = running.addr.expect("addr");
     let trap = CheckId::trap(site, "h", "events");
     let (_browser, _profile, mut cdp) = open_browser().await;
-    cdp.call("Page.navigate", json!({ "url": format!("http://{addr}/app.js") }))
-        .await;
+    cdp.call(
+        "Page.navigate",
+        json!({ "url": format!("http://{addr}/app.js") }),
+    )
+    .await;
     cdp.eval("sessionStorage.setItem('bergamot.auth', 'Basic ' + btoa('op:pw')); true")
         .await;
     cdp.call(

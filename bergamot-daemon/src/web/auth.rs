@@ -811,9 +811,18 @@ mod tests {
         );
         // Already verified credentials are answered from the cache.
         assert!(from([10, 0, 0, 9], &basic("op", "secret")).await.is_ok());
-        assert_eq!(delay_after(3, 2, Duration::from_secs(300)), Duration::from_secs(1));
-        assert_eq!(delay_after(5, 2, Duration::from_secs(300)), Duration::from_secs(4));
-        assert_eq!(delay_after(40, 2, Duration::from_secs(300)), Duration::from_secs(300));
+        assert_eq!(
+            delay_after(3, 2, Duration::from_secs(300)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            delay_after(5, 2, Duration::from_secs(300)),
+            Duration::from_secs(4)
+        );
+        assert_eq!(
+            delay_after(40, 2, Duration::from_secs(300)),
+            Duration::from_secs(300)
+        );
     }
 
     #[test]

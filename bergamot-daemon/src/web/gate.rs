@@ -36,7 +36,12 @@ pub(crate) fn authenticated(
     warp::path::full()
         .and(warp::method())
         .and(warp::header::optional::<String>("authorization"))
-        .and(warp::query::<HashMap<String, String>>())
+        .and(
+            // A malformed query is the route's to refuse (400 `query`).
+            warp::query::<HashMap<String, String>>()
+                .or(warp::any().map(HashMap::new))
+                .unify(),
+        )
         .and(warp::ext::optional::<Peer>())
         .and_then(
             move |path: warp::path::FullPath,

@@ -309,12 +309,14 @@ pub fn routes(ctx: Arc<WebContext>) -> warp::filters::BoxedFilter<(warp::reply::
         .boxed();
     let ws = ws::route(ctx.clone()).boxed();
     let m = ctx.metrics.clone();
-    let api = gate::authenticated(ctx.clone())
-        .and(api::routes(ctx))
+    let gate = gate::authenticated(ctx.clone());
+    let api = api::routes(ctx)
         .with(warp::log::custom(move |info| m.observe_api(info.elapsed())))
         .map(warp::Reply::into_response)
         .boxed();
-    healthz
+    // The gate comes before every route: whatever is added under /api, here
+    // or in api.rs, is authenticated before it runs.
+    let all = healthz
         .or(metrics)
         .unify()
         .or(index)
@@ -326,7 +328,8 @@ pub fn routes(ctx: Arc<WebContext>) -> warp::filters::BoxedFilter<(warp::reply::
         .or(ws)
         .unify()
         .or(api)
-        .unify()
+        .unify();
+    gate.and(all)
         .recover(handle_rejection)
         .unify()
         .map(headers::secure)
