@@ -378,7 +378,7 @@ impl Auth {
         };
         let c = self.config();
         if !c.public_urls.is_empty() {
-            return c.public_urls.iter().any(|u| *u == origin);
+            return c.public_urls.contains(&origin);
         }
         let Some(host) = host else {
             return false;
