@@ -6,7 +6,7 @@ use std::time::Duration;
 ///
 /// Built in code (the daemon fills it from its own config file); the library
 /// never reads the environment.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct AmqpConfig {
     /// Broker URL, `amqp://user:password@host:port/vhost` (vhost `/` is `%2f`).
     pub url: String,
@@ -39,6 +39,23 @@ pub struct AmqpConfig {
     /// closed or dropped. For tests that use a random [`prefix`](Self::prefix);
     /// never set it in production, where the topology is shared.
     pub delete_topology_on_close: bool,
+}
+
+impl std::fmt::Debug for AmqpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpConfig")
+            .field("url", &bergamot_core::redact::url(&self.url))
+            .field("prefetch", &self.prefetch)
+            .field("result_prefetch", &self.result_prefetch)
+            .field("result_pools", &self.result_pools)
+            .field("prefix", &self.prefix)
+            .field("site", &self.site)
+            .field("heartbeat", &self.heartbeat)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_backoff", &self.max_backoff)
+            .field("delete_topology_on_close", &self.delete_topology_on_close)
+            .finish()
+    }
 }
 
 impl AmqpConfig {
@@ -127,5 +144,17 @@ impl AmqpConfig {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AmqpConfig;
+
+    #[test]
+    fn debug_redacts_the_password() {
+        let debug = format!("{:?}", AmqpConfig::new("amqp://guest:hunter2@h:5672/%2f"));
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("amqp://guest:***@h:5672/%2f"), "{debug}");
     }
 }

@@ -76,6 +76,7 @@ pub mod model;
 pub mod notify;
 pub mod processor;
 pub mod queue;
+pub mod redact;
 pub mod schedule;
 pub mod state;
 pub mod store;

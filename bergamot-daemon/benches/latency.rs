@@ -104,6 +104,7 @@ async fn start_daemon(backends: Backends) -> (Running, tokio::sync::oneshot::Sen
                     token_hash: hash_token("bench"),
                     role: Role::Operator,
                 }],
+                ..AuthConfig::default()
             },
             ..Options::default()
         },

@@ -170,20 +170,7 @@ pub fn load_config_with(path: &Path, listen: Option<SocketAddr>) -> bergamot_cor
 
 /// A URL with its password replaced by `***`, for messages and logs.
 fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (authority, tail) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_string(),
-        },
-        None => url.to_string(),
-    }
+    bergamot_core::redact::url(url)
 }
 
 /// Which store `--store` names.
@@ -562,11 +549,9 @@ pub async fn run(args: RunArgs, executors: Executors) -> anyhow::Result<()> {
         let source: ConfigSource = Arc::new(move || {
             let path = path.clone();
             async move {
-                tokio::task::spawn_blocking(move || {
-                    load_config_with(&path, listen).map(|c| c.model)
-                })
-                .await
-                .map_err(|e| Error::Closed(format!("config loader task: {e}")))?
+                tokio::task::spawn_blocking(move || load_config_with(&path, listen))
+                    .await
+                    .map_err(|e| Error::Closed(format!("config loader task: {e}")))?
             }
             .boxed()
         });

@@ -72,8 +72,10 @@ impl std::fmt::Debug for Ownership {
     }
 }
 
-/// Loads the configuration again (for SIGHUP and `POST /api/reload`).
-pub type ConfigSource = Arc<dyn Fn() -> BoxFuture<'static, Result<Model>> + Send + Sync>;
+/// Loads the configuration again (for SIGHUP and `POST /api/reload`): the
+/// model and the `[web]` section (users, tokens, anonymous read reload too).
+pub type ConfigSource =
+    Arc<dyn Fn() -> BoxFuture<'static, Result<bergamot_core::config::Config>> + Send + Sync>;
 
 /// How to run.
 pub struct Options {
@@ -157,7 +159,8 @@ struct DaemonReloader {
 #[async_trait]
 impl Reloader for DaemonReloader {
     async fn reload(&self) -> Result<SyncReport> {
-        let model = (self.source)().await?;
+        let config = (self.source)().await?;
+        let model = config.model;
         let report = self.store.sync_config(&model).await?;
         if let Some(s) = &self.scheduler {
             let summary = s.reload(model.clone()).await?;
@@ -166,6 +169,7 @@ impl Reloader for DaemonReloader {
         let web = self.web.lock().clone();
         if let Some(w) = web {
             w.set_model(model);
+            w.set_auth(AuthConfig::from(&config.web));
         }
         tracing::info!(
             added = report.added,

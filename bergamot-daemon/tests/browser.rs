@@ -470,3 +470,79 @@ async fn group_page_with_10000_checks_renders_and_updates() {
     let _ = stop_tx.send(());
     running.done.await.expect("clean stop");
 }
+
+/// With `anonymous_read = false`, the logged-in page still gets live
+/// updates: it fetches a short-lived ticket from `/api/whoami` and opens
+/// `/ws?ticket=...` (a browser cannot send the Basic header there, and the
+/// password never goes into a URL). Before, `/ws` answered 401 and the
+/// page stayed "offline".
+#[tokio::test(flavor = "multi_thread")]
+async fn logged_in_ui_is_live_without_anonymous_read() {
+    if !have_chromium() {
+        return;
+    }
+    let site = "priv";
+    let text = format!(
+        "site = \"{site}\"\n[web]\nanonymous_read = false\n\n[[web.users]]\nname = \"op\"\n\
+         password_hash = \"{}\"\nrole = \"operator\"\n\n[[group]]\nname = \"g\"\n\n\
+         [[host]]\nname = \"h\"\ngroups = [\"g\"]\n\n[[host.trap]]\nname = \"events\"\n",
+        common::cheap_hash("pw")
+    );
+    let config = bergamot_core::config::Config::from_str_named("t.toml", &text).expect("config");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = start(
+        config.model.clone(),
+        Backends::in_memory(),
+        bergamot_core::exec::Executors::standard(),
+        Options {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            auth: (&config.web).into(),
+            ..Options::default()
+        },
+        async move {
+            let _ = stop_rx.await;
+        },
+    )
+    .await
+    .expect("start");
+    let addr = running.addr.expect("addr");
+    let trap = CheckId::trap(site, "h", "events");
+    let (_browser, _profile, mut cdp) = open_browser().await;
+    cdp.call(
+        "Page.navigate",
+        json!({ "url": format!("http://{addr}/app.js") }),
+    )
+    .await;
+    cdp.eval("sessionStorage.setItem('bergamot.auth', 'Basic ' + btoa('op:pw')); true")
+        .await;
+    cdp.call(
+        "Page.navigate",
+        json!({ "url": format!("http://{addr}/#/check/{trap}") }),
+    )
+    .await;
+    cdp.wait_for(
+        "the check page",
+        "document.querySelector('#check-output') !== null",
+    )
+    .await;
+    cdp.wait_for(
+        "live updates over a ticket",
+        "document.querySelector('#conn').textContent === 'live'",
+    )
+    .await;
+    let r = common::post(
+        addr,
+        &format!("/api/checks/{trap}/results"),
+        Some(&common::basic("op", "pw")),
+        &json!({ "status": "CRITICAL", "output": "arrived-live" }).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    cdp.wait_for(
+        "the live result",
+        "document.querySelector('#check-output') && document.querySelector('#check-output').textContent.includes('arrived-live')",
+    )
+    .await;
+    let _ = stop_tx.send(());
+    running.done.await.expect("clean stop");
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 /// How [`PostgresStore::connect`](crate::PostgresStore::connect) connects.
 ///
 /// Only `url` is required; see [`PostgresConfig::new`] for the defaults.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PostgresConfig {
     /// A libpq-style URL, e.g. `postgres://bergamot:secret@db:5432/bergamot`
@@ -26,6 +26,18 @@ pub struct PostgresConfig {
     /// How long to wait for a free pooled connection (default 30 s).
     #[serde(with = "secs")]
     pub pool_timeout: Duration,
+}
+
+impl std::fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("url", &redact(&self.url))
+            .field("pool_size", &self.pool_size)
+            .field("schema", &self.schema)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("pool_timeout", &self.pool_timeout)
+            .finish()
+    }
 }
 
 impl Default for PostgresConfig {
@@ -118,27 +130,10 @@ pub(crate) fn describe(cfg: &tokio_postgres::Config) -> String {
     )
 }
 
-/// The URL with any password replaced, for error messages.
+/// The URL with any password replaced, for error messages (the one
+/// redactor of [`bergamot_core::redact`]).
 pub(crate) fn redact(url: &str) -> String {
-    // postgres://user:password@host -> postgres://user:***@host
-    if let Some(scheme_end) = url.find("://") {
-        let rest = &url[scheme_end + 3..];
-        if let Some(at) = rest.find('@') {
-            let userinfo = &rest[..at];
-            if let Some(colon) = userinfo.find(':') {
-                return format!(
-                    "{}{}:***{}",
-                    &url[..scheme_end + 3],
-                    &userinfo[..colon],
-                    &rest[at..]
-                );
-            }
-        }
-    }
-    if url.contains("password") {
-        return "<key-value connection string with password>".to_string();
-    }
-    url.to_string()
+    bergamot_core::redact::url(url)
 }
 
 fn validate_schema(schema: &str) -> Result<()> {
@@ -211,6 +206,9 @@ mod tests {
         );
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert!(!redact("host=h password=secret").contains("secret"));
+        let debug = format!("{:?}", PostgresConfig::new("postgres://u:hunter2@h/db"));
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("postgres://u:***@h/db"), "{debug}");
     }
 
     #[test]

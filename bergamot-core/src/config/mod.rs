@@ -47,7 +47,7 @@ mod resolve;
 mod subst;
 mod web;
 
-pub use web::{Role, WebConfig, WebToken, WebUser};
+pub use web::{origin_of, Role, WebConfig, WebLimits, WebToken, WebUser};
 
 use crate::error::{ConfigErrors, ConfigProblem, Error, Result};
 use crate::model::Model;

@@ -258,6 +258,15 @@ pub(super) struct RawWeb {
     pub users: Vec<RawWebUser>,
     #[serde(default)]
     pub tokens: Vec<RawWebToken>,
+    #[serde(default)]
+    pub public_urls: Vec<Spanned<String>>,
+    pub header_read_timeout: Option<Spanned<String>>,
+    pub request_timeout: Option<Spanned<String>>,
+    pub max_connections: Option<Spanned<u64>>,
+    pub max_connections_per_address: Option<Spanned<u64>>,
+    pub max_password_checks: Option<Spanned<u64>>,
+    pub login_failures_allowed: Option<Spanned<u32>>,
+    pub login_delay_max: Option<Spanned<String>>,
 }
 
 /// `[[web.users]]`.

@@ -510,6 +510,7 @@ impl Conv<'_> {
 
     fn web(&mut self, raw: RawWeb) -> WebConfig {
         let mut web = WebConfig::default();
+        self.web_limits(&raw, &mut web);
         if let Some(l) = raw.listen {
             let at = self.at(&l);
             match l.get_ref().parse() {
@@ -566,6 +567,70 @@ impl Conv<'_> {
             });
         }
         web
+    }
+
+    /// `public_urls` and the limits of `[web]`.
+    fn web_limits(&mut self, raw: &RawWeb, web: &mut WebConfig) {
+        for u in &raw.public_urls {
+            let at = self.at(u);
+            match super::web::origin_of(u.get_ref()) {
+                Some(o) => web.public_urls.push(o),
+                None => self.problems.at(
+                    at,
+                    "web.public_urls",
+                    format!(
+                        "bad public URL {:?}: expected http(s)://host[:port], e.g. \"https://mon.example.com\"",
+                        u.get_ref()
+                    ),
+                ),
+            }
+        }
+        let l = &mut web.limits;
+        let d = |me: &mut Self, v: &Option<Spanned<String>>, key: &str| {
+            me.duration(v.clone(), "web", key)
+        };
+        if let Some(v) = d(self, &raw.header_read_timeout, "header_read_timeout") {
+            l.header_read_timeout = v;
+        }
+        if let Some(v) = d(self, &raw.request_timeout, "request_timeout") {
+            l.request_timeout = v;
+        }
+        if let Some(v) = d(self, &raw.login_delay_max, "login_delay_max") {
+            l.login_delay_max = v;
+        }
+        let counts = [
+            (
+                &raw.max_connections,
+                "max_connections",
+                &mut l.max_connections,
+            ),
+            (
+                &raw.max_connections_per_address,
+                "max_connections_per_address",
+                &mut l.max_connections_per_address,
+            ),
+            (
+                &raw.max_password_checks,
+                "max_password_checks",
+                &mut l.max_password_checks,
+            ),
+        ];
+        for (v, key, slot) in counts {
+            if let Some(v) = v {
+                let at = self.at(v);
+                match usize::try_from(*v.get_ref()) {
+                    Ok(n) if n > 0 => *slot = n,
+                    _ => self.problems.at(
+                        at,
+                        format!("web.{key}"),
+                        format!("{key} must be a positive integer"),
+                    ),
+                }
+            }
+        }
+        if let Some(v) = &raw.login_failures_allowed {
+            l.login_failures_allowed = *v.get_ref();
+        }
     }
 
     fn unique(&mut self, seen: &mut HashMap<String, Origin>, n: &Named, field: &str, what: &str) {

@@ -60,10 +60,54 @@ async fn respond(f: impl Future<Output = Result<Resp, ApiError>>) -> Resp {
     f.await.unwrap_or_else(ApiError::into_response)
 }
 
-/// Parses a JSON body into `T`, naming the field that was wrong.
+/// The path (`comment`, `perfdata[0].label`) of the first string in `v`
+/// holding a NUL character (PostgreSQL refuses it in text), if any.
+fn nul_at(v: &serde_json::Value, path: &str) -> Option<String> {
+    use serde_json::Value as V;
+    match v {
+        V::String(s) if s.contains('\0') => Some(if path.is_empty() {
+            "body".to_string()
+        } else {
+            path.to_string()
+        }),
+        V::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, x)| nul_at(x, &format!("{path}[{i}]"))),
+        V::Object(m) => m.iter().find_map(|(k, x)| {
+            if k.contains('\0') {
+                return Some(if path.is_empty() {
+                    "body".to_string()
+                } else {
+                    path.to_string()
+                });
+            }
+            let p = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            nul_at(x, &p)
+        }),
+        _ => None,
+    }
+}
+
+/// Parses a JSON body into `T`, naming the field that was wrong; a string
+/// with a NUL character is refused naming its field.
 fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("body", "a JSON body is required"));
+    }
+    if memchr_nul_escape(body) {
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
+            if let Some(field) = nul_at(&v, "") {
+                return Err(ApiError::bad_request(
+                    &field,
+                    "must not contain a NUL character (\\u0000)",
+                ));
+            }
+        }
     }
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
@@ -85,6 +129,12 @@ fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         };
         ApiError::bad_request(&field, msg)
     })
+}
+
+/// Whether a JSON text may hold an escaped NUL (`\u0000`); a raw NUL is
+/// not valid JSON and fails parsing anyway.
+fn memchr_nul_escape(body: &[u8]) -> bool {
+    body.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000"))
 }
 
 fn parse_check_id(ctx: &WebContext, raw: &str) -> Result<Check, ApiError> {
@@ -357,9 +407,14 @@ pub(crate) fn routes(ctx: Arc<WebContext>) -> BoxedFilter<(Resp,)> {
 
 async fn whoami(ctx: Arc<WebContext>, c: Creds) -> Result<Resp, ApiError> {
     let p = c.principal(&ctx, Role::Viewer).await?;
+    // A short-lived ticket for `/ws?ticket=` (browsers send no headers there).
+    let ticket = (!p.anonymous).then(|| ctx.auth.issue_ticket(&p));
     Ok(json(
         StatusCode::OK,
-        &serde_json::json!({ "name": p.name, "role": p.role, "anonymous": p.anonymous }),
+        &serde_json::json!({
+            "name": p.name, "role": p.role, "anonymous": p.anonymous,
+            "ws_ticket": ticket, "ws_ticket_ttl_seconds": super::auth::TICKET_TTL.as_secs(),
+        }),
     ))
 }
 
@@ -531,8 +586,8 @@ pub(crate) async fn execute_now(ctx: &WebContext, check: &Check) -> Result<Uuid,
 }
 
 async fn post_execute(ctx: Arc<WebContext>, c: Creds, id: String) -> Result<Resp, ApiError> {
-    let check = parse_check_id(&ctx, &id)?;
     let p = c.principal(&ctx, Role::Operator).await?;
+    let check = parse_check_id(&ctx, &id)?;
     let exec = execute_now(&ctx, &check).await?;
     tracing::info!(check = %check.display_name(), by = %p.name, "execute now");
     Ok(json(

@@ -7,8 +7,11 @@
 
 mod api;
 pub mod auth;
+mod gate;
+pub mod headers;
 mod index;
 pub mod metrics;
+pub mod server;
 pub mod ws;
 
 pub use index::ModelIndex;
@@ -43,7 +46,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, error: impl Into<String>, field: Option<&str>) -> Self {
+    pub(crate) fn new(status: StatusCode, error: impl Into<String>, field: Option<&str>) -> Self {
         ApiError {
             status,
             error: error.into(),
@@ -70,6 +73,15 @@ impl ApiError {
     pub fn conflict(error: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, error, None)
     }
+    /// 429 after too many failed logins; `Retry-After` says when to try again.
+    pub fn too_many_requests(wait: std::time::Duration) -> Self {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("too many failed logins: try again in {secs} s"),
+            None,
+        )
+    }
     /// 500.
     pub fn internal(error: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, error, None)
@@ -80,6 +92,18 @@ impl ApiError {
         let status = self.status;
         let mut resp =
             warp::reply::with_status(warp::reply::json(&self), status).into_response_inner();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            if let Some(secs) = self
+                .error
+                .split("try again in ")
+                .nth(1)
+                .and_then(|r| r.split(' ').next())
+                .and_then(|n| warp::http::HeaderValue::from_str(n).ok())
+            {
+                resp.headers_mut()
+                    .insert(warp::http::header::RETRY_AFTER, secs);
+            }
+        }
         if status == StatusCode::UNAUTHORIZED {
             // No `Basic` challenge: it would make browsers pop up a login
             // dialog for every anonymous XHR; the UI asks for credentials itself.
@@ -109,8 +133,9 @@ impl From<bergamot_core::Error> for ApiError {
             E::InvalidInput(m) => ApiError::bad_request("body", m),
             E::Config(c) => ApiError::bad_request("config", c.to_string()),
             other => {
+                // The detail (a database error, say) goes to the log only.
                 tracing::error!(error = %other, "backend error in API request");
-                ApiError::internal(other.to_string())
+                ApiError::internal("internal error (see the server log)")
             }
         }
     }
@@ -190,6 +215,14 @@ impl WebContext {
         let model = self.store.model().await?;
         self.set_model(model);
         Ok(())
+    }
+
+    /// Replaces users, tokens, anonymous read and public URLs (a reload),
+    /// then closes the websockets whose credentials no longer hold.
+    pub fn set_auth(&self, auth: auth::AuthConfig) {
+        self.auth.replace(auth);
+        let closed = self.hub.revoke(|p| self.auth.still_allowed(p));
+        tracing::info!(websockets_closed = closed, "web authentication reloaded");
     }
 
     /// Replaces the model index.
@@ -289,11 +322,14 @@ pub fn routes(ctx: Arc<WebContext>) -> warp::filters::BoxedFilter<(warp::reply::
         .boxed();
     let ws = ws::route(ctx.clone()).boxed();
     let m = ctx.metrics.clone();
+    let gate = gate::authenticated(ctx.clone());
     let api = api::routes(ctx)
         .with(warp::log::custom(move |info| m.observe_api(info.elapsed())))
         .map(warp::Reply::into_response)
         .boxed();
-    healthz
+    // The gate comes before every route: whatever is added under /api, here
+    // or in api.rs, is authenticated before it runs.
+    let all = healthz
         .or(metrics)
         .unify()
         .or(index)
@@ -305,14 +341,18 @@ pub fn routes(ctx: Arc<WebContext>) -> warp::filters::BoxedFilter<(warp::reply::
         .or(ws)
         .unify()
         .or(api)
-        .unify()
+        .unify();
+    gate.and(all)
         .recover(handle_rejection)
         .unify()
+        .map(headers::secure)
         .boxed()
 }
 
 async fn handle_rejection(r: warp::Rejection) -> Result<warp::reply::Response, Infallible> {
-    let err = if r.is_not_found() {
+    let err = if let Some(gate::Refused(e)) = r.find::<gate::Refused>() {
+        e.clone()
+    } else if r.is_not_found() {
         ApiError::not_found("no such endpoint", None)
     } else if let Some(e) = r.find::<warp::reject::InvalidQuery>() {
         ApiError::bad_request("query", e.to_string())
@@ -329,13 +369,12 @@ async fn handle_rejection(r: warp::Rejection) -> Result<warp::reply::Response, I
 }
 
 /// Serves the web node on `addr` until `shutdown` resolves; returns the bound
-/// address (port 0 picks a free one) and the server future to spawn.
+/// address (port 0 picks a free one) and the server future to spawn. The
+/// connection limits and timeouts of [`server`] apply.
 pub fn serve(
     ctx: Arc<WebContext>,
     addr: SocketAddr,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> bergamot_core::Result<(SocketAddr, impl Future<Output = ()> + Send + 'static)> {
-    warp::serve(routes(ctx))
-        .try_bind_with_graceful_shutdown(addr, shutdown)
-        .map_err(|e| bergamot_core::Error::backend(format!("cannot listen on {addr}"), e))
+    server::serve(ctx, addr, shutdown)
 }

@@ -194,6 +194,8 @@ struct Client {
     outbox: Mutex<Outbox>,
     notify: Notify,
     dropped: AtomicBool,
+    /// Set when a reload revoked the client's credentials.
+    revoked: AtomicBool,
 }
 
 impl Client {
@@ -430,6 +432,22 @@ impl Hub {
         self.close_all();
     }
 
+    /// Disconnects (close code 1008) every client whose principal `keep`
+    /// refuses, e.g. after a reload removed its user or token; returns how
+    /// many.
+    pub fn revoke(&self, keep: impl Fn(&Principal) -> bool) -> usize {
+        let clients = self.snapshot.read().clone();
+        let mut n = 0;
+        for c in clients.iter() {
+            if !keep(&c.principal) && !c.revoked.swap(true, Ordering::Relaxed) {
+                tracing::info!(principal = %c.principal.name, "websocket closed: credentials revoked");
+                c.notify.notify_one();
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Disconnects every client.
     pub fn close_all(&self) {
         let _ = self.shutdown.send(true);
@@ -443,6 +461,7 @@ impl Hub {
             outbox: Mutex::new(Outbox::default()),
             notify: Notify::new(),
             dropped: AtomicBool::new(false),
+            revoked: AtomicBool::new(false),
         });
         let mut clients = self.clients.lock();
         clients.insert(id, client.clone());
@@ -656,6 +675,12 @@ async fn session(ctx: Arc<WebContext>, principal: Principal, socket: WebSocket) 
                 }
                 _ = writer_shutdown.changed() => break,
             }
+            if writer_client.revoked.load(Ordering::Relaxed) {
+                let _ = sink
+                    .send(Message::close_with(1008u16, "credentials revoked"))
+                    .await;
+                break;
+            }
             if writer_client.dropped.load(Ordering::Relaxed) {
                 let _ = sink
                     .send(Message::close_with(
@@ -720,21 +745,46 @@ async fn session(ctx: Arc<WebContext>, principal: Principal, socket: WebSocket) 
     hub.unregister(id);
 }
 
-/// The `/ws` route: authenticates on upgrade (Basic, Bearer or `?token=`).
+/// The `/ws` route: checks `Origin` (see [`super::auth::Auth::origin_allowed`]:
+/// 403 for a page of another origin), then authenticates on upgrade (Basic,
+/// Bearer, `?token=` or a short-lived `?ticket=` from `/api/whoami`).
 pub(crate) fn route(
     ctx: Arc<WebContext>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
     warp::path!("ws")
         .and(warp::ws())
         .and(warp::header::optional::<String>("authorization"))
+        .and(warp::header::optional::<String>("origin"))
+        .and(warp::header::optional::<String>("host"))
         .and(warp::query::<HashMap<String, String>>())
+        .and(warp::ext::optional::<super::server::Peer>())
         .then(
-            move |ws: warp::ws::Ws, auth: Option<String>, query: HashMap<String, String>| {
+            move |ws: warp::ws::Ws,
+                  auth: Option<String>,
+                  origin: Option<String>,
+                  host: Option<String>,
+                  query: HashMap<String, String>,
+                  peer: Option<super::server::Peer>| {
                 let ctx = ctx.clone();
                 async move {
+                    if !ctx.auth.origin_allowed(origin.as_deref(), host.as_deref()) {
+                        tracing::warn!(
+                            origin = origin.as_deref().unwrap_or("-"),
+                            "websocket refused: origin not allowed"
+                        );
+                        return ApiError::forbidden(
+                            "this origin may not open the websocket (see [web] public_urls)",
+                        )
+                        .into_response();
+                    }
                     let principal = ctx
                         .auth
-                        .authenticate(auth.as_deref(), query.get("token").map(String::as_str))
+                        .check(super::auth::Credentials {
+                            authorization: auth.as_deref(),
+                            token: query.get("token").map(String::as_str),
+                            ticket: query.get("ticket").map(String::as_str),
+                            peer: peer.map(|p| p.0.ip()),
+                        })
                         .await
                         .and_then(|p| p.require(Role::Viewer).map(|_| p));
                     match principal {
@@ -796,11 +846,13 @@ mod tests {
                 name: "t".into(),
                 role: Role::Viewer,
                 anonymous: true,
+                source: Default::default(),
             },
             sub: RwLock::new(Subscription::default()),
             outbox: Mutex::new(Outbox::default()),
             notify: Notify::new(),
             dropped: AtomicBool::new(false),
+            revoked: AtomicBool::new(false),
         };
         let a = Key::Check(CheckId::trap("s", "h", "a"));
         let b = Key::Check(CheckId::trap("s", "h", "b"));

@@ -118,7 +118,7 @@ pub async fn daemon() -> Daemon {
     let source_text = text.clone();
     let source: ConfigSource = Arc::new(move || {
         let t = source_text.clone();
-        async move { Config::from_str_named("test.toml", &t).map(|c| c.model) }.boxed()
+        async move { Config::from_str_named("test.toml", &t) }.boxed()
     });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let options = Options {

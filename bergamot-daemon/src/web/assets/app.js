@@ -158,9 +158,22 @@ function onMessage(m) {
   const prev = pending.get(key);
   if (!prev || m.kind !== "check" || prev.state.version < m.state.version) pending.set(key, m);
 }
-function connect() {
+// A browser sends no Authorization header on a websocket: a logged-in page
+// asks /api/whoami for a short-lived ticket and opens /ws?ticket=...
+// (the password never goes into a URL).
+async function wsTicket() {
+  const a = authHeader();
+  if (!a) return "";
+  try {
+    const r = await fetch("/api/whoami", { headers: { authorization: a } });
+    const w = r.ok ? await r.json() : {};
+    return w.ws_ticket ? "?ticket=" + encodeURIComponent(w.ws_ticket) : "";
+  } catch (e) { return ""; }
+}
+async function connect() {
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
-  ws = new WebSocket(proto + "//" + location.host + "/ws");
+  const q = await wsTicket();
+  ws = new WebSocket(proto + "//" + location.host + "/ws" + q);
   ws.onopen = () => {
     $("#conn").textContent = "live"; $("#conn").className = "conn up";
     ws.send(JSON.stringify({ subscribe: { all: true } }));
