@@ -181,7 +181,9 @@ impl WebContext {
 
     /// Replaces the model index.
     pub fn set_model(&self, model: Model) {
-        *self.index.write() = Arc::new(ModelIndex::new(model));
+        // Through the hub, which shares the index: it also forgets the
+        // versions of removed checks.
+        self.hub.set_model(Arc::new(ModelIndex::new(model)));
     }
 
     /// Starts the hub's update fan-out: subscribes to the queue's updates.

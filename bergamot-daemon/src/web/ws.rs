@@ -336,6 +336,16 @@ impl Hub {
         })
     }
 
+    /// Replaces the model the hub reads and forgets the versions of the
+    /// checks no longer in it: a check removed from the config and added
+    /// back starts again at version 0, and an old entry would drop its
+    /// updates as stale.
+    pub fn set_model(&self, index: Arc<ModelIndex>) {
+        let mut latest = self.latest.lock();
+        *self.index.write() = index.clone();
+        latest.retain(|id, _| index.check(*id).is_some());
+    }
+
     /// Number of connected clients.
     pub fn client_count(&self) -> usize {
         self.clients.lock().len()
@@ -771,6 +781,59 @@ mod tests {
         assert_eq!(v["seq"], 42);
         assert_eq!(v["state"]["version"], 7);
         assert_eq!(v["state"]["output"], "a \"quoted\" }");
+    }
+
+    #[test]
+    fn a_check_removed_and_added_back_starts_its_versions_again() {
+        use bergamot_core::model::{Check, CheckKind, Model, Policy};
+        let check = Check {
+            id: CheckId::host("s", "h"),
+            kind: CheckKind::Host,
+            host: "h".into(),
+            name: "h".into(),
+            host_id: None,
+            engine: "dummy".into(),
+            pool: "default".into(),
+            params: Default::default(),
+            policy: Policy::default(),
+            groups: vec![],
+            location: None,
+            dependencies: vec![],
+            enabled: true,
+        };
+        let model = |checks: Vec<Check>| {
+            Arc::new(ModelIndex::new(Model {
+                site: "s".into(),
+                checks,
+                groups: vec![],
+                locations: vec![],
+            }))
+        };
+        let metrics = Arc::new(Metrics::default());
+        let index = Arc::new(RwLock::new(model(vec![check.clone()])));
+        let hub = Hub::new(index, metrics.clone());
+        let update = |version| {
+            let mut state = initial_state(&Default::default());
+            state.version = version;
+            Update::Check(CheckUpdate {
+                check_id: check.id,
+                state,
+                events: vec![],
+            })
+        };
+        let skipped = || metrics.ws_stale_skipped.load(Ordering::Relaxed);
+        hub.dispatch(&update(5));
+        hub.dispatch(&update(4));
+        assert_eq!(skipped(), 1, "an older version is stale");
+        // Reloads that keep the check keep its version.
+        hub.set_model(model(vec![check.clone()]));
+        hub.dispatch(&update(5));
+        assert_eq!(skipped(), 2);
+        hub.set_model(model(vec![]));
+        hub.set_model(model(vec![check.clone()]));
+        hub.dispatch(&update(1));
+        hub.dispatch(&update(2));
+        assert_eq!(skipped(), 2, "the re-added check's versions pass");
     }
 
     #[test]
