@@ -221,6 +221,7 @@ impl Queue for AmqpQueue {
             Update::Group(u) => ("group", u.group_id.to_string()),
             Update::Location(u) => ("location", u.location_id.to_string()),
             Update::Alert(u) => ("alert", u.check_id.to_string()),
+            Update::Heartbeat(h) => ("heartbeat", h.role.clone()),
         };
         let key = format!("{}.{kind}.{id}", self.inner.config.site);
         let item = codec::outgoing(

@@ -22,6 +22,7 @@
 //! [`roles`], [`web`] (REST API, websocket, auth, metrics, embedded UI).
 
 pub mod cli;
+pub mod health;
 pub mod roles;
 pub mod web;
 pub mod wiring;

@@ -19,8 +19,8 @@ mod messages;
 
 pub use memory::InMemoryQueue;
 pub use messages::{
-    AlertUpdate, CheckUpdate, DeadCheck, DeadReason, ExecuteCheck, GroupUpdate, LocationUpdate,
-    Message, SchedulerControl, Update,
+    AlertUpdate, CheckUpdate, DeadCheck, DeadReason, ExecuteCheck, GroupUpdate, Heartbeat,
+    LocationUpdate, Message, SchedulerControl, Update,
 };
 
 use crate::error::Result;

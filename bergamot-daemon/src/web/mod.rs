@@ -191,7 +191,7 @@ impl WebContext {
     pub async fn run_hub(
         self: &Arc<Self>,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> bergamot_core::Result<tokio::task::JoinHandle<()>> {
+    ) -> bergamot_core::Result<tokio::task::JoinHandle<bergamot_core::Result<()>>> {
         let updates = self.queue.subscribe_updates().await?;
         let hub = self.hub.clone();
         Ok(tokio::spawn(hub.run(updates, shutdown)))
@@ -252,9 +252,10 @@ fn asset(body: &'static str, content_type: &'static str) -> warp::reply::Respons
 
 /// The whole web node as one warp filter.
 pub fn routes(ctx: Arc<WebContext>) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
+    let m = ctx.metrics.clone();
     let healthz = warp::path!("healthz")
         .and(warp::get())
-        .map(|| warp::reply::json(&serde_json::json!({ "status": "ok" })).into_response_inner())
+        .map(move || m.health.reply())
         .boxed();
     let m = ctx.metrics.clone();
     let metrics = warp::path!("metrics")

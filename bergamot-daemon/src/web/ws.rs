@@ -123,6 +123,7 @@ impl Subscription {
         match update {
             Update::Check(u) => self.wants_check(idx, u.check_id),
             Update::Alert(u) => self.wants_check(idx, u.check_id),
+            Update::Heartbeat(_) => false,
             Update::Group(u) => idx.group_under_any(u.group_id, &self.groups),
             // Locations are a separate tree: only "all" sees them.
             Update::Location(_) => false,
@@ -372,10 +373,14 @@ impl Hub {
 
     /// Sends one update to every client that subscribed to it.
     pub fn dispatch(&self, update: &Update) {
+        // Signs of life are for this node's `/healthz`, not for clients.
+        if let Update::Heartbeat(h) = update {
+            self.metrics.health.saw(h);
+            return;
+        }
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let (key, version) = match update {
             Update::Check(u) => {
-                self.metrics.transitions.fetch_add(1, Ordering::Relaxed);
                 let version = u.state.version;
                 let mut latest = self.latest.lock();
                 let last = latest.entry(u.check_id).or_insert(0);
@@ -393,6 +398,7 @@ impl Hub {
             Update::Group(u) => (Some(Key::Group(u.group_id)), seq),
             Update::Location(u) => (Some(Key::Location(u.location_id)), seq),
             Update::Alert(_) => (None, seq),
+            Update::Heartbeat(_) => return,
         };
         let clients = self.snapshot.read().clone();
         if clients.is_empty() {
@@ -417,27 +423,30 @@ impl Hub {
     }
 
     /// Dispatches every update of `updates` until `shutdown`, then closes
-    /// every client.
+    /// every client. The update stream ending before `shutdown` is an
+    /// error: a web node without live updates must not look healthy.
     pub async fn run(
         self: Arc<Self>,
         mut updates: BoxStream<'static, bergamot_core::Result<Update>>,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) {
+    ) -> bergamot_core::Result<()> {
         tokio::pin!(shutdown);
-        loop {
+        let outcome = loop {
             tokio::select! {
-                _ = &mut shutdown => break,
+                _ = &mut shutdown => break Ok(()),
                 next = updates.next() => match next {
                     Some(Ok(u)) => self.dispatch(&u),
                     Some(Err(e)) => tracing::warn!(error = %e, "update stream error"),
                     None => {
-                        tracing::warn!("update stream ended");
-                        break;
+                        break Err(bergamot_core::Error::Closed(
+                            "the update stream ended".into(),
+                        ));
                     }
                 }
             }
-        }
+        };
         self.close_all();
+        outcome
     }
 
     /// Disconnects every client.

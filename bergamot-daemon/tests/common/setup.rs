@@ -134,6 +134,8 @@ pub async fn daemon() -> Daemon {
         processor_lanes: 2,
         config_source: Some(source),
         ownership: None,
+        metrics_listen: None,
+        freshness: Default::default(),
     };
     let running = start(
         config.model,
