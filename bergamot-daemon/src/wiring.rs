@@ -414,6 +414,8 @@ pub async fn start(
     }
 
     drop(fail_tx);
+    let (run_processor, run_worker) = (options.roles.processor, options.roles.worker);
+    let drain_metrics = metrics.clone();
     let done = async move {
         tokio::select! {
             () = shutdown => {}
@@ -431,6 +433,11 @@ pub async fn start(
         tracing::info!("shutting down: workers finish the checks they run");
         let _ = workers_tx.send(true);
         join_phase(worker_tasks, &mut result).await;
+        if run_processor && run_worker {
+            // This node's results reach its own processor: let it take
+            // every result its workers published before it stops.
+            drain_results(&drain_metrics).await;
+        }
         tracing::info!("shutting down: the processor finishes its batches");
         let _ = processor_tx.send(true);
         join_phase(processor_tasks, &mut result).await;
@@ -449,6 +456,27 @@ pub async fn start(
         web: web_ctx,
         done,
     })
+}
+
+/// Waits (at most 10 s) until the processor of this node took every result
+/// the node published.
+async fn drain_results(metrics: &Metrics) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let published = metrics.results_published.load(Ordering::Relaxed);
+        let taken = metrics.results_processed.load(Ordering::Relaxed);
+        if taken >= published {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                left = published - taken,
+                "results published here not taken by the processor within 10 s"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Awaits the tasks of one drain phase (each for at most 10 s); the first

@@ -147,7 +147,11 @@ impl Queue for MeteredQueue {
         self.inner.consume_dead_checks().await
     }
     async fn publish_result(&self, result: CheckResult) -> Result<()> {
-        self.inner.publish_result(result).await
+        self.inner.publish_result(result).await?;
+        self.metrics
+            .results_published
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
     async fn consume_results(&self) -> Result<DeliveryStream<CheckResult>> {
         let metrics = self.metrics.clone();

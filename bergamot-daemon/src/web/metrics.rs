@@ -56,6 +56,8 @@ pub struct Metrics {
     pub transitions: AtomicU64,
     /// Executes taken off the queue by this node's workers.
     pub executes_taken: AtomicU64,
+    /// Results this node published (workers' results and stale marks).
+    pub results_published: AtomicU64,
     /// Time from the scheduler sending an execute to a worker of this node
     /// taking it, last observed (µs).
     pub scheduler_lag_micros: AtomicU64,
@@ -141,6 +143,12 @@ impl Metrics {
             "bergamot_executes_taken_total",
             "Check executions taken by this node's workers.",
             &self.executes_taken,
+        );
+        counter(
+            &mut out,
+            "bergamot_results_published_total",
+            "Check results this node published (its workers' results and stale marks).",
+            &self.results_published,
         );
         let secs = |v: &AtomicU64| v.load(Ordering::Relaxed) as f64 / 1e6;
         gauge(
