@@ -139,6 +139,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 u.aggregate.status.as_str()
             ),
             Update::Alert(u) => println!("update: {:?} on {}: {}", u.event, u.check_id, u.output),
+            Update::Heartbeat(_) => {}
         }
     }
     Ok(())

@@ -39,6 +39,10 @@ pub struct AmqpConfig {
     /// closed or dropped. For tests that use a random [`prefix`](Self::prefix);
     /// never set it in production, where the topology is shared.
     pub delete_topology_on_close: bool,
+    /// Updates one [`subscribe_updates`](bergamot_core::queue::Queue::subscribe_updates)
+    /// stream holds for a slow subscriber; beyond that the oldest are
+    /// dropped (as in the in-memory queue), so memory stays bounded.
+    pub update_buffer: usize,
 }
 
 impl std::fmt::Debug for AmqpConfig {
@@ -75,12 +79,19 @@ impl AmqpConfig {
             connect_timeout: Duration::from_secs(5),
             max_backoff: Duration::from_secs(2),
             delete_topology_on_close: false,
+            update_buffer: bergamot_core::queue::DEFAULT_UPDATE_CAPACITY,
         }
     }
 
     /// Sets [`prefix`](Self::prefix).
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
+        self
+    }
+
+    /// Sets [`update_buffer`](Self::update_buffer) (at least 1).
+    pub fn with_update_buffer(mut self, updates: usize) -> Self {
+        self.update_buffer = updates.max(1);
         self
     }
 

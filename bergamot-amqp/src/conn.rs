@@ -39,6 +39,9 @@ use tracing::{debug, warn};
 /// A reply to a command.
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, AmqpError>>;
 /// Where a consumer's deliveries go.
+/// One item of an update stream: an update, or why the stream failed.
+pub(crate) type UpdateItem = std::result::Result<Update, String>;
+
 pub(crate) type Tx<T> = mpsc::UnboundedSender<bergamot_core::Result<Delivery<T>>>;
 /// Where a worker's executes go, each with its [`Claim`].
 pub(crate) type ExecTx =
@@ -80,7 +83,9 @@ pub(crate) enum Kind {
     DeadChecks(Tx<DeadCheck>),
     Results(Tx<CheckResult>),
     Control(Tx<SchedulerControl>),
-    Updates(mpsc::UnboundedSender<bergamot_core::Result<Update>>),
+    /// Bounded, dropping the oldest for a slow subscriber (update queues
+    /// are consumed without acks, so nothing else bounds them).
+    Updates(tokio::sync::broadcast::Sender<UpdateItem>),
 }
 
 impl Kind {
@@ -90,7 +95,7 @@ impl Kind {
             Kind::DeadChecks(tx) => tx.is_closed(),
             Kind::Results(tx) => tx.is_closed(),
             Kind::Control(tx) => tx.is_closed(),
-            Kind::Updates(tx) => tx.is_closed(),
+            Kind::Updates(tx) => tx.receiver_count() == 0,
         }
     }
 
@@ -101,7 +106,7 @@ impl Kind {
             Kind::DeadChecks(tx) => tx.send(Err(e)).is_ok(),
             Kind::Results(tx) => tx.send(Err(e)).is_ok(),
             Kind::Control(tx) => tx.send(Err(e)).is_ok(),
-            Kind::Updates(tx) => tx.send(Err(e)).is_ok(),
+            Kind::Updates(tx) => tx.send(Err(e.to_string())).is_ok(),
         };
     }
 }

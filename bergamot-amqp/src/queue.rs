@@ -221,6 +221,7 @@ impl Queue for AmqpQueue {
             Update::Group(u) => ("group", u.group_id.to_string()),
             Update::Location(u) => ("location", u.location_id.to_string()),
             Update::Alert(u) => ("alert", u.check_id.to_string()),
+            Update::Heartbeat(h) => ("heartbeat", h.role.clone()),
         };
         let key = format!("{}.{kind}.{id}", self.inner.config.site);
         let item = codec::outgoing(
@@ -234,13 +235,29 @@ impl Queue for AmqpQueue {
     }
 
     async fn subscribe_updates(&self) -> Result<BoxStream<'static, Result<Update>>> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        // Bounded: a subscriber that falls `update_buffer` behind loses the
+        // oldest updates (logged), never grows memory without limit.
+        let (tx, rx) = tokio::sync::broadcast::channel(self.inner.config.update_buffer.max(1));
         self.call(|reply| Cmd::Consume {
             kind: Kind::Updates(tx),
             reply,
         })
         .await?;
-        Ok(UnboundedReceiverStream::new(rx).boxed())
+        Ok(tokio_stream::wrappers::BroadcastStream::new(rx)
+            .filter_map(|item| async move {
+                match item {
+                    Ok(Ok(u)) => Some(Ok(u)),
+                    Ok(Err(e)) => Some(Err(bergamot_core::Error::Closed(e))),
+                    Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+                        tracing::warn!(
+                            dropped = n,
+                            "slow update subscriber: the oldest updates were dropped"
+                        );
+                        None
+                    }
+                }
+            })
+            .boxed())
     }
 
     async fn publish_control(&self, control: SchedulerControl) -> Result<()> {

@@ -72,6 +72,7 @@ pub mod config;
 pub mod conformance;
 mod error;
 pub mod exec;
+pub mod freshness;
 pub mod model;
 pub mod notify;
 pub mod processor;

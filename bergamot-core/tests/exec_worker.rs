@@ -188,6 +188,8 @@ async fn worker_respects_its_concurrency_limit() {
 struct FailingPublish {
     inner: InMemoryQueue,
     fail: AtomicUsize,
+    /// The next this many execute streams fail at once (then stay open).
+    broken_streams: AtomicUsize,
 }
 
 #[async_trait]
@@ -200,6 +202,14 @@ impl Queue for FailingPublish {
         pool: &str,
         engines: &[String],
     ) -> bergamot_core::Result<DeliveryStream<ExecuteCheck>> {
+        let left = self.broken_streams.load(Ordering::SeqCst);
+        if left > 0 {
+            self.broken_streams.store(left - 1, Ordering::SeqCst);
+            let err = bergamot_core::Error::Closed("injected stream failure".into());
+            return Ok(futures::stream::once(async move { Err(err) })
+                .chain(futures::stream::pending())
+                .boxed());
+        }
         self.inner.consume_executes(pool, engines).await
     }
     async fn consume_dead_checks(&self) -> bergamot_core::Result<DeliveryStream<DeadCheck>> {
@@ -239,6 +249,7 @@ async fn failed_publish_requeues_the_execute_and_the_result_still_comes() {
     let failing = Arc::new(FailingPublish {
         inner: InMemoryQueue::new(),
         fail: AtomicUsize::new(2),
+        broken_streams: AtomicUsize::new(0),
     });
     let queue: Arc<dyn Queue> = failing.clone();
     register(&*queue, &["dummy"]).await;
@@ -274,6 +285,38 @@ async fn failed_publish_requeues_the_execute_and_the_result_still_comes() {
             .await
             .is_err()
     );
+}
+
+/// A failing execute stream (a broker restart) does not stop the worker: it
+/// consumes again after a pause and runs what comes next.
+#[tokio::test]
+async fn worker_consumes_again_after_a_stream_error() {
+    let failing = Arc::new(FailingPublish {
+        inner: InMemoryQueue::new(),
+        fail: AtomicUsize::new(0),
+        broken_streams: AtomicUsize::new(0),
+    });
+    let queue: Arc<dyn Queue> = failing.clone();
+    register(&*queue, &["dummy"]).await;
+    failing.broken_streams.store(2, Ordering::SeqCst);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = tokio::spawn(Worker::new(Executors::standard(), 2).run(
+        queue.clone(),
+        "p1".into(),
+        engines(&["dummy"]),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let e = execute("dummy", serde_json::json!({"status": "WARNING"}));
+    let check_id = e.check_id;
+    queue.publish_execute(e).await.expect("publish");
+    let results = take_results(&*queue, 1).await;
+    assert_eq!(results[0].check_id, check_id);
+    assert_eq!(failing.broken_streams.load(Ordering::SeqCst), 0);
+    assert!(!worker.is_finished(), "the worker runs on");
+    stop.send(()).expect("worker alive");
+    worker.await.expect("join").expect("worker ends cleanly");
 }
 
 #[tokio::test]

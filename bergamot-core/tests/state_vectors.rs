@@ -9,8 +9,8 @@
 
 use bergamot_core::model::{CheckId, CheckResult, Policy, ResultId, Status};
 use bergamot_core::state::{
-    acknowledge, initial_state, set_downtime, set_suppressed, transition, transition_in_place, Ack,
-    CheckState, DependencyState, Event, Outcome, Transition,
+    acknowledge, initial_state, next_interval, set_downtime, set_suppressed, transition,
+    transition_in_place, Ack, CheckState, DependencyState, Event, Outcome, Transition,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Deserialize;
@@ -172,19 +172,35 @@ fn run_step(
     (actions, result)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn check_step(
     report: &mut Report,
     place: &str,
-    before: u64,
+    policy: &Policy,
+    before: &CheckState,
+    deps_only: bool,
     actions: &[Transition],
     result: Option<&Transition>,
     state: &CheckState,
     e: &Expect,
 ) {
-    let last = result.or(actions.last());
-    let Some(last) = last else {
-        report.failures.push(format!("{place}: step has no input"));
-        return;
+    // A step with only `deps` has no transition: its interval is the one
+    // of the check as it stands.
+    let interval = match result.or(actions.last()) {
+        Some(last) => {
+            report.field(
+                place,
+                "next_interval of the transition is the one of its state",
+                last.next_interval,
+                next_interval(state, policy),
+            );
+            last.next_interval
+        }
+        None if deps_only => next_interval(state, policy),
+        None => {
+            report.failures.push(format!("{place}: step has no input"));
+            return;
+        }
     };
     report.field(place, "status", state.status, e.status);
     report.field(place, "ok", state.ok, e.ok);
@@ -202,7 +218,7 @@ fn check_step(
     report.field(
         place,
         "next_interval",
-        last.next_interval.as_secs_f64(),
+        interval.as_secs_f64(),
         e.next_interval,
     );
     let events: Vec<Event> = actions
@@ -249,7 +265,20 @@ fn check_step(
         .chain(result)
         .filter(|t| t.is_applied())
         .count() as u64;
-    report.field(place, "version", state.version, before + applied);
+    report.field(place, "version", state.version, before.version + applied);
+    // A result the vectors call not applied (stale or duplicate), or a step
+    // with only `deps`, leaves every field of the check as it was.
+    if deps_only || result.is_some_and(|r| !r.is_applied()) && actions.is_empty() {
+        report.field(place, "state unchanged", state, before);
+    }
+    // The format: `flap_percent` is given for applied results (and only
+    // for them), so no applied step goes unchecked.
+    report.field(
+        place,
+        "vector gives flap_percent exactly for applied results",
+        e.flap_percent.is_some(),
+        e.applied == Some(true),
+    );
 }
 
 /// Runs every scenario with `transition` or `transition_in_place` for the
@@ -267,14 +296,21 @@ fn run_all(scenarios: &[Scenario], in_place: bool) -> (Report, usize) {
         let mut deps = Vec::new();
         for (index, step) in scenario.steps.iter().enumerate() {
             let place = format!("scenario {:?}, step {index} ({mode})", scenario.name);
-            let before = state.version;
+            let before = state.clone();
+            let deps_only = step.deps.is_some()
+                && step.ack.is_none()
+                && step.downtime.is_none()
+                && step.suppressed.is_none()
+                && step.status.is_none();
             let (actions, result) = run_step(
                 scenario, index, step, &policy, &mut state, &mut deps, in_place,
             );
             check_step(
                 &mut report,
                 &place,
-                before,
+                &policy,
+                &before,
+                deps_only,
                 &actions,
                 result.as_ref(),
                 &state,

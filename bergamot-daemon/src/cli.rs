@@ -118,6 +118,20 @@ pub struct NodeArgs {
     /// `executed_at`), the processor moves such a result to the poison queue.
     #[arg(long, env = "BERGAMOT_MAX_CLOCK_SKEW_SECS", default_value_t = bergamot_core::model::DEFAULT_MAX_SKEW.as_secs())]
     pub max_clock_skew_secs: u64,
+    /// Serve `/healthz` and `/metrics` of this node on this address too
+    /// (for nodes without a web role; default: not served).
+    #[arg(long, env = "BERGAMOT_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// A check is stale when its last result is older than this many of
+    /// its current intervals plus `--stale-margin-secs` (0: never stale).
+    #[arg(long, env = "BERGAMOT_STALE_FACTOR", default_value_t = 2.0)]
+    pub stale_factor: f64,
+    /// Seconds added to the staleness bound.
+    #[arg(long, env = "BERGAMOT_STALE_MARGIN_SECS", default_value_t = 30.0)]
+    pub stale_margin_secs: f64,
+    /// How often (seconds) the processor looks for stale checks.
+    #[arg(long, env = "BERGAMOT_STALE_SCAN_SECS", default_value_t = 15.0)]
+    pub stale_scan_secs: f64,
 }
 
 /// Options of `bergamotd run`.
@@ -576,6 +590,12 @@ pub async fn run(args: RunArgs, executors: Executors) -> anyhow::Result<()> {
         },
         config_source,
         ownership,
+        metrics_listen: args.metrics_listen,
+        freshness: bergamot_core::freshness::FreshnessConfig {
+            factor: args.stale_factor,
+            margin: secs_arg("--stale-margin-secs", args.stale_margin_secs)?,
+            scan_every: secs_arg("--stale-scan-secs", args.stale_scan_secs)?,
+        },
     };
     tracing::info!(%roles, "starting");
     let running = wiring::start(model, backends, executors, options, shutdown_signal()).await?;
@@ -588,4 +608,10 @@ pub async fn run(args: RunArgs, executors: Executors) -> anyhow::Result<()> {
     }
     running.done.await?;
     Ok(())
+}
+
+/// A non-negative number of seconds from the command line.
+fn secs_arg(name: &str, v: f64) -> anyhow::Result<std::time::Duration> {
+    std::time::Duration::try_from_secs_f64(v)
+        .map_err(|e| anyhow::anyhow!("{name} {v}: not a number of seconds ({e})"))
 }

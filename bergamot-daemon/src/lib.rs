@@ -23,6 +23,7 @@
 
 pub mod cli;
 pub mod preflight;
+pub mod health;
 pub mod roles;
 pub mod web;
 pub mod wiring;

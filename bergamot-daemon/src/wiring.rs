@@ -10,6 +10,7 @@ use crate::web::metrics::Metrics;
 use crate::web::{self, Reloader, WebContext};
 use async_trait::async_trait;
 use bergamot_core::exec::{Executors, Worker};
+use bergamot_core::freshness::{Freshness, FreshnessConfig};
 use bergamot_core::model::Model;
 use bergamot_core::processor::Processor;
 use bergamot_core::queue::{InMemoryQueue, Queue};
@@ -97,6 +98,12 @@ pub struct Options {
     /// Scheduling ownership shared with other scheduler nodes; `None`: the
     /// scheduler (if it runs) schedules every check.
     pub ownership: Option<Ownership>,
+    /// Where `/healthz` and `/metrics` alone are served (for nodes without
+    /// a web role; a web node serves both on `listen` too). `None`: not.
+    pub metrics_listen: Option<SocketAddr>,
+    /// When a check without a fresh result is marked stale (by the
+    /// processor role).
+    pub freshness: FreshnessConfig,
 }
 
 impl std::fmt::Debug for Options {
@@ -107,6 +114,8 @@ impl std::fmt::Debug for Options {
             .field("worker_concurrency", &self.worker_concurrency)
             .field("processor_lanes", &self.processor_lanes)
             .field("ownership", &self.ownership)
+            .field("metrics_listen", &self.metrics_listen)
+            .field("freshness", &self.freshness)
             .finish_non_exhaustive()
     }
 }
@@ -122,6 +131,8 @@ impl Default for Options {
             result_limits: bergamot_core::model::ResultLimits::default(),
             config_source: None,
             ownership: None,
+            metrics_listen: None,
+            freshness: FreshnessConfig::default(),
         }
     }
 }
@@ -130,6 +141,9 @@ impl Default for Options {
 pub struct Running {
     /// The address the web node listens on (when the web role runs).
     pub addr: Option<SocketAddr>,
+    /// The address of the `/healthz` + `/metrics` listener (with
+    /// [`Options::metrics_listen`]).
+    pub metrics_addr: Option<SocketAddr>,
     /// Reloads the configuration (as SIGHUP does).
     pub reloader: Option<Arc<dyn Reloader>>,
     /// The metrics.
@@ -186,6 +200,14 @@ impl Reloader for DaemonReloader {
 /// model, serving every engine of `executors`), processor and web node until
 /// `shutdown` completes. On shutdown the scheduler stops first, workers
 /// finish the checks they run, the processor drains, the web node closes.
+///
+/// The drain is ordered, each phase awaited before the next starts: (1) the
+/// scheduler stops sending; (2) the workers take nothing new and finish the
+/// checks they run (their results published and confirmed); (3) the
+/// processor finishes the batches it applies (deliveries not taken stay
+/// unacked, so a durable queue redelivers them); (4) the web node closes.
+/// A role that fails, or ends on its own before shutdown, stops the node
+/// and makes `done` fail.
 pub async fn start(
     model: Model,
     backends: Backends,
@@ -206,27 +228,49 @@ pub async fn start(
         "configuration synced"
     );
 
+    // One stop signal per drain phase, sent in this order.
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (workers_tx, workers_rx) = watch::channel(false);
+    let (processor_tx, processor_rx) = watch::channel(false);
+    let (web_tx, web_rx) = watch::channel(false);
     let stopped = |rx: &watch::Receiver<bool>| {
         let mut rx = rx.clone();
         async move {
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let mut tasks: Vec<(&'static str, tokio::task::JoinHandle<Result<()>>)> = Vec::new();
-    // A role that fails before shutdown stops the whole node (a process
-    // running without one of its roles would look alive and do nothing).
+    type Tasks = Vec<(&'static str, tokio::task::JoinHandle<Result<()>>)>;
+    let (mut scheduler_tasks, mut worker_tasks, mut processor_tasks, mut web_tasks): (
+        Tasks,
+        Tasks,
+        Tasks,
+        Tasks,
+    ) = Default::default();
+    // A role that fails, or ends before its phase was told to stop, stops
+    // the whole node (a process running without one of its roles would look
+    // alive and do nothing).
     let (fail_tx, mut fail_rx) = mpsc::unbounded_channel::<String>();
-    let spawn_role = |name: &'static str, fut: BoxFuture<'static, Result<()>>| {
-        let fail = fail_tx.clone();
-        tokio::spawn(async move {
-            let r = fut.await;
-            if let Err(e) = &r {
-                let _ = fail.send(format!("{name}: {e}"));
-            }
-            r
-        })
-    };
+    let spawn_role =
+        |name: &'static str, phase: &watch::Receiver<bool>, fut: BoxFuture<'static, Result<()>>| {
+            let fail = fail_tx.clone();
+            let phase = phase.clone();
+            let m = metrics.clone();
+            m.health.set_role(name, "running");
+            tokio::spawn(async move {
+                let mut r = fut.await;
+                if r.is_ok() && !*phase.borrow() {
+                    r = Err(Error::Closed(format!("{name} ended before shutdown")));
+                }
+                match &r {
+                    Err(e) => {
+                        m.health.set_role(name, format!("failed: {e}"));
+                        let _ = fail.send(format!("{name}: {e}"));
+                    }
+                    Ok(()) => m.health.set_role(name, "running"),
+                }
+                r
+            })
+        };
 
     // Web first: updates published from now on reach the hub.
     let mut web_ctx = None;
@@ -240,21 +284,23 @@ pub async fn start(
         )
         .await?;
         ctx.set_result_limits(options.result_limits);
-        let hub = ctx.run_hub(stopped(&stop_rx)).await?;
-        tasks.push((
+        metrics.health.watch_peers();
+        let hub = ctx.run_hub(stopped(&web_rx)).await?;
+        web_tasks.push((
             "websocket hub",
             spawn_role(
                 "websocket hub",
+                &web_rx,
                 async move {
                     hub.await
-                        .map_err(|e| Error::Closed(format!("hub task: {e}")))
+                        .map_err(|e| Error::Closed(format!("hub task: {e}")))?
                 }
                 .boxed(),
             ),
         ));
-        let (bound, server) = web::serve(ctx.clone(), options.listen, stopped(&stop_rx))?;
+        let (bound, server) = web::serve(ctx.clone(), options.listen, stopped(&web_rx))?;
         tracing::info!(addr = %bound, "web node listening");
-        tasks.push(("web", spawn_role("web", server.map(Ok).boxed())));
+        web_tasks.push(("web", spawn_role("web", &web_rx, server.map(Ok).boxed())));
         addr = Some(bound);
         web_ctx = Some(ctx);
     }
@@ -268,7 +314,7 @@ pub async fn start(
         if let Some(own) = options.ownership.clone() {
             scheduler = scheduler.with_ownership(own.owner.watch());
             let rx = stop_rx.clone();
-            tasks.push((
+            scheduler_tasks.push((
                 "partition owner",
                 tokio::spawn(async move {
                     run_ownership(own, rx).await;
@@ -285,9 +331,9 @@ pub async fn start(
                 tokio::select! {
                     _ = tick.tick() => {
                         let s = h.stats();
-                        m.scheduler_lag_micros.store(s.lag_last_ms * 1000, Ordering::Relaxed);
-                        m.scheduler_lag_max_micros.store(s.lag_max_ms * 1000, Ordering::Relaxed);
-                        m.executes_taken.store(s.dispatched, Ordering::Relaxed);
+                        m.scheduler_lateness_micros.store(s.lag_last_ms * 1000, Ordering::Relaxed);
+                        m.scheduler_lateness_max_micros.store(s.lag_max_ms * 1000, Ordering::Relaxed);
+                        m.scheduler_dispatched.store(s.dispatched, Ordering::Relaxed);
                     }
                     _ = rx.wait_for(|s| *s) => break,
                 }
@@ -295,13 +341,15 @@ pub async fn start(
         });
         scheduler_task = Some(spawn_role(
             "scheduler",
+            &stop_rx,
             scheduler.run(stopped(&stop_rx)).boxed(),
         ));
+        let hb = crate::health::send_heartbeats(queue.clone(), "scheduler", stopped(&stop_rx));
+        scheduler_tasks.push(("scheduler heartbeat", tokio::spawn(hb.map(Ok))));
         scheduler_handle = Some(handle);
     }
 
     // Workers and processor stop after the scheduler (see `done` below).
-    let (drain_tx, drain_rx) = watch::channel(false);
     if options.roles.worker {
         let pools: BTreeSet<String> = model.checks.iter().map(|c| c.pool.clone()).collect();
         let pools = if pools.is_empty() {
@@ -316,23 +364,51 @@ pub async fn start(
             let w = worker.clone();
             let q = queue.clone();
             let e = engines.clone();
-            let s = stopped(&drain_rx);
-            tasks.push((
+            let s = stopped(&workers_rx);
+            worker_tasks.push((
                 "worker",
-                spawn_role("worker", async move { w.run(q, pool, e, s).await }.boxed()),
+                spawn_role(
+                    "worker",
+                    &workers_rx,
+                    async move { w.run(q, pool, e, s).await }.boxed(),
+                ),
             ));
         }
+        let hb = crate::health::send_heartbeats(queue.clone(), "worker", stopped(&workers_rx));
+        worker_tasks.push(("worker heartbeat", tokio::spawn(hb.map(Ok))));
     }
     if options.roles.processor {
         let processor = Processor::new(store.clone(), queue.clone())
             .with_lanes(options.processor_lanes)
             .with_limits(options.result_limits);
         processor.refresh_model().await?;
-        let s = stopped(&drain_rx);
-        tasks.push((
+        let s = stopped(&processor_rx);
+        processor_tasks.push((
             "processor",
-            spawn_role("processor", processor.run(s).boxed()),
+            spawn_role("processor", &processor_rx, processor.run(s).boxed()),
         ));
+        // Freshness beside the processor: it reads the store, so it works
+        // whichever scheduler or worker died.
+        let fresh = Freshness::new(store.clone(), queue.clone(), options.freshness);
+        let m = metrics.clone();
+        let run = fresh.run(stopped(&processor_rx), move |n| {
+            m.stale_marked.fetch_add(n as u64, Ordering::Relaxed);
+        });
+        processor_tasks.push((
+            "freshness",
+            spawn_role("freshness", &processor_rx, run.boxed()),
+        ));
+    }
+
+    let mut metrics_addr = None;
+    if let Some(listen) = options.metrics_listen {
+        let (bound, server) = crate::health::serve(metrics.clone(), listen, stopped(&web_rx))?;
+        tracing::info!(addr = %bound, "health and metrics listening");
+        web_tasks.push((
+            "metrics listener",
+            spawn_role("metrics listener", &web_rx, server.map(Ok).boxed()),
+        ));
+        metrics_addr = Some(bound);
     }
 
     let reloader: Option<Arc<dyn Reloader>> = options.config_source.map(|source| {
@@ -349,6 +425,8 @@ pub async fn start(
     }
 
     drop(fail_tx);
+    let (run_processor, run_worker) = (options.roles.processor, options.roles.worker);
+    let drain_metrics = metrics.clone();
     let done = async move {
         tokio::select! {
             () = shutdown => {}
@@ -357,28 +435,25 @@ pub async fn start(
             }
         }
         tracing::info!("shutting down: stopping the scheduler");
-        let _ = stop_tx.send(true);
         let mut result = Ok(());
+        let _ = stop_tx.send(true);
         if let Some(t) = scheduler_task {
-            if let Ok(Err(e)) = t.await {
-                tracing::error!(error = %e, "scheduler failed");
-                result = Err(e);
-            }
+            scheduler_tasks.insert(0, ("scheduler", t));
         }
-        // Let the results of checks already sent be executed and applied.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let _ = drain_tx.send(true);
-        for (name, t) in tasks {
-            match tokio::time::timeout(Duration::from_secs(10), t).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(e))) => {
-                    tracing::error!(role = name, error = %e, "role failed");
-                    result = Err(e);
-                }
-                Ok(Err(e)) => tracing::error!(role = name, error = %e, "role panicked"),
-                Err(_) => tracing::warn!(role = name, "role did not stop within 10 s"),
-            }
+        join_phase(scheduler_tasks, &mut result).await;
+        tracing::info!("shutting down: workers finish the checks they run");
+        let _ = workers_tx.send(true);
+        join_phase(worker_tasks, &mut result).await;
+        if run_processor && run_worker {
+            // This node's results reach its own processor: let it take
+            // every result its workers published before it stops.
+            drain_results(&drain_metrics).await;
         }
+        tracing::info!("shutting down: the processor finishes its batches");
+        let _ = processor_tx.send(true);
+        join_phase(processor_tasks, &mut result).await;
+        let _ = web_tx.send(true);
+        join_phase(web_tasks, &mut result).await;
         tracing::info!("stopped");
         result
     }
@@ -386,11 +461,54 @@ pub async fn start(
 
     Ok(Running {
         addr,
+        metrics_addr,
         reloader,
         metrics,
         web: web_ctx,
         done,
     })
+}
+
+/// Waits (at most 10 s) until the processor of this node took every result
+/// the node published.
+async fn drain_results(metrics: &Metrics) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let published = metrics.results_published.load(Ordering::Relaxed);
+        let taken = metrics.results_processed.load(Ordering::Relaxed);
+        if taken >= published {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                left = published - taken,
+                "results published here not taken by the processor within 10 s"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Awaits the tasks of one drain phase (each for at most 10 s); the first
+/// failure becomes `result`.
+async fn join_phase(
+    tasks: Vec<(&'static str, tokio::task::JoinHandle<Result<()>>)>,
+    result: &mut Result<()>,
+) {
+    for (name, t) in tasks {
+        match tokio::time::timeout(Duration::from_secs(10), t).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => {
+                tracing::error!(role = name, error = %e, "role failed");
+                if result.is_ok() {
+                    *result = Err(e);
+                }
+            }
+            Ok(Err(e)) => tracing::error!(role = name, error = %e, "role panicked"),
+            Err(_) => tracing::warn!(role = name, "role did not stop within 10 s"),
+        }
+    }
 }
 
 /// Ownership rounds every `round_every` until `stop`, then gives every

@@ -301,8 +301,10 @@ impl Worker {
     /// cannot start stays in the queue for other workers. On shutdown it
     /// takes no new work and waits for the checks it is running.
     ///
-    /// Returns an error if consuming fails (after finishing the checks in
-    /// flight; their deliveries were not acked, so the queue redelivers them).
+    /// Returns an error if the first consume fails. An error on the stream
+    /// later (a broker restart) is logged and the worker consumes again
+    /// after a pause (100 ms doubling up to 10 s, reset by a delivery); the
+    /// checks in flight run on. The stream ending is the end of the worker.
     pub async fn run(
         self,
         queue: Arc<dyn Queue>,
@@ -319,6 +321,7 @@ impl Worker {
         tracing::info!(%pool, ?engines, "worker consuming executes");
         let slots = Arc::new(Semaphore::new(self.max_concurrency));
         let mut running = JoinSet::new();
+        let mut backoff = CONSUME_RETRY_MIN;
         tokio::pin!(shutdown);
         let outcome = loop {
             while running.try_join_next().is_some() {}
@@ -338,8 +341,30 @@ impl Worker {
             };
             let delivery = match next {
                 None => break Ok(()),
-                Some(Err(e)) => break Err(e),
-                Some(Ok(d)) => d,
+                Some(Err(e)) => {
+                    // A broken stream (broker gone, channel closed) is not
+                    // the end of the worker: back off and consume again.
+                    drop(permit);
+                    tracing::warn!(%pool, error = %e, delay_ms = backoff.as_millis() as u64, "execute stream failed; consuming again after a pause");
+                    tokio::select! {
+                        biased;
+                        () = &mut shutdown => break Ok(()),
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(CONSUME_RETRY_MAX);
+                    match queue.consume_executes(&pool, &engines).await {
+                        Ok(s) => {
+                            tracing::info!(%pool, "worker consuming executes again");
+                            stream = s;
+                        }
+                        Err(e) => tracing::warn!(%pool, error = %e, "cannot consume executes yet"),
+                    }
+                    continue;
+                }
+                Some(Ok(d)) => {
+                    backoff = CONSUME_RETRY_MIN;
+                    d
+                }
             };
             let executors = self.executors.clone();
             let queue = queue.clone();
@@ -356,6 +381,12 @@ impl Worker {
         outcome
     }
 }
+
+/// First pause before a worker consumes again after its execute stream
+/// failed; doubles up to [`CONSUME_RETRY_MAX`], reset by a delivery.
+const CONSUME_RETRY_MIN: Duration = Duration::from_millis(100);
+/// Longest pause before a worker consumes again.
+const CONSUME_RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// Publishes the result, then acks the execute; nacks it for redelivery when
 /// the publish failed.

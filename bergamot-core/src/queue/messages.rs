@@ -161,6 +161,20 @@ pub enum Update {
     Location(LocationUpdate),
     /// An alert event.
     Alert(AlertUpdate),
+    /// A scheduler or worker node is alive (sent every few seconds, so web
+    /// nodes can say on `/healthz` when none has been seen).
+    Heartbeat(Heartbeat),
+}
+
+/// A node's sign of life on the update fan-out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The role that is alive: `scheduler` or `worker`.
+    pub role: String,
+    /// Which node (process) sends it.
+    pub node: String,
+    /// When it was sent.
+    pub at: DateTime<Utc>,
 }
 
 /// Orders for the scheduler.

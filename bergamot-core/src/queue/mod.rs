@@ -12,15 +12,23 @@
 //! - Results are partitioned into processing pools by check id; each pool is
 //!   consumed by one consumer at a time, so one check's results arrive in order.
 //! - Updates fan out to every subscriber of [`Queue::subscribe_updates`].
+//!   They are not acked and not kept: a subscriber that falls behind by more
+//!   than its buffer ([`DEFAULT_UPDATE_CAPACITY`] by default; AMQP:
+//!   `AmqpConfig::update_buffer`) loses the *oldest* updates (logged), never
+//!   the newest, and no backend grows memory without limit for it. A lost
+//!   check update is repaired by the check's next one (it carries the whole
+//!   state); a subscriber that must not miss anything reads the store.
+//! - Every other consumer stream holds at most its prefetch window of
+//!   unacked deliveries; the broker keeps the rest.
 //! - Scheduler control messages reach the scheduler(s) on [`Queue::consume_control`].
 
 mod memory;
 mod messages;
 
-pub use memory::InMemoryQueue;
+pub use memory::{InMemoryQueue, DEFAULT_UPDATE_CAPACITY};
 pub use messages::{
-    AlertUpdate, CheckUpdate, DeadCheck, DeadReason, ExecuteCheck, GroupUpdate, LocationUpdate,
-    Message, SchedulerControl, Update,
+    AlertUpdate, CheckUpdate, DeadCheck, DeadReason, ExecuteCheck, GroupUpdate, Heartbeat,
+    LocationUpdate, Message, SchedulerControl, Update,
 };
 
 use crate::error::Result;

@@ -128,13 +128,30 @@ impl Queue for MeteredQueue {
         pool: &str,
         engines: &[String],
     ) -> Result<DeliveryStream<ExecuteCheck>> {
-        self.inner.consume_executes(pool, engines).await
+        // Every execute a worker of this node takes: counted, and its lag
+        // from the scheduler sending it (clock skew between nodes clamps
+        // to zero).
+        let metrics = self.metrics.clone();
+        let s = self.inner.consume_executes(pool, engines).await?;
+        Ok(s.inspect(move |d| {
+            if let Ok(d) = d {
+                let lag = (chrono::Utc::now() - d.message.scheduled_at)
+                    .to_std()
+                    .unwrap_or_default();
+                metrics.observe_scheduler_lag(lag);
+            }
+        })
+        .boxed())
     }
     async fn consume_dead_checks(&self) -> Result<DeliveryStream<DeadCheck>> {
         self.inner.consume_dead_checks().await
     }
     async fn publish_result(&self, result: CheckResult) -> Result<()> {
-        self.inner.publish_result(result).await
+        self.inner.publish_result(result).await?;
+        self.metrics
+            .results_published
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
     async fn consume_results(&self) -> Result<DeliveryStream<CheckResult>> {
         let metrics = self.metrics.clone();
@@ -147,7 +164,12 @@ impl Queue for MeteredQueue {
         .boxed())
     }
     async fn publish_update(&self, update: Update) -> Result<()> {
-        self.inner.publish_update(update).await
+        let transition = matches!(update, Update::Check(_));
+        self.inner.publish_update(update).await?;
+        if transition {
+            self.metrics.transitions.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
     }
     async fn subscribe_updates(&self) -> Result<BoxStream<'static, Result<Update>>> {
         self.inner.subscribe_updates().await

@@ -51,14 +51,27 @@ impl Histogram {
 pub struct Metrics {
     /// Results taken off the queue by the processor.
     pub results_processed: AtomicU64,
-    /// Applied transitions (check updates seen on the update fan-out).
+    /// Applied check state changes this node published (processor results,
+    /// operator actions, stale marks).
     pub transitions: AtomicU64,
-    /// Executes taken by workers.
+    /// Executes taken off the queue by this node's workers.
     pub executes_taken: AtomicU64,
-    /// Time from scheduling to a worker taking the execute, last observed (µs).
+    /// Results this node published (workers' results and stale marks).
+    pub results_published: AtomicU64,
+    /// Time from the scheduler sending an execute to a worker of this node
+    /// taking it, last observed (µs).
     pub scheduler_lag_micros: AtomicU64,
     /// Maximum of the above since start (µs).
     pub scheduler_lag_max_micros: AtomicU64,
+    /// Executes this node's scheduler dispatched (execute-now included).
+    pub scheduler_dispatched: AtomicU64,
+    /// Worst lateness after the due time in this node's last dispatch round (µs).
+    pub scheduler_lateness_micros: AtomicU64,
+    /// Worst lateness after the due time since start (µs).
+    pub scheduler_lateness_max_micros: AtomicU64,
+    /// Stale marks (synthetic results for checks without a fresh result)
+    /// this node's freshness task published.
+    pub stale_marked: AtomicU64,
     /// Websocket clients connected now.
     pub ws_clients: AtomicU64,
     /// Messages (updates and replies) sent to websocket clients.
@@ -81,6 +94,8 @@ pub struct Metrics {
     pub ws_pending_max: AtomicU64,
     /// API requests answered.
     api_latency: Histogram,
+    /// This node's roles and the peers it heard from (`/healthz`).
+    pub health: crate::health::Health,
 }
 
 impl Metrics {
@@ -120,27 +135,57 @@ impl Metrics {
         counter(
             &mut out,
             "bergamot_transitions_total",
-            "Applied check state changes.",
+            "Applied check state changes published by this node.",
             &self.transitions,
         );
         counter(
             &mut out,
             "bergamot_executes_taken_total",
-            "Check executions taken by workers.",
+            "Check executions taken by this node's workers.",
             &self.executes_taken,
+        );
+        counter(
+            &mut out,
+            "bergamot_results_published_total",
+            "Check results this node published (its workers' results and stale marks).",
+            &self.results_published,
         );
         let secs = |v: &AtomicU64| v.load(Ordering::Relaxed) as f64 / 1e6;
         gauge(
             &mut out,
             "bergamot_scheduler_lag_seconds",
-            "Time from scheduling an execution to a worker taking it (last observed).",
+            "Time from scheduling an execution to a worker of this node taking it (last observed).",
             secs(&self.scheduler_lag_micros),
         );
         gauge(
             &mut out,
             "bergamot_scheduler_lag_max_seconds",
-            "Largest scheduler lag since start.",
+            "Largest time from scheduling an execution to a worker of this node taking it, since start.",
             secs(&self.scheduler_lag_max_micros),
+        );
+        counter(
+            &mut out,
+            "bergamot_scheduler_dispatched_total",
+            "Check executions this node's scheduler sent (execute-now included).",
+            &self.scheduler_dispatched,
+        );
+        gauge(
+            &mut out,
+            "bergamot_scheduler_lateness_seconds",
+            "Worst lateness after the due time in this node's last dispatch round.",
+            secs(&self.scheduler_lateness_micros),
+        );
+        gauge(
+            &mut out,
+            "bergamot_scheduler_lateness_max_seconds",
+            "Worst lateness after the due time in this node's dispatch rounds, since start.",
+            secs(&self.scheduler_lateness_max_micros),
+        );
+        counter(
+            &mut out,
+            "bergamot_stale_marked_total",
+            "Stale marks (TIMEOUT results for checks without a fresh result) this node published.",
+            &self.stale_marked,
         );
         gauge(
             &mut out,
@@ -207,6 +252,7 @@ impl Metrics {
             "bergamot_api_request_duration_seconds",
             "Latency of REST API requests.",
         );
+        self.health.render(&mut out);
         out
     }
 }

@@ -227,7 +227,9 @@ impl WebContext {
 
     /// Replaces the model index.
     pub fn set_model(&self, model: Model) {
-        *self.index.write() = Arc::new(ModelIndex::new(model));
+        // Through the hub, which shares the index: it also forgets the
+        // versions of removed checks.
+        self.hub.set_model(Arc::new(ModelIndex::new(model)));
     }
 
     /// Starts the hub's update fan-out: subscribes to the queue's updates.
@@ -235,7 +237,7 @@ impl WebContext {
     pub async fn run_hub(
         self: &Arc<Self>,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> bergamot_core::Result<tokio::task::JoinHandle<()>> {
+    ) -> bergamot_core::Result<tokio::task::JoinHandle<bergamot_core::Result<()>>> {
         let updates = self.queue.subscribe_updates().await?;
         let hub = self.hub.clone();
         Ok(tokio::spawn(hub.run(updates, shutdown)))
@@ -296,9 +298,10 @@ fn asset(body: &'static str, content_type: &'static str) -> warp::reply::Respons
 
 /// The whole web node as one warp filter.
 pub fn routes(ctx: Arc<WebContext>) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
+    let m = ctx.metrics.clone();
     let healthz = warp::path!("healthz")
         .and(warp::get())
-        .map(|| warp::reply::json(&serde_json::json!({ "status": "ok" })).into_response_inner())
+        .map(move || m.health.reply())
         .boxed();
     let m = ctx.metrics.clone();
     let metrics = warp::path!("metrics")

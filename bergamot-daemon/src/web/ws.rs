@@ -123,6 +123,7 @@ impl Subscription {
         match update {
             Update::Check(u) => self.wants_check(idx, u.check_id),
             Update::Alert(u) => self.wants_check(idx, u.check_id),
+            Update::Heartbeat(_) => false,
             Update::Group(u) => idx.group_under_any(u.group_id, &self.groups),
             // Locations are a separate tree: only "all" sees them.
             Update::Location(_) => false,
@@ -338,6 +339,16 @@ impl Hub {
         })
     }
 
+    /// Replaces the model the hub reads and forgets the versions of the
+    /// checks no longer in it: a check removed from the config and added
+    /// back starts again at version 0, and an old entry would drop its
+    /// updates as stale.
+    pub fn set_model(&self, index: Arc<ModelIndex>) {
+        let mut latest = self.latest.lock();
+        *self.index.write() = index.clone();
+        latest.retain(|id, _| index.check(*id).is_some());
+    }
+
     /// Number of connected clients.
     pub fn client_count(&self) -> usize {
         self.clients.lock().len()
@@ -364,10 +375,14 @@ impl Hub {
 
     /// Sends one update to every client that subscribed to it.
     pub fn dispatch(&self, update: &Update) {
+        // Signs of life are for this node's `/healthz`, not for clients.
+        if let Update::Heartbeat(h) = update {
+            self.metrics.health.saw(h);
+            return;
+        }
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let (key, version) = match update {
             Update::Check(u) => {
-                self.metrics.transitions.fetch_add(1, Ordering::Relaxed);
                 let version = u.state.version;
                 let mut latest = self.latest.lock();
                 let last = latest.entry(u.check_id).or_insert(0);
@@ -385,6 +400,7 @@ impl Hub {
             Update::Group(u) => (Some(Key::Group(u.group_id)), seq),
             Update::Location(u) => (Some(Key::Location(u.location_id)), seq),
             Update::Alert(_) => (None, seq),
+            Update::Heartbeat(_) => return,
         };
         let clients = self.snapshot.read().clone();
         if clients.is_empty() {
@@ -409,27 +425,30 @@ impl Hub {
     }
 
     /// Dispatches every update of `updates` until `shutdown`, then closes
-    /// every client.
+    /// every client. The update stream ending before `shutdown` is an
+    /// error: a web node without live updates must not look healthy.
     pub async fn run(
         self: Arc<Self>,
         mut updates: BoxStream<'static, bergamot_core::Result<Update>>,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) {
+    ) -> bergamot_core::Result<()> {
         tokio::pin!(shutdown);
-        loop {
+        let outcome = loop {
             tokio::select! {
-                _ = &mut shutdown => break,
+                _ = &mut shutdown => break Ok(()),
                 next = updates.next() => match next {
                     Some(Ok(u)) => self.dispatch(&u),
                     Some(Err(e)) => tracing::warn!(error = %e, "update stream error"),
                     None => {
-                        tracing::warn!("update stream ended");
-                        break;
+                        break Err(bergamot_core::Error::Closed(
+                            "the update stream ended".into(),
+                        ));
                     }
                 }
             }
-        }
+        };
         self.close_all();
+        outcome
     }
 
     /// Disconnects (close code 1008) every client whose principal `keep`
@@ -821,6 +840,59 @@ mod tests {
         assert_eq!(v["seq"], 42);
         assert_eq!(v["state"]["version"], 7);
         assert_eq!(v["state"]["output"], "a \"quoted\" }");
+    }
+
+    #[test]
+    fn a_check_removed_and_added_back_starts_its_versions_again() {
+        use bergamot_core::model::{Check, CheckKind, Model, Policy};
+        let check = Check {
+            id: CheckId::host("s", "h"),
+            kind: CheckKind::Host,
+            host: "h".into(),
+            name: "h".into(),
+            host_id: None,
+            engine: "dummy".into(),
+            pool: "default".into(),
+            params: Default::default(),
+            policy: Policy::default(),
+            groups: vec![],
+            location: None,
+            dependencies: vec![],
+            enabled: true,
+        };
+        let model = |checks: Vec<Check>| {
+            Arc::new(ModelIndex::new(Model {
+                site: "s".into(),
+                checks,
+                groups: vec![],
+                locations: vec![],
+            }))
+        };
+        let metrics = Arc::new(Metrics::default());
+        let index = Arc::new(RwLock::new(model(vec![check.clone()])));
+        let hub = Hub::new(index, metrics.clone());
+        let update = |version| {
+            let mut state = initial_state(&Default::default());
+            state.version = version;
+            Update::Check(CheckUpdate {
+                check_id: check.id,
+                state,
+                events: vec![],
+            })
+        };
+        let skipped = || metrics.ws_stale_skipped.load(Ordering::Relaxed);
+        hub.dispatch(&update(5));
+        hub.dispatch(&update(4));
+        assert_eq!(skipped(), 1, "an older version is stale");
+        // Reloads that keep the check keep its version.
+        hub.set_model(model(vec![check.clone()]));
+        hub.dispatch(&update(5));
+        assert_eq!(skipped(), 2);
+        hub.set_model(model(vec![]));
+        hub.set_model(model(vec![check.clone()]));
+        hub.dispatch(&update(1));
+        hub.dispatch(&update(2));
+        assert_eq!(skipped(), 2, "the re-added check's versions pass");
     }
 
     #[test]

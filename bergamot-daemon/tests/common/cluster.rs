@@ -119,6 +119,11 @@ impl Cluster {
     /// Starts `bergamotd <role>` as node `name` with the shared options;
     /// returns its index in [`Cluster::nodes`].
     pub fn start(&mut self, role: &str, name: &str) -> usize {
+        self.start_with(role, name, &[])
+    }
+
+    /// [`Cluster::start`] with more command-line arguments.
+    pub fn start_with(&mut self, role: &str, name: &str, extra: &[&str]) -> usize {
         let log = self.dir.path().join(format!("{name}.log"));
         let out = std::fs::File::create(&log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_bergamotd"))
@@ -129,6 +134,7 @@ impl Cluster {
             .args(["--queue", &self.amqp, "--amqp-prefix", &self.prefix])
             .args(["--result-pools", &RESULT_POOLS.to_string()])
             .args(["--node", &self.node_name(name)])
+            .args(extra)
             .env("RUST_LOG", "info,bergamot_amqp=info")
             .env_remove("BERGAMOT_STORE")
             .env_remove("BERGAMOT_QUEUE")

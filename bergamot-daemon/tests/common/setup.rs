@@ -135,6 +135,8 @@ pub async fn daemon() -> Daemon {
         result_limits: Default::default(),
         config_source: Some(source),
         ownership: None,
+        metrics_listen: None,
+        freshness: Default::default(),
     };
     let running = start(
         config.model,

@@ -838,3 +838,48 @@ fn transitions_say_whether_the_interval_and_the_aggregate_contribution_changed()
     );
     assert!(t.contribution_changed && t.interval_changed);
 }
+
+/// The vectors' README pins: an acknowledgement of either kind ends when
+/// the check is hard ok again, even while its recovery notification is held
+/// back (downtime, suppression).
+#[test]
+fn ack_ends_at_hard_ok_even_while_recovery_is_held_back() {
+    for kind in [Ack::Normal, Ack::Sticky] {
+        for hold in ["downtime", "suppressed"] {
+            let mut sim = Sim::new(policy(1, 2));
+            sim.hard_failing(Critical);
+            sim.ack(kind);
+            match hold {
+                "downtime" => sim.downtime(true),
+                _ => sim.suppressed(true),
+            };
+            let t = sim.result(OkS);
+            // Soft ok: a sticky acknowledgement holds (a normal one ends
+            // with the status change anyway).
+            if kind == Ack::Sticky {
+                assert_eq!(t.state.acknowledged, Ack::Sticky, "{kind:?} {hold}");
+            }
+            let t = sim.result(OkS);
+            assert!(t.state.hard && t.state.ok, "{kind:?} {hold}");
+            assert!(t.events.is_empty(), "{kind:?} {hold}: recovery held back");
+            assert_eq!(t.state.acknowledged, Ack::None, "{kind:?} {hold}");
+        }
+    }
+}
+
+/// The vectors' README pins: an encompassed check never re-alerts, however
+/// much worse it gets, while its dependency's alert covers it.
+#[test]
+fn encompassed_check_never_realerts() {
+    let mut sim = Sim::new(policy(1, 1));
+    sim.hard_failing(Warning);
+    sim.deps = vec![DependencyState {
+        hard: true,
+        ok: false,
+    }];
+    for status in [Critical, Warning, Unknown, Critical] {
+        let t = sim.result(status);
+        assert!(t.state.encompassed && t.state.current_alert.is_some());
+        assert!(t.events.is_empty(), "{status:?}: {:?}", t.events);
+    }
+}
