@@ -1257,10 +1257,11 @@ impl Store for PostgresStore {
         comment: &str,
         now: DateTime<Utc>,
     ) -> bergamot_core::Result<Transition> {
-        // The state keeps only the kind; author and comment are for the caller's log.
         tracing::debug!(%check, author, comment, "acknowledge");
         Ok(self
-            .mutate(check, now, &|s, p| state::acknowledge(s, kind, p, now))
+            .mutate(check, now, &|s, p| {
+                state::acknowledge_by(s, kind, author, comment, p, now)
+            })
             .await?)
     }
 

@@ -642,10 +642,13 @@ pub async fn acknowledgements_take_effect_at_once(store: Arc<dyn Store>) {
         (t.outcome, t.state.acknowledged),
         (Outcome::Applied, Ack::Normal)
     );
+    let saved = store.state(c).await.unwrap();
+    assert_eq!(saved.acknowledged, Ack::Normal, "saved at once");
+    let info = saved.ack.expect("the acknowledgement's author is saved");
     assert_eq!(
-        store.state(c).await.unwrap().acknowledged,
-        Ack::Normal,
-        "saved at once"
+        (info.author.as_str(), info.comment.as_str(), info.at),
+        ("op", "looking", at(11)),
+        "author, comment and time of the acknowledgement"
     );
     let agg = aggregate_of(&store, g("g")).await;
     assert_eq!(
@@ -655,6 +658,11 @@ pub async fn acknowledgements_take_effect_at_once(store: Arc<dyn Store>) {
     );
     let t = store.remove_acknowledgement(c, at(12)).await.unwrap();
     assert_eq!(t.state.acknowledged, Ack::None);
+    assert_eq!(
+        store.state(c).await.unwrap().ack,
+        None,
+        "removal forgets the author"
+    );
     assert_eq!(
         aggregate_of(&store, g("g")).await.status,
         Status::Critical,
@@ -676,6 +684,11 @@ pub async fn acknowledgements_take_effect_at_once(store: Arc<dyn Store>) {
         t.state.acknowledged,
         Ack::None,
         "recovery clears a sticky ack"
+    );
+    assert_eq!(
+        store.state(c).await.unwrap().ack,
+        None,
+        "recovery forgets the author"
     );
 }
 

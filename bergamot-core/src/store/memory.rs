@@ -390,11 +390,13 @@ impl Store for InMemoryStore {
         &self,
         check: CheckId,
         kind: Ack,
-        _author: &str,
-        _comment: &str,
+        author: &str,
+        comment: &str,
         now: DateTime<Utc>,
     ) -> Result<Transition> {
-        self.act(check, now, |s, p| state::acknowledge(s, kind, p, now))
+        self.act(check, now, |s, p| {
+            state::acknowledge_by(s, kind, author, comment, p, now)
+        })
     }
 
     async fn remove_acknowledgement(
