@@ -19,7 +19,7 @@
 //! and the same number of alert records; dedupe needs only the last result id
 //! (kept in the state). Downtime windows are kept until they end.
 
-use super::{AlertRecord, Downtime, HistoryEntry, HistoryPage, Store, SyncReport};
+use super::{AlertRecord, Downtime, HistoryEntry, HistoryPage, StateFilter, Store, SyncReport};
 use crate::aggregate::{Aggregate, Contribution, GraphIndex, GroupState, LocationState};
 use crate::error::{Error, Result};
 use crate::model::{Check, CheckId, CheckResult, GroupId, LocationId, Model, Policy, ResultId};
@@ -343,6 +343,29 @@ impl Store for InMemoryStore {
             .iter()
             .zip(&inner.entries)
             .map(|(id, e)| (*id, e.lock().state.clone()))
+            .collect())
+    }
+
+    async fn matching_checks(&self, filter: &StateFilter) -> Result<Vec<CheckId>> {
+        let inner = self.inner.read();
+        Ok(inner
+            .index
+            .checks()
+            .iter()
+            .zip(&inner.entries)
+            .filter(|(_, e)| filter.matches(&e.lock().state))
+            .map(|(id, _)| *id)
+            .collect())
+    }
+
+    async fn states_of(&self, checks: &[CheckId]) -> Result<Vec<(CheckId, CheckState)>> {
+        let inner = self.inner.read();
+        Ok(checks
+            .iter()
+            .filter_map(|id| {
+                let i = inner.index.check_index(*id)?;
+                Some((*id, inner.entries.get(i)?.lock().state.clone()))
+            })
             .collect())
     }
 
