@@ -159,12 +159,36 @@ impl ModelIndex {
 
     /// Display name of the check at a position of `model.checks`.
     pub fn display_name_at(&self, pos: usize) -> &str {
-        self.display_names.get(pos).map(String::as_str).unwrap_or("")
+        self.display_names
+            .get(pos)
+            .map(String::as_str)
+            .unwrap_or("")
     }
 
     /// Lower-cased host, name and display name of the check at a position.
     pub fn search_text_at(&self, pos: usize) -> &str {
         self.search_text.get(pos).map(String::as_str).unwrap_or("")
+    }
+
+    /// Position of a check in `model.checks`.
+    pub fn check_position(&self, id: CheckId) -> Option<usize> {
+        self.check_pos.get(&id).copied()
+    }
+
+    /// Positions in `model.checks` of every check in `group` or below it
+    /// (each once; costs the size of the answer, not of the model).
+    pub fn positions_under(&self, group: GroupId) -> Vec<usize> {
+        let mut seen = HashSet::new();
+        for (g, ancestors) in &self.group_ancestors {
+            if ancestors.contains(&group) {
+                for c in self.direct_checks(*g) {
+                    if let Some(&p) = self.check_pos.get(c) {
+                        seen.insert(p);
+                    }
+                }
+            }
+        }
+        seen.into_iter().collect()
     }
 
     /// Whether the check is under any of these groups.

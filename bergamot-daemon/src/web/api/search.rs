@@ -13,7 +13,7 @@ use base64::Engine as _;
 use bergamot_core::model::{CheckId, Status};
 use bergamot_core::state::CheckState;
 use bergamot_core::store::StateFilter;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use warp::http::StatusCode;
 
@@ -80,29 +80,43 @@ pub(super) async fn list_checks(ctx: Arc<WebContext>, c: Creds) -> Result<Resp, 
     };
     let filter = state_filter(q)?;
     let idx = ctx.index();
-    let group = match q.get("group").filter(|s| !s.is_empty()) {
-        Some(g) => Some(
-            idx.find_group(g)
-                .map(|g| g.id)
-                .ok_or_else(|| ApiError::not_found(format!("group {g:?} not found"), Some("group")))?,
-        ),
-        None => None,
-    };
+    let group =
+        match q.get("group").filter(|s| !s.is_empty()) {
+            Some(g) => Some(idx.find_group(g).map(|g| g.id).ok_or_else(|| {
+                ApiError::not_found(format!("group {g:?} not found"), Some("group"))
+            })?),
+            None => None,
+        };
     let host = q
         .get("host")
         .filter(|s| !s.is_empty())
-        .map(|h| h.to_lowercase());
+        .map(|h| h.trim().to_string());
     // `name` is the older spelling of `q`.
     let text = q
         .get("q")
         .or_else(|| q.get("name"))
         .map(|t| t.trim().to_lowercase())
         .filter(|t| !t.is_empty());
-    let allowed: Option<HashSet<CheckId>> = if filter.is_empty() {
+    let checks = &idx.model.checks;
+    // Per model position: whether the state filter passed / the check is in
+    // the group. Built from the (usually short) lists of matches, so the
+    // scan below does no hashing.
+    let mark = |positions: &mut dyn Iterator<Item = usize>| {
+        let mut v = vec![false; checks.len()];
+        for p in positions {
+            v[p] = true;
+        }
+        v
+    };
+    let by_state: Option<Vec<bool>> = if filter.is_empty() {
         None
     } else {
-        Some(ctx.store.matching_checks(&filter).await?.into_iter().collect())
+        let ids = ctx.store.matching_checks(&filter).await?;
+        Some(mark(
+            &mut ids.iter().filter_map(|id| idx.check_position(*id)),
+        ))
     };
+    let by_group: Option<Vec<bool>> = group.map(|g| mark(&mut idx.positions_under(g).into_iter()));
 
     let order = idx.search_order();
     let start = match &cursor {
@@ -111,7 +125,6 @@ pub(super) async fn list_checks(ctx: Arc<WebContext>, c: Creds) -> Result<Resp, 
             (idx.display_name_at(p), idx.model.checks[p].id) <= (name.as_str(), *id)
         }),
     };
-    let checks = &idx.model.checks;
     let mut total = 0usize;
     let mut page: Vec<usize> = Vec::with_capacity(limit.min(1024));
     let mut skipped = 0usize;
@@ -119,12 +132,14 @@ pub(super) async fn list_checks(ctx: Arc<WebContext>, c: Creds) -> Result<Resp, 
     // `total` counts every match; the page starts at the cursor.
     for (i, &p) in order.iter().enumerate() {
         let ch = &checks[p];
-        if host.as_ref().is_some_and(|h| ch.host.to_lowercase() != *h)
-            || group.is_some_and(|g| !idx.check_in_group(ch.id, g))
+        if by_state.as_ref().is_some_and(|v| !v[p])
+            || by_group.as_ref().is_some_and(|v| !v[p])
+            || host
+                .as_ref()
+                .is_some_and(|h| !ch.host.eq_ignore_ascii_case(h))
             || text
                 .as_ref()
                 .is_some_and(|t| !idx.search_text_at(p).contains(t.as_str()))
-            || allowed.as_ref().is_some_and(|a| !a.contains(&ch.id))
         {
             continue;
         }
