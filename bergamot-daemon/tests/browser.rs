@@ -511,7 +511,7 @@ const LAYOUT_FAULTS: &str = "(() => { const f = []; const d = document.documentE
   if (d.scrollWidth > window.innerWidth + 1) f.push('horizontal scroll: ' + d.scrollWidth + ' > ' + window.innerWidth); \
   for (const c of document.querySelectorAll('.count, .badge, .node .name')) { \
     const r = c.getBoundingClientRect(); if (!r.width) continue; \
-    const box = c.closest('.card') || c.closest('header'); const b = box.getBoundingClientRect(); \
+    const box = c.closest('td') || c.closest('.card') || c.closest('header'); const b = box.getBoundingClientRect(); \
     if (r.right > b.right + 0.5 || r.left < b.left - 0.5 || c.scrollWidth > c.clientWidth + 1) f.push('clipped: ' + c.textContent); } \
   return f; })()";
 
