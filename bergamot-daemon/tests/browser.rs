@@ -552,7 +552,8 @@ async fn ui_with_1000_checks_layout_marks_search_and_screenshots() {
             text.push_str(&format!("[[host.trap]]\nname = \"check-{t:02}\"\n"));
         }
     }
-    let config = bergamot_core::config::Config::from_str_named("shots.toml", &text).expect("config");
+    let config =
+        bergamot_core::config::Config::from_str_named("shots.toml", &text).expect("config");
     assert_eq!(config.model.checks.len(), HOSTS * (TRAPS + 1));
     let backends = Backends::in_memory();
     let queue = backends.queue.clone();
@@ -595,8 +596,14 @@ async fn ui_with_1000_checks_layout_marks_search_and_screenshots() {
             let id = CheckId::trap(site, &host(h), &format!("check-{t:02}"));
             let (status, output) = match (h * TRAPS + t) % 23 {
                 0 => (Status::Critical, long.to_string()),
-                1 => (Status::Warning, format!("WARNING - disk /var at 91% on {}", host(h))),
-                2 if h % 4 == 0 => (Status::Unknown, "UNKNOWN - plugin timed out reading /proc".to_string()),
+                1 => (
+                    Status::Warning,
+                    format!("WARNING - disk /var at 91% on {}", host(h)),
+                ),
+                2 if h % 4 == 0 => (
+                    Status::Unknown,
+                    "UNKNOWN - plugin timed out reading /proc".to_string(),
+                ),
                 _ => (Status::Ok, "OK - all fine".to_string()),
             };
             queue
@@ -678,7 +685,10 @@ async fn ui_with_1000_checks_layout_marks_search_and_screenshots() {
     let pending = cdp
         .eval("document.querySelectorAll('#group-tree .count.s-PENDING, #totals .count.s-PENDING').length")
         .await;
-    assert_eq!(pending, 0, "acknowledged / downtimed checks shown as PENDING");
+    assert_eq!(
+        pending, 0,
+        "acknowledged / downtimed checks shown as PENDING"
+    );
     // The two hosts in no group: an Ungrouped node with their 50 checks.
     let ungrouped = cdp
         .eval("(() => { const n = document.querySelector('#ungrouped-node'); return n && n.querySelector('.total').textContent; })()")
@@ -694,7 +704,10 @@ async fn ui_with_1000_checks_layout_marks_search_and_screenshots() {
             "(() => { const c = document.querySelector('#search-count'); return c && c.textContent; })()",
         )
         .await;
-    assert_eq!(count, json!(format!("{} of {}", TRAPS + 1, HOSTS * (TRAPS + 1))));
+    assert_eq!(
+        count,
+        json!(format!("{} of {}", TRAPS + 1, HOSTS * (TRAPS + 1)))
+    );
     // Filters: not OK and acknowledged.
     cdp.eval("location.hash = '#/search?status=problems&ack=yes'; true")
         .await;
@@ -703,7 +716,8 @@ async fn ui_with_1000_checks_layout_marks_search_and_screenshots() {
         "(() => { const c = document.querySelector('#search-count'); return c && c.textContent.startsWith('3 of'); })()",
     )
     .await;
-    cdp.eval("location.hash = '#/search?status=problems'; true").await;
+    cdp.eval("location.hash = '#/search?status=problems'; true")
+        .await;
     cdp.wait_for(
         "all problems",
         "document.querySelectorAll('[data-table=search] tr.r').length > 10",
