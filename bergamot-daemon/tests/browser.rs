@@ -471,6 +471,345 @@ async fn group_page_with_10000_checks_renders_and_updates() {
     running.done.await.expect("clean stop");
 }
 
+/// Where screenshots go: `target/screenshots/` (or `$CARGO_TARGET_DIR/screenshots`).
+/// CI runs in a fresh clone and keeps its `target/` after the run, so the
+/// pictures of the last CI run stay next to its build; `.ci/run` prints the
+/// folder at the end.
+fn screenshot_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    let dir = target.join("screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshot dir");
+    dir
+}
+
+async fn screenshot(cdp: &mut Cdp, name: &str) -> PathBuf {
+    let shot = cdp
+        .call("Page.captureScreenshot", json!({ "format": "png" }))
+        .await;
+    use base64::Engine as _;
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(shot["data"].as_str().expect("png data"))
+        .expect("base64");
+    let path = screenshot_dir().join(name);
+    std::fs::write(&path, png).expect("write screenshot");
+    path
+}
+
+async fn viewport(cdp: &mut Cdp, width: u32, height: u32, mobile: bool) {
+    cdp.call(
+        "Emulation.setDeviceMetricsOverride",
+        json!({ "width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile }),
+    )
+    .await;
+}
+
+/// Layout faults on the page: a horizontal scroll, or a count pill / mark
+/// cut off by its box. `[]` when the page is right.
+const LAYOUT_FAULTS: &str = "(() => { const f = []; const d = document.documentElement; \
+  if (d.scrollWidth > window.innerWidth + 1) f.push('horizontal scroll: ' + d.scrollWidth + ' > ' + window.innerWidth); \
+  for (const c of document.querySelectorAll('.count, .badge, .node .name')) { \
+    const r = c.getBoundingClientRect(); if (!r.width) continue; \
+    const box = c.closest('td') || c.closest('.card') || c.closest('header'); const b = box.getBoundingClientRect(); \
+    if (r.right > b.right + 0.5 || r.left < b.left - 0.5 || c.scrollWidth > c.clientWidth + 1) f.push('clipped: ' + c.textContent); } \
+  return f; })()";
+
+/// 1,000 checks (40 hosts with 24 traps each; 2 hosts in no group) with
+/// problems that have long output, acknowledgements and downtimes: the UI
+/// at 1400×900 and at 390×844 (phone) has no horizontal scroll and no
+/// clipped counts; the tree counts acknowledged and downtimed checks as
+/// their own marks, agreeing with the header; ungrouped checks are listed;
+/// search, the host list, log-out and the acknowledgement's author work.
+/// Screenshots of every page go to `target/screenshots/` (path printed).
+#[tokio::test(flavor = "multi_thread")]
+async fn ui_with_1000_checks_layout_marks_search_and_screenshots() {
+    if !have_chromium() {
+        return;
+    }
+    const HOSTS: usize = 40;
+    const TRAPS: usize = 24;
+    let site = "shots";
+    let mut text = format!(
+        "site = \"{site}\"\n[web]\nanonymous_read = true\n\
+         [[web.users]]\nname = \"demo\"\npassword_hash = \"{}\"\nrole = \"operator\"\n\
+         [[group]]\nname = \"Production\"\n\
+         [[group]]\nname = \"Web servers\"\nparents = [\"Production\"]\n\
+         [[group]]\nname = \"Databases\"\nparents = [\"Production\"]\n\
+         [[group]]\nname = \"Edge\"\nparents = [\"Production\"]\n",
+        common::cheap_hash("demo")
+    );
+    let groups = ["Web servers", "Databases", "Edge"];
+    let host = |h: usize| format!("srv{h:02}.example.org");
+    for h in 0..HOSTS {
+        let g = if h >= HOSTS - 2 {
+            String::new()
+        } else {
+            format!("groups = [\"{}\"]\n", groups[h % 3])
+        };
+        text.push_str(&format!("[[host]]\nname = \"{}\"\n{g}", host(h)));
+        for t in 0..TRAPS {
+            text.push_str(&format!("[[host.trap]]\nname = \"check-{t:02}\"\n"));
+        }
+    }
+    let config =
+        bergamot_core::config::Config::from_str_named("shots.toml", &text).expect("config");
+    assert_eq!(config.model.checks.len(), HOSTS * (TRAPS + 1));
+    let backends = Backends::in_memory();
+    let queue = backends.queue.clone();
+    let store = backends.store.clone();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = start(
+        config.model.clone(),
+        backends,
+        bergamot_core::exec::Executors::standard(),
+        Options {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            auth: (&config.web).into(),
+            ..Options::default()
+        },
+        async move {
+            let _ = stop_rx.await;
+        },
+    )
+    .await
+    .expect("start");
+    let addr = running.addr.expect("addr");
+
+    // Every check gets a result: most OK, some problems with long output.
+    use bergamot_core::model::{CheckResult, Status};
+    let long = "CRITICAL - connection refused by upstream 10.20.30.40:5432 after 3 retries; \
+                pool exhausted (max_connections=200, waiting=57); last error: FATAL remaining \
+                connection slots are reserved for non-replication superuser connections";
+    let mut last = None;
+    for h in 0..HOSTS {
+        queue
+            .publish_result(CheckResult::new(
+                CheckId::host(site, &host(h)),
+                Status::Ok,
+                "PING OK - rta 0.4 ms".to_string(),
+                chrono::Utc::now(),
+            ))
+            .await
+            .expect("publish");
+        for t in 0..TRAPS {
+            let id = CheckId::trap(site, &host(h), &format!("check-{t:02}"));
+            let (status, output) = match (h * TRAPS + t) % 23 {
+                0 => (Status::Critical, long.to_string()),
+                1 => (
+                    Status::Warning,
+                    format!("WARNING - disk /var at 91% on {}", host(h)),
+                ),
+                2 if h % 4 == 0 => (
+                    Status::Unknown,
+                    "UNKNOWN - plugin timed out reading /proc".to_string(),
+                ),
+                _ => (Status::Ok, "OK - all fine".to_string()),
+            };
+            queue
+                .publish_result(CheckResult::new(id, status, output, chrono::Utc::now()))
+                .await
+                .expect("publish");
+            last = Some(id);
+        }
+    }
+    let last = last.expect("a check");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while store.state(last).await.expect("state").version == 0 {
+        assert!(Instant::now() < deadline, "results not applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Acknowledge three CRITICAL checks, put two WARNING ones in downtime.
+    let operator = common::basic("demo", "demo");
+    let criticals: Vec<CheckId> = (0..HOSTS * TRAPS)
+        .filter(|i| i % 23 == 0 && i / TRAPS < HOSTS - 2)
+        .map(|i| CheckId::trap(site, &host(i / TRAPS), &format!("check-{:02}", i % TRAPS)))
+        .collect();
+    let warnings: Vec<CheckId> = (0..HOSTS * TRAPS)
+        .filter(|i| i % 23 == 1 && i / TRAPS < HOSTS - 2)
+        .map(|i| CheckId::trap(site, &host(i / TRAPS), &format!("check-{:02}", i % TRAPS)))
+        .collect();
+    for id in &criticals[..3] {
+        let r = common::post(
+            addr,
+            &format!("/api/checks/{id}/acknowledge"),
+            Some(&operator),
+            &json!({ "comment": "DBA paged, failover in progress", "sticky": true }).to_string(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    for id in &warnings[..2] {
+        let r = common::post(
+            addr,
+            &format!("/api/checks/{id}/downtimes"),
+            Some(&operator),
+            &json!({ "comment": "disk swap", "duration_seconds": 3600 }).to_string(),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    // Wait for all applied results, then wait for the processor's aggregates.
+    let acked = criticals[0];
+    while store.state(acked).await.expect("state").ack.is_none() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let (_browser, _profile, mut cdp) = open_browser().await;
+    viewport(&mut cdp, 1400, 900, false).await;
+    cdp.call("Page.navigate", json!({ "url": format!("http://{addr}/") }))
+        .await;
+    cdp.wait_for(
+        "the tree and live updates",
+        "document.querySelector('#conn').textContent === 'live' && document.querySelectorAll('#group-tree .node').length >= 5",
+    )
+    .await;
+    // The subscription reloads the state once; let it settle.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut shots = Vec::new();
+
+    // Home at 1400×900: no horizontal scroll, no clipped count.
+    let faults = cdp.eval(LAYOUT_FAULTS).await;
+    assert_eq!(faults, json!([]), "home page at 1400 px");
+    shots.push(screenshot(&mut cdp, "home-1400x900.png").await);
+    // Marks: three acknowledged, two in downtime, in the header and on the
+    // root group alike; grey PENDING pills nowhere (every check has a result).
+    let marks = cdp
+        .eval("(() => { const t = (sel) => [...document.querySelectorAll(sel + ' .count')].map(c => c.textContent).join(','); \
+              return { header: t('#totals'), root: t('#group-tree > li > .node[data-group]:not(#ungrouped-node)') }; })()")
+        .await;
+    for part in ["header", "root"] {
+        let s = marks[part].as_str().unwrap_or_default();
+        assert!(s.contains("ACK 3") && s.contains("DT 2"), "{part}: {s}");
+    }
+    let pending = cdp
+        .eval("document.querySelectorAll('#group-tree .count.s-PENDING, #totals .count.s-PENDING').length")
+        .await;
+    assert_eq!(
+        pending, 0,
+        "acknowledged / downtimed checks shown as PENDING"
+    );
+    // The two hosts in no group: an Ungrouped node with their 50 checks.
+    let ungrouped = cdp
+        .eval("(() => { const n = document.querySelector('#ungrouped-node'); return n && n.querySelector('.total').textContent; })()")
+        .await;
+    assert_eq!(ungrouped, json!("50 checks"));
+
+    // Search from the header box.
+    cdp.eval("document.querySelector('#q').value = 'srv03'; document.querySelector('#search-form').requestSubmit(); true")
+        .await;
+    let count = cdp
+        .wait_for(
+            "search results",
+            "(() => { const c = document.querySelector('#search-count'); return c && c.textContent; })()",
+        )
+        .await;
+    assert_eq!(
+        count,
+        json!(format!("{} of {}", TRAPS + 1, HOSTS * (TRAPS + 1)))
+    );
+    // Filters: not OK and acknowledged.
+    cdp.eval("location.hash = '#/search?status=problems&ack=yes'; true")
+        .await;
+    cdp.wait_for(
+        "the acknowledged problems",
+        "(() => { const c = document.querySelector('#search-count'); return c && c.textContent.startsWith('3 of'); })()",
+    )
+    .await;
+    cdp.eval("location.hash = '#/search?status=problems'; true")
+        .await;
+    cdp.wait_for(
+        "all problems",
+        "document.querySelectorAll('[data-table=search] tr.r').length > 10",
+    )
+    .await;
+    assert_eq!(cdp.eval(LAYOUT_FAULTS).await, json!([]), "search page");
+    shots.push(screenshot(&mut cdp, "search-1400x900.png").await);
+
+    // The host list.
+    cdp.eval("location.hash = '#/hosts'; true").await;
+    let hosts = cdp
+        .wait_for(
+            "the host list",
+            "(() => { const n = document.querySelectorAll('#host-table tr[data-host]').length; return n || null; })()",
+        )
+        .await;
+    assert_eq!(hosts, json!(HOSTS));
+    assert_eq!(cdp.eval(LAYOUT_FAULTS).await, json!([]), "hosts page");
+    shots.push(screenshot(&mut cdp, "hosts-1400x900.png").await);
+
+    // The acknowledged check: who and why.
+    cdp.eval(&format!("location.hash = '#/check/{acked}'; true"))
+        .await;
+    let ack = cdp
+        .wait_for(
+            "the acknowledgement",
+            "(() => { const a = document.querySelector('#check-ack'); return a && a.textContent; })()",
+        )
+        .await;
+    let ack = ack.as_str().unwrap_or_default();
+    assert!(
+        ack.contains("by demo") && ack.contains("DBA paged, failover in progress"),
+        "{ack}"
+    );
+    cdp.wait_for(
+        "the history",
+        "document.querySelector('#check-history table') !== null",
+    )
+    .await;
+    assert_eq!(cdp.eval(LAYOUT_FAULTS).await, json!([]), "check page");
+    shots.push(screenshot(&mut cdp, "check-1400x900.png").await);
+
+    // Phone: 390×844.
+    viewport(&mut cdp, 390, 844, true).await;
+    cdp.eval("location.hash = '#/'; true").await;
+    cdp.wait_for(
+        "the tree on the phone",
+        "document.querySelectorAll('#group-tree .node').length >= 5",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(cdp.eval(LAYOUT_FAULTS).await, json!([]), "home at 390 px");
+    shots.push(screenshot(&mut cdp, "home-390x844.png").await);
+    cdp.eval(&format!("location.hash = '#/check/{acked}'; true"))
+        .await;
+    cdp.wait_for(
+        "the check page on the phone",
+        "document.querySelector('#check-ack') !== null",
+    )
+    .await;
+    assert_eq!(cdp.eval(LAYOUT_FAULTS).await, json!([]), "check at 390 px");
+    shots.push(screenshot(&mut cdp, "check-390x844.png").await);
+
+    // Log in, then log out.
+    cdp.eval("sessionStorage.setItem('bergamot.auth', 'Basic ' + btoa('demo:demo')); location.hash = '#/'; true")
+        .await;
+    cdp.wait_for(
+        "the log-out button",
+        "!document.querySelector('#logout-btn').hidden && document.querySelector('#who').textContent.startsWith('demo')",
+    )
+    .await;
+    cdp.eval("document.querySelector('#logout-btn').click(); true")
+        .await;
+    cdp.wait_for(
+        "logged out",
+        "document.querySelector('#logout-btn').hidden && !document.querySelector('#login-btn').hidden && sessionStorage.getItem('bergamot.auth') === null",
+    )
+    .await;
+
+    eprintln!(
+        "screenshots in {}: {}",
+        screenshot_dir().display(),
+        shots
+            .iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let _ = stop_tx.send(());
+    running.done.await.expect("clean stop");
+}
+
 /// With `anonymous_read = false`, the logged-in page still gets live
 /// updates: it fetches a short-lived ticket from `/api/whoami` and opens
 /// `/ws?ticket=...` (a browser cannot send the Basic header there, and the

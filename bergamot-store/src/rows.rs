@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 use bergamot_core::aggregate::Aggregate;
 use bergamot_core::model::{CheckId, Perfdata, ResultId, Status};
-use bergamot_core::state::{Ack, CheckState, Event, OpenAlert};
+use bergamot_core::state::{Ack, AckInfo, CheckState, Event, OpenAlert};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -23,6 +23,8 @@ pub(crate) struct Rest {
     pub ok_history: u32,
     pub flap_percent: f64,
     pub current_alert: Option<OpenAlert>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack: Option<Arc<AckInfo>>,
 }
 
 /// The `check_state` columns, in the order [`decode_state`] reads them.
@@ -110,6 +112,7 @@ pub(crate) fn decode_state(row: &Row, at: usize) -> Result<(CheckId, CheckState)
         in_downtime: get(row, at + 9, T)?,
         suppressed: get(row, at + 10, T)?,
         acknowledged: ack_from_sql(get(row, at + 11, T)?)?,
+        ack: rest.ack,
         encompassed: get(row, at + 12, T)?,
         current_alert: rest.current_alert,
         version: unsigned(version, T, "version")?,
@@ -147,6 +150,7 @@ impl StateArrays {
             ok_history: s.ok_history,
             flap_percent: s.flap_percent,
             current_alert: s.current_alert,
+            ack: s.ack.clone(),
         };
         let rest = serde_json::to_value(&rest)
             .map_err(|e| Error::InvalidInput(format!("state of check {id}: {e}")))?;

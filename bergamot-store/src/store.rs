@@ -15,7 +15,9 @@ use bergamot_core::model::{
     ResultId, Status,
 };
 use bergamot_core::state::{self, Ack, CheckState, DependencyState, Event, Transition};
-use bergamot_core::store::{AlertRecord, Downtime, HistoryEntry, HistoryPage, Store, SyncReport};
+use bergamot_core::store::{
+    AlertRecord, Downtime, HistoryEntry, HistoryPage, StateFilter, Store, SyncReport,
+};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -1208,6 +1210,45 @@ impl Store for PostgresStore {
             .collect::<Result<Vec<_>>>()?)
     }
 
+    async fn matching_checks(&self, filter: &StateFilter) -> bergamot_core::Result<Vec<CheckId>> {
+        let statuses: Option<Vec<i16>> = filter
+            .statuses
+            .as_ref()
+            .map(|st| st.iter().map(|s| status_to_sql(*s)).collect());
+        let client = self.client().await?;
+        // Hot columns only: no JSON decoding, no output.
+        let rows = client
+            .query(
+                "SELECT check_id FROM check_state \
+                 WHERE ($1::int2[] IS NULL OR status = ANY($1)) \
+                   AND ($2::bool IS NULL OR (acknowledged <> 0) = $2) \
+                   AND ($3::bool IS NULL OR in_downtime = $3)",
+                &[&statuses, &filter.acknowledged, &filter.in_downtime],
+            )
+            .await
+            .map_err(Error::db("search check states"))?;
+        Ok(rows.iter().map(|r| CheckId(r.get(0))).collect())
+    }
+
+    async fn states_of(
+        &self,
+        checks: &[CheckId],
+    ) -> bergamot_core::Result<Vec<(CheckId, CheckState)>> {
+        let ids: Vec<Uuid> = checks.iter().map(|c| c.0).collect();
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!("SELECT {STATE_COLUMNS} FROM check_state s WHERE s.check_id = ANY($1)"),
+                &[&ids],
+            )
+            .await
+            .map_err(Error::db("read check states"))?;
+        Ok(rows
+            .iter()
+            .map(|r| decode_state(r, 0))
+            .collect::<Result<Vec<_>>>()?)
+    }
+
     async fn group_states(&self, root: Option<GroupId>) -> bergamot_core::Result<Vec<GroupState>> {
         // An unknown root selects nothing (as the in-memory store).
         Ok(match root {
@@ -1271,10 +1312,11 @@ impl Store for PostgresStore {
         comment: &str,
         now: DateTime<Utc>,
     ) -> bergamot_core::Result<Transition> {
-        // The state keeps only the kind; author and comment are for the caller's log.
         tracing::debug!(%check, author, comment, "acknowledge");
         Ok(self
-            .mutate(check, now, &|s, p| state::acknowledge(s, kind, p, now))
+            .mutate(check, now, &|s, p| {
+                state::acknowledge_by(s, kind, author, comment, p, now)
+            })
             .await?)
     }
 

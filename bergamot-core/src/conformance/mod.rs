@@ -157,6 +157,7 @@ macro_rules! store_conformance_tests {
             alert_records_open_and_close,
             config_sync_keeps_adds_removes,
             apply_results_batch_equals_serial,
+            state_search_matches_filter,
         );
     };
 }

@@ -5,7 +5,7 @@ use super::{at, group, host, location, policy, result, service};
 use crate::aggregate;
 use crate::model::{CheckId, GroupId, LocationId, Model, Status};
 use crate::state::{self, Ack, CheckState, Event, Outcome, Transition};
-use crate::store::{AlertRecord, Downtime, HistoryPage, Store};
+use crate::store::{AlertRecord, Downtime, HistoryPage, StateFilter, Store};
 use crate::Error;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -756,10 +756,13 @@ pub async fn acknowledgements_take_effect_at_once(store: Arc<dyn Store>) {
         (t.outcome, t.state.acknowledged),
         (Outcome::Applied, Ack::Normal)
     );
+    let saved = store.state(c).await.unwrap();
+    assert_eq!(saved.acknowledged, Ack::Normal, "saved at once");
+    let info = saved.ack.expect("the acknowledgement's author is saved");
     assert_eq!(
-        store.state(c).await.unwrap().acknowledged,
-        Ack::Normal,
-        "saved at once"
+        (info.author.as_str(), info.comment.as_str(), info.at),
+        ("op", "looking", at(11)),
+        "author, comment and time of the acknowledgement"
     );
     let agg = aggregate_of(&store, g("g")).await;
     assert_eq!(
@@ -769,6 +772,11 @@ pub async fn acknowledgements_take_effect_at_once(store: Arc<dyn Store>) {
     );
     let t = store.remove_acknowledgement(c, at(12)).await.unwrap();
     assert_eq!(t.state.acknowledged, Ack::None);
+    assert_eq!(
+        store.state(c).await.unwrap().ack,
+        None,
+        "removal forgets the author"
+    );
     assert_eq!(
         aggregate_of(&store, g("g")).await.status,
         Status::Critical,
@@ -790,6 +798,11 @@ pub async fn acknowledgements_take_effect_at_once(store: Arc<dyn Store>) {
         t.state.acknowledged,
         Ack::None,
         "recovery clears a sticky ack"
+    );
+    assert_eq!(
+        store.state(c).await.unwrap().ack,
+        None,
+        "recovery forgets the author"
     );
 }
 
@@ -1199,4 +1212,78 @@ pub async fn apply_results_batch_equals_serial(store: Arc<dyn Store>) {
         (batch_states.0.clone(), batch_states.1.clone()),
         (st[&a].clone(), st[&b].clone())
     );
+}
+
+/// `matching_checks` selects by status, acknowledgement and downtime like
+/// [`StateFilter::matches`] over `states`; `states_of` returns exactly the
+/// known ids asked for.
+pub async fn state_search_matches_filter(store: Arc<dyn Store>) {
+    synced(&store, &small_model()).await;
+    let (host, a, b) = (h("h"), s("h", "a"), s("h", "b"));
+    apply(&store, a, Status::Critical, 10).await;
+    apply(&store, b, Status::Warning, 10).await;
+    store
+        .acknowledge(a, Ack::Normal, "op", "on it", at(11))
+        .await
+        .unwrap();
+    store
+        .schedule_downtime(downtime(b, 0, 1_000_000), at(12))
+        .await
+        .unwrap();
+    let sorted = |mut v: Vec<CheckId>| {
+        v.sort();
+        v
+    };
+    let ids = |v: &[CheckId]| sorted(v.to_vec());
+    let cases = [
+        (StateFilter::default(), ids(&[host, a, b])),
+        (
+            StateFilter {
+                statuses: Some(vec![Status::Critical, Status::Warning]),
+                ..StateFilter::default()
+            },
+            ids(&[a, b]),
+        ),
+        (
+            StateFilter {
+                statuses: Some(vec![Status::Pending]),
+                ..StateFilter::default()
+            },
+            ids(&[host]),
+        ),
+        (
+            StateFilter {
+                acknowledged: Some(true),
+                ..StateFilter::default()
+            },
+            ids(&[a]),
+        ),
+        (
+            StateFilter {
+                acknowledged: Some(false),
+                in_downtime: Some(true),
+                ..StateFilter::default()
+            },
+            ids(&[b]),
+        ),
+        (
+            StateFilter {
+                statuses: Some(vec![Status::Critical]),
+                in_downtime: Some(true),
+                ..StateFilter::default()
+            },
+            vec![],
+        ),
+    ];
+    for (filter, want) in cases {
+        let got = sorted(store.matching_checks(&filter).await.unwrap());
+        assert_eq!(got, want, "matching_checks({filter:?})");
+    }
+    let unknown = h("nowhere");
+    let mut got = store.states_of(&[b, unknown, a]).await.unwrap();
+    got.sort_by_key(|(id, _)| *id);
+    let all: HashMap<CheckId, CheckState> = store.states().await.unwrap().into_iter().collect();
+    let mut want: Vec<_> = [a, b].iter().map(|id| (*id, all[id].clone())).collect();
+    want.sort_by_key(|(id, _)| *id);
+    assert_eq!(got, want, "states_of returns the known checks' states");
 }

@@ -7,7 +7,9 @@
 //! need no clock.
 
 use super::flap;
-use super::{Ack, CheckState, Decision, DependencyState, Event, OpenAlert, Outcome, Transition};
+use super::{
+    Ack, AckInfo, CheckState, Decision, DependencyState, Event, OpenAlert, Outcome, Transition,
+};
 use crate::aggregate::Contribution;
 use crate::model::{CheckResult, Policy, Status};
 use chrono::{DateTime, Utc};
@@ -53,6 +55,7 @@ pub fn initial_state(policy: &Policy) -> CheckState {
         in_downtime: false,
         suppressed: false,
         acknowledged: Ack::None,
+        ack: None,
         encompassed: false,
         current_alert: None,
         version: 0,
@@ -206,6 +209,7 @@ fn without_payload(state: &CheckState) -> CheckState {
         in_downtime: state.in_downtime,
         suppressed: state.suppressed,
         acknowledged: state.acknowledged,
+        ack: state.ack.clone(),
         encompassed: state.encompassed,
         current_alert: state.current_alert,
         version: state.version,
@@ -258,6 +262,9 @@ fn apply_result(
         Ack::Sticky | Ack::Normal if ok && hard => Ack::None,
         other => other,
     };
+    if s.acknowledged == Ack::None {
+        s.ack = None;
+    }
 
     // Point 5: flapping with hysteresis.
     s.ok_history = flap::push(s.ok_history, ok);
@@ -333,6 +340,34 @@ pub fn acknowledge(
     applied(state, next, Vec::new(), policy)
 }
 
+/// [`acknowledge`], recording who acknowledged and why in `state.ack`. An
+/// acknowledgement of the same kind again only replaces author and comment.
+pub fn acknowledge_by(
+    state: &CheckState,
+    kind: Ack,
+    author: &str,
+    comment: &str,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> Transition {
+    let mut t = acknowledge(state, kind, policy, now);
+    let info = AckInfo {
+        author: author.to_string(),
+        comment: comment.to_string(),
+        at: now,
+    };
+    match t.outcome {
+        Outcome::Applied if kind != Ack::None => t.state.ack = Some(Arc::new(info)),
+        Outcome::Unchanged if kind != Ack::None && state.acknowledged == kind => {
+            let mut next = state.clone();
+            next.ack = Some(Arc::new(info));
+            t = applied(state, next, Vec::new(), policy);
+        }
+        _ => {}
+    }
+    t
+}
+
 /// Removes an acknowledgement ([`Outcome::Unchanged`] when there is none).
 pub fn remove_acknowledgement(
     state: &CheckState,
@@ -345,6 +380,7 @@ pub fn remove_acknowledgement(
     }
     let mut next = state.clone();
     next.acknowledged = Ack::None;
+    next.ack = None;
     applied(state, next, Vec::new(), policy)
 }
 

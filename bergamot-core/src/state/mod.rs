@@ -7,8 +7,8 @@ mod machine;
 pub use flap::flap_percent;
 
 pub use machine::{
-    acknowledge, initial_state, next_interval, remove_acknowledgement, reset_clock, set_downtime,
-    set_suppressed, transition, transition_in_place, FLAP_HISTORY_LEN,
+    acknowledge, acknowledge_by, initial_state, next_interval, remove_acknowledgement,
+    reset_clock, set_downtime, set_suppressed, transition, transition_in_place, FLAP_HISTORY_LEN,
 };
 
 use crate::model::{Perfdata, ResultId, Status};
@@ -29,6 +29,17 @@ pub enum Ack {
     Normal,
     /// Cleared only on recovery.
     Sticky,
+}
+
+/// Who acknowledged a problem, when and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AckInfo {
+    /// The user or token name that acknowledged.
+    pub author: String,
+    /// The operator's comment.
+    pub comment: String,
+    /// When.
+    pub at: DateTime<Utc>,
 }
 
 /// An open alert: the check is hard not-ok and notified.
@@ -90,6 +101,10 @@ pub struct CheckState {
     pub suppressed: bool,
     /// Acknowledgement.
     pub acknowledged: Ack,
+    /// Who acknowledged, when and why; set while `acknowledged` is not
+    /// `none` (absent in states saved before it existed).
+    #[serde(default)]
+    pub ack: Option<Arc<AckInfo>>,
     /// All dependencies are hard and one is not ok: the dependency's alert covers this check.
     pub encompassed: bool,
     /// The open alert, if any.

@@ -19,7 +19,7 @@
 //! and the same number of alert records; dedupe needs only the last result id
 //! (kept in the state). Downtime windows are kept until they end.
 
-use super::{AlertRecord, Downtime, HistoryEntry, HistoryPage, Store, SyncReport};
+use super::{AlertRecord, Downtime, HistoryEntry, HistoryPage, StateFilter, Store, SyncReport};
 use crate::aggregate::{Aggregate, Contribution, GraphIndex, GroupState, LocationState};
 use crate::error::{Error, Result};
 use crate::model::{Check, CheckId, CheckResult, GroupId, LocationId, Model, Policy, ResultId};
@@ -346,6 +346,29 @@ impl Store for InMemoryStore {
             .collect())
     }
 
+    async fn matching_checks(&self, filter: &StateFilter) -> Result<Vec<CheckId>> {
+        let inner = self.inner.read();
+        Ok(inner
+            .index
+            .checks()
+            .iter()
+            .zip(&inner.entries)
+            .filter(|(_, e)| filter.matches(&e.lock().state))
+            .map(|(id, _)| *id)
+            .collect())
+    }
+
+    async fn states_of(&self, checks: &[CheckId]) -> Result<Vec<(CheckId, CheckState)>> {
+        let inner = self.inner.read();
+        Ok(checks
+            .iter()
+            .filter_map(|id| {
+                let i = inner.index.check_index(*id)?;
+                Some((*id, inner.entries.get(i)?.lock().state.clone()))
+            })
+            .collect())
+    }
+
     async fn group_states(&self, root: Option<GroupId>) -> Result<Vec<GroupState>> {
         let inner = self.inner.read();
         let aggs = inner.aggregates.lock();
@@ -390,11 +413,13 @@ impl Store for InMemoryStore {
         &self,
         check: CheckId,
         kind: Ack,
-        _author: &str,
-        _comment: &str,
+        author: &str,
+        comment: &str,
         now: DateTime<Utc>,
     ) -> Result<Transition> {
-        self.act(check, now, |s, p| state::acknowledge(s, kind, p, now))
+        self.act(check, now, |s, p| {
+            state::acknowledge_by(s, kind, author, comment, p, now)
+        })
     }
 
     async fn remove_acknowledgement(

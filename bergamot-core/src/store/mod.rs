@@ -113,6 +113,36 @@ pub struct AlertRecord {
     pub worst: Status,
 }
 
+/// A filter on check states, for [`Store::matching_checks`]; `None` fields
+/// match everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateFilter {
+    /// The status is one of these.
+    pub statuses: Option<Vec<Status>>,
+    /// Acknowledged (normal or sticky) or not.
+    pub acknowledged: Option<bool>,
+    /// In a downtime or not.
+    pub in_downtime: Option<bool>,
+}
+
+impl StateFilter {
+    /// Whether a state passes the filter.
+    pub fn matches(&self, s: &CheckState) -> bool {
+        self.statuses
+            .as_ref()
+            .map_or(true, |st| st.contains(&s.status))
+            && self
+                .acknowledged
+                .map_or(true, |a| a == (s.acknowledged != Ack::None))
+            && self.in_downtime.map_or(true, |d| d == s.in_downtime)
+    }
+
+    /// Whether the filter lets every state through.
+    pub fn is_empty(&self) -> bool {
+        self.statuses.is_none() && self.acknowledged.is_none() && self.in_downtime.is_none()
+    }
+}
+
 /// Where check states, history and the model live.
 ///
 /// Used as `Arc<dyn Store>`; see the module docs for the contract.
@@ -233,6 +263,31 @@ pub trait Store: Send + Sync + 'static {
         v.sort_by_key(|r| (r.opened_at, r.id));
         Ok(v)
     }
+
+    /// Ids of the checks whose state passes `filter`, in no particular
+    /// order (for search: backends answer from their hot columns without
+    /// decoding whole states).
+    async fn matching_checks(&self, filter: &StateFilter) -> Result<Vec<CheckId>> {
+        Ok(self
+            .states()
+            .await?
+            .into_iter()
+            .filter(|(_, s)| filter.matches(s))
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    /// The states of these checks (unknown ids are left out), in no
+    /// particular order.
+    async fn states_of(&self, checks: &[CheckId]) -> Result<Vec<(CheckId, CheckState)>> {
+        let want: std::collections::HashSet<CheckId> = checks.iter().copied().collect();
+        Ok(self
+            .states()
+            .await?
+            .into_iter()
+            .filter(|(id, _)| want.contains(id))
+            .collect())
+    }
 }
 
 /// Conveniences over [`Store`].
@@ -284,4 +339,6 @@ forward_store! {
     history(check: CheckId, page: HistoryPage) -> Result<Vec<HistoryEntry>>;
     alerts(check: Option<CheckId>, limit: usize) -> Result<Vec<AlertRecord>>;
     active_alerts(closed_since: DateTime<Utc>) -> Result<Vec<AlertRecord>>;
+    matching_checks(filter: &StateFilter) -> Result<Vec<CheckId>>;
+    states_of(checks: &[CheckId]) -> Result<Vec<(CheckId, CheckState)>>;
 }

@@ -1,6 +1,8 @@
 //! REST JSON API handlers. Every handler authenticates, checks the role,
 //! validates its input naming the bad field, and answers JSON; see docs/api.md.
 
+mod search;
+
 use super::auth::{Principal, Role};
 use super::{publish_transition, ApiError, IntoResponseInner, WebContext};
 use bergamot_core::model::{Check, CheckId, CheckResult, GroupId, Perfdata, ResultId, Status};
@@ -235,7 +237,7 @@ pub(crate) fn routes(ctx: Arc<WebContext>) -> BoxedFilter<(Resp,)> {
         .and(warp::get())
         .and(with_ctx.clone())
         .and(creds())
-        .then(|ctx, c| respond(list_checks(ctx, c)))
+        .then(|ctx, c| respond(search::list_checks(ctx, c)))
         .boxed();
     let one_check = api
         .and(warp::path!("checks" / String))
@@ -456,56 +458,6 @@ async fn get_state(ctx: Arc<WebContext>, c: Creds) -> Result<Resp, ApiError> {
         &serde_json::json!({
             "site": idx.model.site, "checks": checks, "groups": groups, "locations": locations,
         }),
-    ))
-}
-
-async fn list_checks(ctx: Arc<WebContext>, c: Creds) -> Result<Resp, ApiError> {
-    c.principal(&ctx, Role::Viewer).await?;
-    let q = &c.query;
-    let offset = query_usize(q, "offset", 0, usize::MAX)?;
-    let limit = query_usize(q, "limit", 100, 10_000)?;
-    let idx = ctx.index();
-    let group =
-        match q.get("group") {
-            Some(g) => Some(idx.find_group(g).map(|g| g.id).ok_or_else(|| {
-                ApiError::not_found(format!("group {g:?} not found"), Some("group"))
-            })?),
-            None => None,
-        };
-    let statuses: Option<Vec<Status>> = match q.get("status") {
-        Some(s) => Some(
-            s.split(',')
-                .map(|x| x.trim().to_ascii_uppercase().parse::<Status>())
-                .collect::<Result<_, _>>()
-                .map_err(|e| ApiError::bad_request("status", e.to_string()))?,
-        ),
-        None => None,
-    };
-    let name = q.get("name").map(|n| n.to_lowercase());
-    let states: HashMap<CheckId, CheckState> = ctx.store.states().await?.into_iter().collect();
-    let matching: Vec<_> = idx
-        .model
-        .checks
-        .iter()
-        .filter(|c| group.map_or(true, |g| idx.check_in_group(c.id, g)))
-        .filter(|c| {
-            name.as_ref().map_or(true, |n| {
-                c.display_name().to_lowercase().contains(n.as_str())
-            })
-        })
-        .filter_map(|c| states.get(&c.id).map(|s| (c, s)))
-        .filter(|(_, s)| statuses.as_ref().map_or(true, |st| st.contains(&s.status)))
-        .collect();
-    let total = matching.len();
-    let items: Vec<_> = matching
-        .into_iter()
-        .skip(offset)
-        .take(limit)
-        .map(|(c, s)| view(c, s))
-        .collect();
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({ "total": total, "offset": offset, "limit": limit, "items": items }),
     ))
 }
 

@@ -19,6 +19,13 @@ pub struct ModelIndex {
     check_ancestors: HashMap<CheckId, HashSet<GroupId>>,
     /// Every group at or above a group.
     group_ancestors: HashMap<GroupId, HashSet<GroupId>>,
+    /// Positions in `model.checks`, sorted by (display name, id): the order
+    /// of search results and their cursors.
+    search_order: Vec<usize>,
+    /// Per check (same positions as `model.checks`): its display name.
+    display_names: Vec<String>,
+    /// Per check: host, name and display name, lower-cased, for `q`.
+    search_text: Vec<String>,
 }
 
 impl ModelIndex {
@@ -74,7 +81,21 @@ impl ModelIndex {
             }
             check_ancestors.insert(c.id, all);
         }
+        let display_names: Vec<String> = model.checks.iter().map(Check::display_name).collect();
+        let search_text = model
+            .checks
+            .iter()
+            .zip(&display_names)
+            .map(|(c, d)| format!("{}\n{}\n{}", c.host, c.name, d).to_lowercase())
+            .collect();
+        let mut search_order: Vec<usize> = (0..model.checks.len()).collect();
+        search_order.sort_by(|&a, &b| {
+            (&display_names[a], model.checks[a].id).cmp(&(&display_names[b], model.checks[b].id))
+        });
         ModelIndex {
+            search_order,
+            display_names,
+            search_text,
             model,
             check_pos,
             group_pos,
@@ -129,6 +150,45 @@ impl ModelIndex {
         self.check_ancestors
             .get(&check)
             .is_some_and(|a| a.contains(&group))
+    }
+
+    /// Positions in `model.checks` in search order: by display name, then id.
+    pub fn search_order(&self) -> &[usize] {
+        &self.search_order
+    }
+
+    /// Display name of the check at a position of `model.checks`.
+    pub fn display_name_at(&self, pos: usize) -> &str {
+        self.display_names
+            .get(pos)
+            .map(String::as_str)
+            .unwrap_or("")
+    }
+
+    /// Lower-cased host, name and display name of the check at a position.
+    pub fn search_text_at(&self, pos: usize) -> &str {
+        self.search_text.get(pos).map(String::as_str).unwrap_or("")
+    }
+
+    /// Position of a check in `model.checks`.
+    pub fn check_position(&self, id: CheckId) -> Option<usize> {
+        self.check_pos.get(&id).copied()
+    }
+
+    /// Positions in `model.checks` of every check in `group` or below it
+    /// (each once; costs the size of the answer, not of the model).
+    pub fn positions_under(&self, group: GroupId) -> Vec<usize> {
+        let mut seen = HashSet::new();
+        for (g, ancestors) in &self.group_ancestors {
+            if ancestors.contains(&group) {
+                for c in self.direct_checks(*g) {
+                    if let Some(&p) = self.check_pos.get(c) {
+                        seen.insert(p);
+                    }
+                }
+            }
+        }
+        seen.into_iter().collect()
     }
 
     /// Whether the check is under any of these groups.

@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use bergamot_core::aggregate::{GroupState, LocationState};
 use bergamot_core::model::{CheckId, CheckResult, GroupId, LocationId, Model};
 use bergamot_core::state::{Ack, CheckState, Transition};
-use bergamot_core::store::{AlertRecord, Downtime, HistoryEntry, HistoryPage, Store, SyncReport};
+use bergamot_core::store::{
+    AlertRecord, Downtime, HistoryEntry, HistoryPage, StateFilter, Store, SyncReport,
+};
 use bergamot_core::Result;
 use bergamot_store::{PostgresConfig, PostgresStore};
 use chrono::{DateTime, Utc};
@@ -214,5 +216,11 @@ impl Store for TestStore {
     }
     async fn alerts(&self, check: Option<CheckId>, limit: usize) -> Result<Vec<AlertRecord>> {
         self.inner.alerts(check, limit).await
+    }
+    async fn matching_checks(&self, filter: &StateFilter) -> Result<Vec<CheckId>> {
+        self.inner.matching_checks(filter).await
+    }
+    async fn states_of(&self, checks: &[CheckId]) -> Result<Vec<(CheckId, CheckState)>> {
+        self.inner.states_of(checks).await
     }
 }

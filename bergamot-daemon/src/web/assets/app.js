@@ -75,8 +75,16 @@ function login(why) {
 async function whoami() {
   const h = {}; const a = authHeader(); if (a) h.authorization = a;
   const r = await fetch("/api/whoami", { headers: h });
-  if (r.ok) { const w = await r.json(); $("#who").textContent = w.anonymous ? "anonymous (read-only)" : w.name + " · " + w.role; }
+  let loggedIn = false;
+  if (r.ok) { const w = await r.json(); loggedIn = !w.anonymous; $("#who").textContent = w.anonymous ? "anonymous (read-only)" : w.name + " · " + w.role; }
   else $("#who").textContent = "not logged in";
+  $("#login-btn").hidden = loggedIn;
+  $("#logout-btn").hidden = !loggedIn;
+}
+function logout() {
+  sessionStorage.removeItem("bergamot.auth");
+  toast("Logged out");
+  whoami();
 }
 
 // ---- data --------------------------------------------------------------
@@ -95,13 +103,16 @@ async function loadState() {
   }
   for (const g of s.groups) groups.set(g.id, g);
   for (const l of s.locations) locations.set(l.id, l);
+  rebuildCounts();
   renderTotals();
 }
 function applyUpdate(u) {
   if (u.kind === "check") {
     const c = checks.get(u.check_id);
     if (!c || (c.state && c.state.version > u.state.version)) return;
+    const before = c.state;
     c.state = u.state;
+    moveCounts(c, before, c.state);
     updateCheckViews(c);
   } else if (u.kind === "group") {
     const g = groups.get(u.group_id);
@@ -135,6 +146,8 @@ function scheduleFlush() {
       applyUpdate(u);
       if (++n % 64 === 0 && performance.now() - t0 > 8) break;
     }
+    for (const gid of dirtyGroups) { const g = groups.get(gid); if (g) updateGroupViews(g); else if (gid === UNGROUPED) updateUngrouped(); }
+    dirtyGroups.clear();
     renderTotals();
     if (pending.size) scheduleFlush();
   });
@@ -189,32 +202,89 @@ async function connect() {
   };
 }
 
-// ---- shared rendering --------------------------------------------------
-function countsOf(agg) {
+// ---- local counts ------------------------------------------------------
+// The tree and the header count the same way, from the check states the page
+// holds: a check that is acknowledged, in downtime, suppressed or
+// encompassed ("ignored") counts under its own mark, not under a status;
+// every other check under its status. The group badge is the server's
+// aggregate status (the worst status of the checks not ignored).
+const local = new Map();    // group id (or UNGROUPED) -> counts
+const UNGROUPED = "ungrouped";
+let ancestorsOf = new Map(); // check id -> [group ids, itself and above]
+function isIgnored(s) { return s.suppressed || s.in_downtime || (s.acknowledged && s.acknowledged !== "none") || s.encompassed; }
+function emptyCounts() { return { total: 0, n: new Array(STATUSES.length).fill(0), ack: 0, downtime: 0, suppressed: 0, encompassed: 0, ignored: 0 }; }
+function addTo(a, s, k) {
+  a.total += k;
+  if (isIgnored(s)) {
+    a.ignored += k;
+    if (s.acknowledged && s.acknowledged !== "none") a.ack += k;
+    if (s.in_downtime) a.downtime += k;
+    if (s.suppressed) a.suppressed += k;
+    if (s.encompassed) a.encompassed += k;
+  } else a.n[STATUSES.indexOf(s.status)] += k;
+}
+function rebuildCounts() {
+  const up = new Map();
+  const upOf = (gid, seen) => {
+    if (up.has(gid)) return up.get(gid);
+    const out = new Set([gid]);
+    const g = groups.get(gid);
+    if (g) for (const p of g.parents) if (!seen.has(p)) for (const x of upOf(p, new Set([...seen, p]))) out.add(x);
+    up.set(gid, out);
+    return out;
+  };
+  ancestorsOf = new Map(); local.clear();
+  local.set(UNGROUPED, emptyCounts());
+  for (const g of groups.values()) local.set(g.id, emptyCounts());
+  for (const c of checks.values()) {
+    const all = new Set();
+    for (const gid of c.groups) if (groups.has(gid)) for (const x of upOf(gid, new Set([gid]))) all.add(x);
+    const list = all.size ? [...all] : [UNGROUPED];
+    ancestorsOf.set(c.id, list);
+    for (const gid of list) addTo(local.get(gid), c.state, 1);
+  }
+}
+const dirtyGroups = new Set();
+function moveCounts(c, before, after) {
+  for (const gid of ancestorsOf.get(c.id) || []) {
+    const a = local.get(gid); if (!a) continue;
+    addTo(a, before, -1); addTo(a, after, 1); dirtyGroups.add(gid);
+  }
+}
+function totalsOf(list) { const a = emptyCounts(); for (const c of list) addTo(a, c.state, 1); return a; }
+// Status pills, then the ignored checks as marks of their own.
+function summary(a) {
   const box = el("span", { class: "counts" });
-  if (!agg) return box;
-  agg.counts.forEach((n, i) => { if (n > 0) box.append(el("span", { class: "count s-" + STATUSES[i], title: STATUSES[i] }, n)); });
+  if (!a) return box;
+  a.n.forEach((k, i) => { if (k > 0) box.append(el("span", { class: "count s-" + STATUSES[i], title: k + " " + STATUSES[i] }, k)); });
+  for (const [key, label, title] of [["ack", "ACK", "acknowledged"], ["downtime", "DT", "in downtime"], ["suppressed", "SUP", "suppressed"], ["encompassed", "ENC", "encompassed (a dependency is down)"]]) {
+    if (a[key] > 0) box.append(el("span", { class: "count mark m-" + key, title: a[key] + " " + title }, label + " " + a[key]));
+  }
   return box;
 }
-function marks(s) {
+
+// ---- shared rendering --------------------------------------------------
+// The marks of a check's state; `short` for table rows (the title says it all).
+function marks(s, short) {
   const m = el("span", { class: "marks" });
   if (!s) return m;
-  if (!s.hard) m.append(el("span", { title: "soft state" }, "SOFT"));
-  if (s.acknowledged && s.acknowledged !== "none") m.append(el("span", {}, s.acknowledged === "sticky" ? "ACK (sticky)" : "ACK"));
-  if (s.in_downtime) m.append(el("span", {}, "DOWNTIME"));
-  if (s.flapping) m.append(el("span", {}, "FLAPPING"));
-  if (s.suppressed) m.append(el("span", {}, "SUPPRESSED"));
-  if (s.encompassed) m.append(el("span", {}, "ENCOMPASSED"));
+  const add = (long, brief, title) => m.append(el("span", { title: title || long.toLowerCase() }, short ? brief : long));
+  if (!s.hard) add("SOFT", "SOFT", "soft state");
+  if (s.acknowledged && s.acknowledged !== "none") add(s.acknowledged === "sticky" ? "ACK (sticky)" : "ACK", "ACK", "acknowledged " + ackText(s));
+  if (s.in_downtime) add("DOWNTIME", "DT", "in downtime");
+  if (s.flapping) add("FLAPPING", "FLAP", "flapping");
+  if (s.suppressed) add("SUPPRESSED", "SUP", "suppressed");
+  if (s.encompassed) add("ENCOMPASSED", "ENC", "encompassed: a dependency is down");
   return m;
 }
+function ackText(s) {
+  if (!s.acknowledged || s.acknowledged === "none") return "no";
+  const a = s.ack;
+  return (s.acknowledged === "sticky" ? "sticky" : "yes") + (a ? " by " + a.author + " at " + fmtTime(a.at) + ": " + a.comment : "");
+}
 function renderTotals() {
-  const n = new Array(10).fill(0);
-  for (const c of checks.values()) n[STATUSES.indexOf(c.state.status)]++;
   const t = $("#totals"); t.textContent = "";
-  t.append(checks.size + " checks");
-  const counts = el("span", { class: "counts" });
-  n.forEach((k, i) => { if (k) counts.append(el("span", { class: "count s-" + STATUSES[i] }, k)); });
-  t.append(counts);
+  t.append(el("span", { class: "total" }, checks.size + " checks"), summary(totalsOf(checks.values())));
 }
 function crumbs(parts) {
   const c = $("#crumbs"); c.textContent = "";
@@ -229,8 +299,8 @@ function groupNode(g, depth, seen) {
   const row = el("div", { class: "node", "data-group": g.id },
     toggle, badge(g.aggregate ? g.aggregate.status : "PENDING"),
     el("a", { class: "name", href: "#/group/" + g.id }, g.name),
-    el("span", { class: "total" }, (g.aggregate ? g.aggregate.total : 0) + " checks"),
-    countsOf(g.aggregate));
+    el("span", { class: "total" }, (local.get(g.id) || emptyCounts()).total + " checks"),
+    summary(local.get(g.id)));
   const li = el("li", {}, row, kids);
   const nodes = view.nodes.get(g.id) || [];
   nodes.push(row); view.nodes.set(g.id, nodes);
@@ -247,11 +317,23 @@ function groupNode(g, depth, seen) {
   return li;
 }
 function renderGroupRow(row, g, quiet) {
-  if (!g.aggregate) return;
-  row.children[1].replaceWith(badge(g.aggregate.status));
-  row.children[3].textContent = g.aggregate.total + " checks";
-  row.children[4].replaceWith(countsOf(g.aggregate));
+  const a = local.get(g.id) || emptyCounts();
+  row.children[1].replaceWith(badge(g.aggregate ? g.aggregate.status : "PENDING"));
+  row.children[3].textContent = a.total + " checks";
+  row.children[4].replaceWith(summary(a));
   if (!quiet) flash(row);
+}
+function ungroupedNode() {
+  const a = local.get(UNGROUPED) || emptyCounts();
+  const worst = a.n.reduce((w, k, i) => (k > 0 ? i : w), 0);
+  return el("li", {}, el("div", { class: "node", "data-group": UNGROUPED, id: "ungrouped-node" },
+    el("span", { class: "toggle" }), badge(STATUSES[worst]),
+    el("a", { class: "name", href: "#/ungrouped" }, "Ungrouped"),
+    el("span", { class: "total" }, a.total + " checks"), summary(a)));
+}
+function updateUngrouped() {
+  const row = $("#ungrouped-node"); if (!row) return;
+  row.parentNode.replaceWith(ungroupedNode());
 }
 function updateGroupViews(g, quiet) {
   for (const row of view.nodes.get(g.id) || []) renderGroupRow(row, g, quiet);
@@ -261,12 +343,13 @@ function renderTree() {
   view.kind = "tree"; view.id = null; view.rows.clear(); view.nodes.clear();
   crumbs([]);
   const roots = [...groups.values()].filter((g) => !g.parents.length).sort((a, b) => a.name.localeCompare(b.name));
-  const tree = el("ul", { class: "tree root", id: "group-tree" }, roots.map((g) => groupNode(g, 0, new Set([g.id]))));
+  const ungrouped = (local.get(UNGROUPED) || emptyCounts()).total;
+  const tree = el("ul", { class: "tree root", id: "group-tree" }, roots.map((g) => groupNode(g, 0, new Set([g.id]))), ungrouped ? ungroupedNode() : null);
   const problems = [...checks.values()].filter((c) => !c.state.ok).sort(worstFirst);
   const main = $("#main"); main.textContent = "";
   main.append(el("div", { class: "cols" },
-    el("div", { class: "card" }, el("h2", {}, "Groups"), roots.length ? tree : el("p", { class: "muted" }, "No groups configured.")),
-    el("div", { class: "card" }, el("h2", {}, "Problems"), checkTable(problems, "problems"))));
+    el("div", { class: "card" }, el("h2", {}, "Groups"), roots.length || ungrouped ? tree : el("p", { class: "muted" }, "No groups configured.")),
+    el("div", { class: "card" }, el("h2", {}, "Problems ", el("span", { class: "muted small" }, problems.length + " not OK")), checkTable(problems, "problems"))));
 }
 function worstFirst(a, b) {
   return RANK.indexOf(b.state.status) - RANK.indexOf(a.state.status) || a.display_name.localeCompare(b.display_name);
@@ -278,17 +361,18 @@ function checkRow(c) {
   const s = c.state;
   const tr = el("tr", { class: "r", "data-check": c.id },
     el("td", {}, badge(s.status)),
-    el("td", {}, el("a", { href: "#/check/" + c.id }, c.display_name)),
+    el("td", { class: "name", title: c.display_name }, el("a", { href: "#/check/" + c.id }, c.display_name)),
     el("td", { class: "out", title: s.output }, s.output),
-    el("td", {}, marks(s)),
-    el("td", { title: s.last_check_at || "" }, ago(s.last_check_at)));
+    el("td", { class: "marks-cell" }, marks(s, true)),
+    el("td", { class: "last", title: s.last_check_at || "" }, ago(s.last_check_at)));
   view.rows.set(c.id, tr);
   return tr;
 }
 const OVERSCAN = 15;
 function checkTable(list, name) {
   const body = el("tbody");
-  const table = el("table", {},
+  const table = el("table", { class: "fixed checks" },
+    el("colgroup", {}, ["c-status", "c-name", "c-out", "c-marks", "c-last"].map((k) => el("col", { class: k }))),
     el("thead", {}, el("tr", {}, ["Status", "Check", "Output", "", "Last check"].map((h) => el("th", {}, h)))), body);
   const wrap = el("div", { class: "vt", "data-table": name, "data-rows": list.length }, table);
   if (!list.length) {
@@ -347,7 +431,7 @@ function descendants(gid) {
 function renderGroupHeader(g) {
   const h = $("#group-head"); if (!h || !g.aggregate) return;
   h.textContent = "";
-  h.append(el("h2", {}, badge(g.aggregate.status), " ", g.name, countsOf(g.aggregate)),
+  h.append(el("h2", {}, badge(g.aggregate.status), " ", g.name, summary(local.get(g.id))),
     el("p", { class: "muted" }, g.aggregate.total + " checks · " + g.aggregate.acknowledged + " acknowledged · " +
       g.aggregate.in_downtime + " in downtime · " + g.aggregate.suppressed + " suppressed"));
 }
@@ -366,6 +450,92 @@ function renderGroup(id) {
     g.children.length ? el("div", { class: "card" }, el("h3", {}, "Subgroups"), sub) : "",
     el("div", { class: "card" }, el("h3", {}, "Checks (this group and below)"), checkTable(list, "group")));
   renderGroupHeader(g);
+}
+
+// ---- search, hosts, ungrouped -------------------------------------------
+// Filters live in the URL (#/search?q=&status=&host=&group=&ack=&downtime=),
+// so a filtered view can be bookmarked; they run over the checks the page
+// holds (the API offers the same: GET /api/checks).
+function hashParams() {
+  const i = location.hash.indexOf("?");
+  return new URLSearchParams(i < 0 ? "" : location.hash.slice(i + 1));
+}
+function searchHref(p) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(p)) if (v) q.set(k, v);
+  return "#/search?" + q.toString();
+}
+function matches(c, f, under) {
+  const s = c.state;
+  if (f.q && !(c.display_name.toLowerCase().includes(f.q) || (s.output || "").toLowerCase().includes(f.q))) return false;
+  if (f.host && c.host !== f.host) return false;
+  if (under && !c.groups.some((x) => under.has(x))) return false;
+  if (f.status === "problems" && s.ok) return false;
+  if (f.status && f.status !== "problems" && s.status !== f.status) return false;
+  const acked = !!s.acknowledged && s.acknowledged !== "none";
+  if (f.ack && (f.ack === "yes") !== acked) return false;
+  if (f.downtime && (f.downtime === "yes") !== !!s.in_downtime) return false;
+  return true;
+}
+function select(id, value, options) {
+  const e = el("select", { id, name: id }, options.map(([v, t]) => el("option", { value: v }, t)));
+  e.value = value || "";
+  return e;
+}
+function renderSearch() {
+  view.kind = "search"; view.id = null; view.rows.clear(); view.nodes.clear();
+  crumbs([{ text: "Search" }]);
+  const p = hashParams();
+  const f = { q: (p.get("q") || "").trim().toLowerCase(), status: p.get("status") || "", host: p.get("host") || "",
+    group: p.get("group") || "", ack: p.get("ack") || "", downtime: p.get("downtime") || "" };
+  $("#q").value = p.get("q") || "";
+  const under = f.group ? descendants(f.group) : null;
+  const list = [...checks.values()].filter((c) => matches(c, f, under)).sort(worstFirst);
+  const hosts = [...new Set([...checks.values()].map((c) => c.host))].sort();
+  const form = el("form", { class: "filters", id: "filters" },
+    el("input", { id: "f-q", name: "q", type: "search", placeholder: "name or output", value: p.get("q") || "" }),
+    select("f-status", f.status, [["", "any status"], ["problems", "not OK"], ...STATUSES.map((x) => [x, x])]),
+    select("f-host", f.host, [["", "any host"], ...hosts.map((h) => [h, h])]),
+    select("f-group", f.group, [["", "any group"], ...[...groups.values()].sort((a, b) => a.name.localeCompare(b.name)).map((g) => [g.id, g.name])]),
+    select("f-ack", f.ack, [["", "ack: any"], ["yes", "acknowledged"], ["no", "not acknowledged"]]),
+    select("f-downtime", f.downtime, [["", "downtime: any"], ["yes", "in downtime"], ["no", "not in downtime"]]),
+    el("button", { type: "submit" }, "Filter"));
+  const apply = (ev) => {
+    if (ev) ev.preventDefault();
+    location.hash = searchHref({ q: $("#f-q").value.trim(), status: $("#f-status").value, host: $("#f-host").value,
+      group: $("#f-group").value, ack: $("#f-ack").value, downtime: $("#f-downtime").value });
+  };
+  form.addEventListener("submit", apply);
+  for (const sel of form.querySelectorAll("select")) sel.addEventListener("change", apply);
+  const main = $("#main"); main.textContent = "";
+  main.append(el("div", { class: "card" }, el("h2", {}, "Checks ", el("span", { class: "muted small", id: "search-count" }, list.length + " of " + checks.size)),
+    form, summary(totalsOf(list)), checkTable(list, "search")));
+}
+function renderHosts() {
+  view.kind = "hosts"; view.id = null; view.rows.clear(); view.nodes.clear();
+  crumbs([{ text: "Hosts" }]);
+  const byHost = new Map();
+  for (const c of checks.values()) { if (!byHost.has(c.host)) byHost.set(c.host, []); byHost.get(c.host).push(c); }
+  const rows = [...byHost.entries()].map(([h, list]) => {
+    const worst = list.filter((c) => !isIgnored(c.state)).sort(worstFirst)[0];
+    return { h, list, worst: worst ? worst.state.status : "PENDING" };
+  }).sort((a, b) => STATUSES.indexOf(b.worst) - STATUSES.indexOf(a.worst) || a.h.localeCompare(b.h));
+  const body = el("tbody", {}, rows.map((r) => el("tr", { "data-host": r.h },
+    el("td", {}, badge(r.worst)), el("td", {}, el("a", { href: searchHref({ host: r.h }) }, r.h)),
+    el("td", { class: "num" }, r.list.length), el("td", {}, summary(totalsOf(r.list))))));
+  const main = $("#main"); main.textContent = "";
+  main.append(el("div", { class: "card" }, el("h2", {}, "Hosts ", el("span", { class: "muted small" }, rows.length + " hosts")),
+    el("div", { class: "vt" }, el("table", { id: "host-table", class: "fixed hosts" },
+      el("colgroup", {}, el("col", { class: "c-status" }), el("col", { class: "c-host" }), el("col", { class: "c-num" }), el("col", {})),
+      el("thead", {}, el("tr", {}, ["Status", "Host", "Checks", "Counts"].map((x) => el("th", {}, x)))), body))));
+}
+function renderUngrouped() {
+  view.kind = "ungrouped"; view.id = null; view.rows.clear(); view.nodes.clear();
+  crumbs([{ text: "Ungrouped" }]);
+  const list = [...checks.values()].filter((c) => (ancestorsOf.get(c.id) || [])[0] === UNGROUPED).sort(worstFirst);
+  const main = $("#main"); main.textContent = "";
+  main.append(el("div", { class: "card" }, el("h2", {}, "Checks in no group ", el("span", { class: "muted small" }, String(list.length))),
+    summary(local.get(UNGROUPED)), checkTable(list, "ungrouped")));
 }
 
 // ---- check page --------------------------------------------------------
@@ -388,7 +558,7 @@ function renderCheckDetail(c, changed) {
       kv("Last state change", fmtTime(s.last_state_change_at)),
       kv("Last hard change", fmtTime(s.last_hard_change_at)),
       kv("Flapping", (s.flapping ? "yes" : "no") + " (" + Math.round(s.flap_percent) + "%)"),
-      kv("Acknowledged", s.acknowledged),
+      kv("Acknowledged", ackText(s), "check-ack"),
       kv("Alert open", s.current_alert ? "since " + fmtTime(s.current_alert.opened_at) : "no"),
       kv("Version", String(s.version), "check-version")));
   if (s.perfdata && s.perfdata.length) {
@@ -428,6 +598,9 @@ function actionDialog(title, opts) {
 async function act(fn, okMsg) {
   try { await fn(); toast(okMsg); } catch (e) { toast(e.message, true); }
 }
+// The cards below the check's state, in order; each is filled by its own
+// loader (a new section: add its id here and fill it in renderCheck).
+const CHECK_SECTIONS = ["check-downtimes", "check-history", "check-config"];
 async function renderCheck(id) {
   const c = checks.get(id);
   if (!c) return notFound("check");
@@ -450,9 +623,7 @@ async function renderCheck(id) {
       c.state.suppressed ? "Unsuppressed" : "Suppressed") }, "Suppress / unsuppress"));
   const main = $("#main"); main.textContent = "";
   main.append(el("div", { class: "card" }, el("div", { id: "check-state" }), buttons),
-    el("div", { class: "card", id: "check-downtimes" }),
-    el("div", { class: "card", id: "check-history" }),
-    el("div", { class: "card", id: "check-config" }));
+    ...CHECK_SECTIONS.map((id) => el("div", { class: "card", id })));
   renderCheckDetail(c, false);
   loadHistory(id);
   const d = await api("GET", base).catch(() => null);
@@ -471,13 +642,19 @@ function notFound(what) { $("#main").textContent = ""; $("#main").append(el("div
 // ---- routing -----------------------------------------------------------
 function route() {
   const h = location.hash.replace(/^#\/?/, "").split("/");
-  if (h[0] === "group" && h[1]) renderGroup(h[1]);
-  else if (h[0] === "check" && h[1]) renderCheck(h[1]);
+  const page = h[0].split("?")[0];
+  if (page === "group" && h[1]) renderGroup(h[1]);
+  else if (page === "check" && h[1]) renderCheck(h[1]);
+  else if (page === "search") renderSearch();
+  else if (page === "hosts") renderHosts();
+  else if (page === "ungrouped") renderUngrouped();
   else renderTree();
 }
 window.addEventListener("hashchange", route);
 window.addEventListener("hashchange", whoami);
 $("#login-btn").onclick = () => login("Log in as an operator to use the buttons.");
+$("#logout-btn").onclick = logout;
+$("#search-form").addEventListener("submit", (ev) => { ev.preventDefault(); location.hash = searchHref({ q: $("#q").value.trim() }); });
 setInterval(() => { for (const [id, tr] of view.rows) { const c = checks.get(id); if (c) tr.lastChild.textContent = ago(c.state.last_check_at); } }, 5000);
 whoami();
 loadState().then(() => { route(); connect(); }).catch((e) => { $("#main").textContent = "Cannot load state: " + e.message; connect(); });
