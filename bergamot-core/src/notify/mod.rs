@@ -333,3 +333,12 @@ pub trait NotificationStore: Send + Sync + 'static {
     /// Lists jobs, newest first.
     async fn notifications(&self, filter: &JobFilter) -> crate::Result<Vec<NotificationJob>>;
 }
+
+mod dispatch;
+mod memory;
+
+pub use dispatch::{
+    is_finished, AlwaysRelevant, Backoff, ChannelMap, Dispatcher, DispatcherConfig,
+    DispatcherHandle, Outcome, Relevance,
+};
+pub use memory::{InMemoryNotificationStore, DEFAULT_FINISHED_CAP, DEFAULT_LIST_LIMIT};
