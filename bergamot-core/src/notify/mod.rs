@@ -27,6 +27,16 @@
 //! }
 //! ```
 
+mod period;
+mod plan;
+mod rules;
+
+pub use period::{Exclusion, TimePeriod, TimePeriods, WeeklyRange, ALWAYS};
+pub use plan::{
+    active_elapsed, job_id, plan, still_relevant, AlertFacts, AlertNow, EventFact, Pause,
+};
+pub use rules::{CheckNotify, Contact, EscalationStep, NotifyModel, NotifyRule};
+
 use crate::model::{CheckId, Status};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

@@ -1,0 +1,1008 @@
+//! Table tests of the pure planner: who gets what, when.
+//!
+//! Fixture: alert opened at T0 = Thursday 2026-12-03 02:00 UTC (03:00 in
+//! Berlin, outside office hours). Contacts alice, bob (team ops), carol
+//! (escalation), dave (only reachable in `office`, mon-fri 09:00-17:30
+//! Europe/Berlin = 08:00 UTC that day). Channels `mail` and `hook`.
+//! The default rule: alice on `mail`, period `always`.
+//!
+//! A planned job is written `kind who/channel s<sequence> e<escalation>
+//! +<minutes of not_before after T0>`.
+
+use super::*;
+use crate::model::CheckId;
+use crate::notify::rules::{CheckNotify, Contact, EscalationStep, NotifyModel, NotifyRule};
+use crate::notify::{TimePeriod, TimePeriods, WeeklyRange};
+use std::time::Duration;
+
+fn t0() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-12-03T02:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn at(min: i64) -> DateTime<Utc> {
+    t0() + chrono::Duration::minutes(min)
+}
+
+fn check() -> CheckId {
+    CheckId::service("default", "db1", "disk")
+}
+
+fn alert_id() -> Uuid {
+    Uuid::from_u128(42)
+}
+
+fn model(rule: NotifyRule) -> NotifyModel {
+    let mut m = NotifyModel::default();
+    for name in ["alice", "bob", "carol", "dave"] {
+        m.contacts.insert(
+            name.into(),
+            Contact {
+                name: name.into(),
+                email: Some(format!("{name}@example.com")),
+                period: (name == "dave").then(|| "office".to_string()),
+                ..Contact::default()
+            },
+        );
+    }
+    let mut periods = TimePeriods::default();
+    periods.periods.insert(
+        "office".into(),
+        TimePeriod {
+            name: "office".into(),
+            timezone: chrono_tz::Europe::Berlin,
+            ranges: vec![WeeklyRange::parse("mon-fri 09:00-17:30").unwrap()],
+            exclude: vec![],
+        },
+    );
+    m.periods = periods;
+    m.checks.insert(
+        check(),
+        CheckNotify {
+            check: "db1/disk".into(),
+            host: "db1".into(),
+            rule,
+        },
+    );
+    m
+}
+
+fn base_rule() -> NotifyRule {
+    NotifyRule {
+        contacts: vec!["alice".into()],
+        channels: vec!["mail".into()],
+        period: "always".into(),
+        ..NotifyRule::default()
+    }
+}
+
+fn ev(min: i64, version: u64, status: Status) -> EventFact {
+    EventFact {
+        version,
+        at: at(min),
+        status,
+        output: format!("{status} at +{min}"),
+    }
+}
+
+fn base_facts() -> AlertFacts {
+    AlertFacts {
+        alert: AlertRecord {
+            id: alert_id(),
+            check_id: check(),
+            opened_at: t0(),
+            closed_at: None,
+            status: Status::Critical,
+            worst: Status::Critical,
+        },
+        opened: ev(0, 3, Status::Critical),
+        realerts: vec![],
+        closed: None,
+        acknowledged: None,
+        held_back: false,
+        paused: vec![],
+    }
+}
+
+fn close(f: &mut AlertFacts, min: i64) {
+    f.alert.closed_at = Some(at(min));
+    f.closed = Some(ev(min, 9, Status::Ok));
+}
+
+/// An existing job, as the planner would have made it.
+fn job(
+    kind: NotificationKind,
+    who: &str,
+    ch: &str,
+    seq: u32,
+    esc: u32,
+    status: JobStatus,
+) -> NotificationJob {
+    NotificationJob {
+        notification: Notification {
+            id: job_id(alert_id(), kind, seq, esc, who, ch),
+            kind,
+            alert_id: Some(alert_id()),
+            check_id: check(),
+            check: "db1/disk".into(),
+            host: "db1".into(),
+            status: Status::Critical,
+            output: String::new(),
+            at: t0(),
+            alert_opened_at: Some(t0()),
+            escalation: esc,
+            sequence: seq,
+            author: None,
+            comment: None,
+            recipient: crate::notify::Recipient {
+                name: who.into(),
+                ..Default::default()
+            },
+            channel: ch.into(),
+        },
+        not_before: t0(),
+        status,
+        attempts: 0,
+        last_error: None,
+        created_at: t0(),
+        finished_at: None,
+    }
+}
+
+fn sent(who: &str, ch: &str) -> NotificationJob {
+    job(NotificationKind::Alert, who, ch, 0, 0, JobStatus::Sent)
+}
+
+fn show(j: &NotificationJob) -> String {
+    let n = &j.notification;
+    format!(
+        "{} {}/{} s{} e{} +{}",
+        n.kind,
+        n.recipient.name,
+        n.channel,
+        n.sequence,
+        n.escalation,
+        (j.not_before - t0()).num_minutes()
+    )
+}
+
+fn step(after_min: u64, contacts: &[&str], renotify: bool) -> EscalationStep {
+    EscalationStep {
+        after: Duration::from_secs(after_min * 60),
+        contacts: contacts.iter().map(|c| c.to_string()).collect(),
+        renotify,
+    }
+}
+
+struct Case {
+    name: &'static str,
+    rule: fn(&mut NotifyRule),
+    facts: fn(&mut AlertFacts),
+    existing: fn() -> Vec<NotificationJob>,
+    now: i64,
+    want: &'static [&'static str],
+}
+
+fn none() -> Vec<NotificationJob> {
+    vec![]
+}
+
+fn keep(_: &mut NotifyRule) {}
+fn same(_: &mut AlertFacts) {}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "an alert goes to the contact on its channel at once",
+        rule: keep,
+        facts: same,
+        existing: none,
+        now: 0,
+        want: &["alert alice/mail s0 e0 +0"],
+    },
+    Case {
+        name: "every contact times every channel, one job each",
+        rule: |r| {
+            r.contacts = vec!["alice".into(), "bob".into()];
+            r.channels = vec!["mail".into(), "hook".into()];
+        },
+        facts: same,
+        existing: none,
+        now: 0,
+        want: &[
+            "alert alice/hook s0 e0 +0",
+            "alert alice/mail s0 e0 +0",
+            "alert bob/hook s0 e0 +0",
+            "alert bob/mail s0 e0 +0",
+        ],
+    },
+    Case {
+        name: "planning again plans nothing new",
+        rule: keep,
+        facts: same,
+        existing: || {
+            vec![job(
+                NotificationKind::Alert,
+                "alice",
+                "mail",
+                0,
+                0,
+                JobStatus::Pending,
+            )]
+        },
+        now: 1,
+        want: &[],
+    },
+    Case {
+        name: "a sent alert is not planned again",
+        rule: keep,
+        facts: same,
+        existing: || vec![sent("alice", "mail")],
+        now: 5,
+        want: &[],
+    },
+    Case {
+        name: "the planner coming late still plans the alert, due now",
+        rule: keep,
+        facts: same,
+        existing: none,
+        now: 7,
+        want: &["alert alice/mail s0 e0 +7"],
+    },
+    Case {
+        name: "outside the rule's period the alert waits for it to open",
+        rule: |r| r.period = "office".into(),
+        facts: same,
+        existing: none,
+        now: 0,
+        want: &["alert alice/mail s0 e0 +360"],
+    },
+    Case {
+        name: "outside the contact's own period only that contact waits",
+        rule: |r| r.contacts = vec!["alice".into(), "dave".into()],
+        facts: same,
+        existing: none,
+        now: 0,
+        want: &["alert alice/mail s0 e0 +0", "alert dave/mail s0 e0 +360"],
+    },
+    Case {
+        name: "an unknown period never opens: nothing planned",
+        rule: |r| r.period = "nope".into(),
+        facts: same,
+        existing: none,
+        now: 0,
+        want: &[],
+    },
+    Case {
+        name: "types without alert: no alert",
+        rule: |r| r.types = vec![NotificationKind::Recovery],
+        facts: same,
+        existing: none,
+        now: 0,
+        want: &[],
+    },
+    Case {
+        name: "ignore_statuses drops a WARNING alert",
+        rule: |r| r.ignore_statuses = vec![Status::Warning],
+        facts: |f| f.opened.status = Status::Warning,
+        existing: none,
+        now: 0,
+        want: &[],
+    },
+    Case {
+        name: "ignore_statuses keeps a CRITICAL alert",
+        rule: |r| r.ignore_statuses = vec![Status::Warning],
+        facts: same,
+        existing: none,
+        now: 0,
+        want: &["alert alice/mail s0 e0 +0"],
+    },
+    Case {
+        name: "no escalation before its delay",
+        rule: |r| r.escalations = vec![step(15, &["carol"], false)],
+        facts: same,
+        existing: || vec![sent("alice", "mail")],
+        now: 14,
+        want: &[],
+    },
+    Case {
+        name: "the escalation after its delay adds its contacts",
+        rule: |r| r.escalations = vec![step(15, &["carol"], false)],
+        facts: same,
+        existing: || vec![sent("alice", "mail")],
+        now: 15,
+        want: &["alert carol/mail s0 e1 +15"],
+    },
+    Case {
+        name: "renotify tells the first recipients again at the step",
+        rule: |r| r.escalations = vec![step(15, &["carol"], true)],
+        facts: same,
+        existing: || vec![sent("alice", "mail")],
+        now: 20,
+        want: &["alert alice/mail s0 e1 +20", "alert carol/mail s0 e1 +20"],
+    },
+    Case {
+        name: "an escalation contact already told is not told again without renotify",
+        rule: |r| r.escalations = vec![step(15, &["alice", "carol"], false)],
+        facts: same,
+        existing: || vec![sent("alice", "mail")],
+        now: 15,
+        want: &["alert carol/mail s0 e1 +15"],
+    },
+    Case {
+        name: "two steps due at once: both planned, each contact once",
+        rule: |r| {
+            r.escalations = vec![
+                step(15, &["bob"], false),
+                step(30, &["carol", "bob"], false),
+            ]
+        },
+        facts: same,
+        existing: || vec![sent("alice", "mail")],
+        now: 45,
+        want: &["alert bob/mail s0 e1 +45", "alert carol/mail s0 e2 +45"],
+    },
+    Case {
+        name: "time acknowledged does not count towards the escalation",
+        rule: |r| r.escalations = vec![step(15, &["carol"], false)],
+        facts: |f| {
+            f.paused = vec![Pause {
+                start: at(5),
+                end: Some(at(15)),
+            }]
+        },
+        existing: || vec![sent("alice", "mail")],
+        now: 20,
+        want: &[],
+    },
+    Case {
+        name: "the escalation comes once the paused time is made up",
+        rule: |r| r.escalations = vec![step(15, &["carol"], false)],
+        facts: |f| {
+            f.paused = vec![Pause {
+                start: at(5),
+                end: Some(at(15)),
+            }]
+        },
+        existing: || vec![sent("alice", "mail")],
+        now: 25,
+        want: &["alert carol/mail s0 e1 +25"],
+    },
+    Case {
+        name: "overlapping pauses (ack during downtime) count once",
+        rule: |r| r.escalations = vec![step(15, &["carol"], false)],
+        facts: |f| {
+            f.paused = vec![
+                Pause {
+                    start: at(5),
+                    end: Some(at(15)),
+                },
+                Pause {
+                    start: at(10),
+                    end: Some(at(20)),
+                },
+            ]
+        },
+        existing: || vec![sent("alice", "mail")],
+        now: 30,
+        want: &["alert carol/mail s0 e1 +30"],
+    },
+    Case {
+        name: "an acknowledged alert escalates no more",
+        rule: |r| r.escalations = vec![step(15, &["carol"], false)],
+        facts: |f| f.acknowledged = Some(at(10)),
+        existing: || {
+            vec![
+                sent("alice", "mail"),
+                job(
+                    NotificationKind::Acknowledge,
+                    "alice",
+                    "mail",
+                    0,
+                    0,
+                    JobStatus::Sent,
+                ),
+            ]
+        },
+        now: 60,
+        want: &[],
+    },
+    Case {
+        name: "acknowledging tells everyone told of the alert",
+        rule: |r| r.contacts = vec!["alice".into(), "bob".into()],
+        facts: |f| f.acknowledged = Some(at(10)),
+        existing: || vec![sent("alice", "mail"), sent("bob", "mail")],
+        now: 10,
+        want: &[
+            "acknowledge alice/mail s0 e0 +10",
+            "acknowledge bob/mail s0 e0 +10",
+        ],
+    },
+    Case {
+        name: "an acknowledgement is not sent to whom the alert has not reached yet",
+        rule: |r| r.contacts = vec!["alice".into(), "dave".into()],
+        facts: |f| f.acknowledged = Some(at(10)),
+        existing: || {
+            vec![
+                sent("alice", "mail"),
+                job(
+                    NotificationKind::Alert,
+                    "dave",
+                    "mail",
+                    0,
+                    0,
+                    JobStatus::Pending,
+                ),
+            ]
+        },
+        now: 10,
+        want: &["acknowledge alice/mail s0 e0 +10"],
+    },
+    Case {
+        name: "types without acknowledge: no acknowledgement",
+        rule: |r| r.types = vec![NotificationKind::Alert, NotificationKind::Recovery],
+        facts: |f| f.acknowledged = Some(at(10)),
+        existing: || vec![sent("alice", "mail")],
+        now: 10,
+        want: &[],
+    },
+    Case {
+        name: "a repeat after repeat_every to everyone told",
+        rule: |r| r.repeat_every = Some(Duration::from_secs(30 * 60)),
+        facts: same,
+        existing: || vec![sent("alice", "mail")],
+        now: 31,
+        want: &["alert alice/mail s1 e0 +31"],
+    },
+    Case {
+        name: "no repeat before repeat_every",
+        rule: |r| r.repeat_every = Some(Duration::from_secs(30 * 60)),
+        facts: same,
+        existing: || vec![sent("alice", "mail")],
+        now: 29,
+        want: &[],
+    },
+    Case {
+        name: "a planner down for hours plans only the latest repeat",
+        rule: |r| r.repeat_every = Some(Duration::from_secs(30 * 60)),
+        facts: same,
+        existing: || vec![sent("alice", "mail")],
+        now: 185,
+        want: &["alert alice/mail s6 e0 +185"],
+    },
+    Case {
+        name: "no repeat to whom the alert has not reached yet",
+        rule: |r| {
+            r.contacts = vec!["alice".into(), "dave".into()];
+            r.repeat_every = Some(Duration::from_secs(30 * 60));
+        },
+        facts: same,
+        existing: || {
+            vec![
+                sent("alice", "mail"),
+                job(
+                    NotificationKind::Alert,
+                    "dave",
+                    "mail",
+                    0,
+                    0,
+                    JobStatus::Pending,
+                ),
+            ]
+        },
+        now: 60,
+        want: &["alert alice/mail s2 e0 +60"],
+    },
+    Case {
+        name: "an acknowledged alert repeats no more",
+        rule: |r| r.repeat_every = Some(Duration::from_secs(30 * 60)),
+        facts: |f| f.acknowledged = Some(at(10)),
+        existing: || {
+            vec![
+                sent("alice", "mail"),
+                job(
+                    NotificationKind::Acknowledge,
+                    "alice",
+                    "mail",
+                    0,
+                    0,
+                    JobStatus::Sent,
+                ),
+            ]
+        },
+        now: 90,
+        want: &[],
+    },
+    Case {
+        name: "repeats reach escalated recipients at their step",
+        rule: |r| r.repeat_every = Some(Duration::from_secs(30 * 60)),
+        facts: same,
+        existing: || {
+            vec![
+                sent("alice", "mail"),
+                job(
+                    NotificationKind::Alert,
+                    "carol",
+                    "mail",
+                    0,
+                    1,
+                    JobStatus::Sent,
+                ),
+            ]
+        },
+        now: 30,
+        want: &["alert alice/mail s1 e0 +30", "alert carol/mail s1 e1 +30"],
+    },
+    Case {
+        name: "held back (downtime started after the alert): no repeat, no escalation",
+        rule: |r| {
+            r.repeat_every = Some(Duration::from_secs(30 * 60));
+            r.escalations = vec![step(15, &["carol"], false)];
+        },
+        facts: |f| {
+            f.held_back = true;
+            f.paused = vec![Pause {
+                start: at(5),
+                end: None,
+            }];
+        },
+        existing: || vec![sent("alice", "mail")],
+        now: 120,
+        want: &[],
+    },
+    Case {
+        name: "after the downtime, the clock resumes without the downtime",
+        rule: |r| r.escalations = vec![step(15, &["carol"], false)],
+        facts: |f| {
+            f.paused = vec![Pause {
+                start: at(5),
+                end: Some(at(65)),
+            }]
+        },
+        existing: || vec![sent("alice", "mail")],
+        now: 75,
+        want: &["alert carol/mail s0 e1 +75"],
+    },
+    Case {
+        name: "an alert held back by downtime when planned waits for the hold to end",
+        rule: keep,
+        facts: |f| f.held_back = true,
+        existing: none,
+        now: 1,
+        want: &[],
+    },
+    Case {
+        name: "the alert the downtime held back, emitted at its end, is sent then",
+        rule: keep,
+        facts: |f| {
+            f.alert.opened_at = at(60);
+            f.opened = ev(60, 5, Status::Critical);
+        },
+        existing: none,
+        now: 60,
+        want: &["alert alice/mail s0 e0 +60"],
+    },
+    Case {
+        name: "a realert goes to everyone told, numbered by its history version",
+        rule: |r| r.contacts = vec!["alice".into(), "bob".into()],
+        facts: |f| f.realerts = vec![ev(10, 5, Status::Unknown)],
+        existing: || vec![sent("alice", "mail"), sent("bob", "mail")],
+        now: 10,
+        want: &["realert alice/mail s5 e0 +10", "realert bob/mail s5 e0 +10"],
+    },
+    Case {
+        name: "a realert of an ignored status is not sent",
+        rule: |r| r.ignore_statuses = vec![Status::Unknown],
+        facts: |f| f.realerts = vec![ev(10, 5, Status::Unknown)],
+        existing: || vec![sent("alice", "mail")],
+        now: 10,
+        want: &[],
+    },
+    Case {
+        name: "recovery goes to everyone the alert reached, escalations included",
+        rule: |r| r.escalations = vec![step(15, &["carol"], false)],
+        facts: |f| close(f, 40),
+        existing: || {
+            vec![
+                sent("alice", "mail"),
+                job(
+                    NotificationKind::Alert,
+                    "carol",
+                    "mail",
+                    0,
+                    1,
+                    JobStatus::Sent,
+                ),
+            ]
+        },
+        now: 40,
+        want: &[
+            "recovery alice/mail s0 e0 +40",
+            "recovery carol/mail s0 e0 +40",
+        ],
+    },
+    Case {
+        name: "recovery reaches a recipient whose alert is being sent right now",
+        rule: keep,
+        facts: |f| close(f, 3),
+        existing: || {
+            vec![job(
+                NotificationKind::Alert,
+                "alice",
+                "mail",
+                0,
+                0,
+                JobStatus::Sending,
+            )]
+        },
+        now: 3,
+        want: &["recovery alice/mail s0 e0 +3"],
+    },
+    Case {
+        name: "no recovery to whom the alert never reached (waiting, then cancelled)",
+        rule: |r| r.contacts = vec!["alice".into(), "dave".into()],
+        facts: |f| close(f, 30),
+        existing: || {
+            vec![
+                sent("alice", "mail"),
+                job(
+                    NotificationKind::Alert,
+                    "dave",
+                    "mail",
+                    0,
+                    0,
+                    JobStatus::Cancelled,
+                ),
+            ]
+        },
+        now: 30,
+        want: &["recovery alice/mail s0 e0 +30"],
+    },
+    Case {
+        name: "no recovery after a failed alert",
+        rule: keep,
+        facts: |f| close(f, 30),
+        existing: || {
+            vec![job(
+                NotificationKind::Alert,
+                "alice",
+                "mail",
+                0,
+                0,
+                JobStatus::Failed,
+            )]
+        },
+        now: 30,
+        want: &[],
+    },
+    Case {
+        name: "a closed alert plans no alert, repeat or escalation",
+        rule: |r| {
+            r.repeat_every = Some(Duration::from_secs(60));
+            r.escalations = vec![step(1, &["carol"], false)];
+        },
+        facts: |f| close(f, 30),
+        existing: none,
+        now: 30,
+        want: &[],
+    },
+    Case {
+        name: "a recovery outside the contact's period waits for it",
+        rule: |r| r.contacts = vec!["dave".into()],
+        // Closed at 18:40 UTC (19:40 Berlin): waits for Friday 09:00 Berlin.
+        facts: |f| close(f, 1000),
+        existing: || vec![sent("dave", "mail")],
+        now: 1000,
+        want: &["recovery dave/mail s0 e0 +1800"],
+    },
+    Case {
+        name: "a recovery planned twice is planned once",
+        rule: keep,
+        facts: |f| close(f, 30),
+        existing: || {
+            vec![
+                sent("alice", "mail"),
+                job(
+                    NotificationKind::Recovery,
+                    "alice",
+                    "mail",
+                    0,
+                    0,
+                    JobStatus::Sent,
+                ),
+            ]
+        },
+        now: 31,
+        want: &[],
+    },
+    Case {
+        name: "types without recovery: no recovery",
+        rule: |r| r.types = vec![NotificationKind::Alert],
+        facts: |f| close(f, 30),
+        existing: || vec![sent("alice", "mail")],
+        now: 30,
+        want: &[],
+    },
+    Case {
+        name: "an escalation outside the escalated contact's period waits",
+        rule: |r| r.escalations = vec![step(15, &["dave"], false)],
+        facts: same,
+        existing: || vec![sent("alice", "mail")],
+        now: 15,
+        want: &["alert dave/mail s0 e1 +360"],
+    },
+    Case {
+        name: "a check without a rule plans nothing",
+        rule: keep,
+        facts: |f| f.alert.check_id = CheckId::host("default", "other"),
+        existing: none,
+        now: 0,
+        want: &[],
+    },
+];
+
+#[test]
+fn planner_table() {
+    assert!(CASES.len() >= 30, "{} cases", CASES.len());
+    let mut failures = Vec::new();
+    for case in CASES {
+        let mut rule = base_rule();
+        (case.rule)(&mut rule);
+        let m = model(rule);
+        let mut facts = base_facts();
+        (case.facts)(&mut facts);
+        let existing = (case.existing)();
+        let jobs = plan(&m, &facts, &existing, at(case.now));
+        let mut got: Vec<String> = jobs.iter().map(show).collect();
+        got.sort();
+        let mut want: Vec<String> = case.want.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        if got != want {
+            failures.push(format!("{}:\n   got  {got:?}\n   want {want:?}", case.name));
+        }
+        // Planning again with what was planned is a no-op.
+        let mut all = existing.clone();
+        all.extend(jobs.iter().cloned());
+        let again = plan(&m, &facts, &all, at(case.now));
+        if !again.is_empty() {
+            failures.push(format!(
+                "{}: planning again added {:?}",
+                case.name,
+                again.iter().map(show).collect::<Vec<_>>()
+            ));
+        }
+        let mut ids: Vec<Uuid> = jobs.iter().map(|j| j.notification.id).collect();
+        ids.sort();
+        ids.dedup();
+        if ids.len() != jobs.len() {
+            failures.push(format!("{}: duplicate ids", case.name));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        CASES.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn ids_are_deterministic_and_distinct() {
+    let a = job_id(alert_id(), NotificationKind::Alert, 0, 0, "alice", "mail");
+    assert_eq!(
+        a,
+        job_id(alert_id(), NotificationKind::Alert, 0, 0, "alice", "mail")
+    );
+    let others = [
+        job_id(
+            Uuid::from_u128(43),
+            NotificationKind::Alert,
+            0,
+            0,
+            "alice",
+            "mail",
+        ),
+        job_id(
+            alert_id(),
+            NotificationKind::Recovery,
+            0,
+            0,
+            "alice",
+            "mail",
+        ),
+        job_id(alert_id(), NotificationKind::Alert, 1, 0, "alice", "mail"),
+        job_id(alert_id(), NotificationKind::Alert, 0, 1, "alice", "mail"),
+        job_id(alert_id(), NotificationKind::Alert, 0, 0, "bob", "mail"),
+        job_id(alert_id(), NotificationKind::Alert, 0, 0, "alice", "hook"),
+    ];
+    for o in others {
+        assert_ne!(a, o);
+    }
+}
+
+#[test]
+fn jobs_carry_the_event_and_the_recipient() {
+    let mut rule = base_rule();
+    rule.channels = vec!["hook".into()];
+    let mut m = model(rule);
+    if let Some(c) = m.contacts.get_mut("alice") {
+        c.channels.insert(
+            "hook".into(),
+            [("url".to_string(), "http://x/alice".to_string())].into(),
+        );
+    }
+    let jobs = plan(&m, &base_facts(), &[], t0());
+    assert_eq!(jobs.len(), 1);
+    let n = &jobs[0].notification;
+    assert_eq!(n.check, "db1/disk");
+    assert_eq!(n.host, "db1");
+    assert_eq!(n.status, Status::Critical);
+    assert_eq!(n.output, "CRITICAL at +0");
+    assert_eq!(n.alert_opened_at, Some(t0()));
+    assert_eq!(n.recipient.email.as_deref(), Some("alice@example.com"));
+    assert_eq!(
+        n.recipient.settings.get("url").map(String::as_str),
+        Some("http://x/alice")
+    );
+    assert_eq!(jobs[0].status, JobStatus::Pending);
+}
+
+struct RelevanceCase {
+    name: &'static str,
+    kind: NotificationKind,
+    seq: u32,
+    esc: u32,
+    open: bool,
+    acked: bool,
+    held: bool,
+    send: bool,
+}
+
+#[test]
+fn still_relevant_table() {
+    use NotificationKind::*;
+    let cases = [
+        RelevanceCase {
+            name: "open alert",
+            kind: Alert,
+            seq: 0,
+            esc: 0,
+            open: true,
+            acked: false,
+            held: false,
+            send: true,
+        },
+        RelevanceCase {
+            name: "closed before due",
+            kind: Alert,
+            seq: 0,
+            esc: 0,
+            open: false,
+            acked: false,
+            held: false,
+            send: false,
+        },
+        RelevanceCase {
+            name: "acked before due",
+            kind: Alert,
+            seq: 0,
+            esc: 0,
+            open: true,
+            acked: true,
+            held: false,
+            send: false,
+        },
+        RelevanceCase {
+            name: "first alert while held back",
+            kind: Alert,
+            seq: 0,
+            esc: 0,
+            open: true,
+            acked: false,
+            held: true,
+            send: true,
+        },
+        RelevanceCase {
+            name: "repeat while held back",
+            kind: Alert,
+            seq: 2,
+            esc: 0,
+            open: true,
+            acked: false,
+            held: true,
+            send: false,
+        },
+        RelevanceCase {
+            name: "escalation while held back",
+            kind: Alert,
+            seq: 0,
+            esc: 1,
+            open: true,
+            acked: false,
+            held: true,
+            send: false,
+        },
+        RelevanceCase {
+            name: "realert after close",
+            kind: Realert,
+            seq: 5,
+            esc: 0,
+            open: false,
+            acked: false,
+            held: false,
+            send: false,
+        },
+        RelevanceCase {
+            name: "ack of an open alert",
+            kind: Acknowledge,
+            seq: 0,
+            esc: 0,
+            open: true,
+            acked: true,
+            held: false,
+            send: true,
+        },
+        RelevanceCase {
+            name: "ack after close",
+            kind: Acknowledge,
+            seq: 0,
+            esc: 0,
+            open: false,
+            acked: false,
+            held: false,
+            send: false,
+        },
+        RelevanceCase {
+            name: "recovery",
+            kind: Recovery,
+            seq: 0,
+            esc: 0,
+            open: false,
+            acked: false,
+            held: true,
+            send: true,
+        },
+    ];
+    for c in cases {
+        let j = job(c.kind, "alice", "mail", c.seq, c.esc, JobStatus::Sending);
+        let now = AlertNow {
+            open: c.open,
+            acknowledged: c.acked,
+            held_back: c.held,
+        };
+        assert_eq!(still_relevant(&j, &now).is_ok(), c.send, "{}", c.name);
+    }
+}
+
+#[test]
+fn active_time_minus_pauses() {
+    let p = [
+        Pause {
+            start: at(10),
+            end: Some(at(20)),
+        },
+        Pause {
+            start: at(30),
+            end: None,
+        },
+    ];
+    assert_eq!(
+        active_elapsed(t0(), &p, at(25)),
+        chrono::Duration::minutes(15)
+    );
+    assert_eq!(
+        active_elapsed(t0(), &p, at(40)),
+        chrono::Duration::minutes(20)
+    );
+    // A pause before the opening does not count.
+    let before = [Pause {
+        start: at(-30),
+        end: Some(at(5)),
+    }];
+    assert_eq!(
+        active_elapsed(t0(), &before, at(10)),
+        chrono::Duration::minutes(5)
+    );
+    assert_eq!(active_elapsed(t0(), &[], at(-1)), chrono::Duration::zero());
+}
