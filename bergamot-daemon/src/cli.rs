@@ -1,8 +1,9 @@
 //! The `bergamotd` command line: `run`, the single-role subcommands
-//! `scheduler`, `worker`, `processor` and `web`, `check-config`,
+//! `scheduler`, `worker`, `processor`, `web` and `notifier`, `check-config`,
 //! `hash-password`, `hash-token`. [`main`] is the whole binary, parameterised by executors so
 //! that a packager's daemon is one call.
 
+use crate::roles::notifier::NotifierOptions;
 use crate::roles::Roles;
 use crate::web::auth::{hash_password, hash_token, AuthConfig};
 use crate::wiring::{self, Backends, ConfigSource, Options, Ownership};
@@ -10,6 +11,8 @@ use anyhow::Context as _;
 use bergamot_amqp::{AmqpConfig, AmqpQueue};
 use bergamot_core::config::Config;
 use bergamot_core::exec::Executors;
+use bergamot_core::notify::DispatcherConfig;
+use bergamot_core::notify::{InMemoryNotificationStore, NotificationStore};
 use bergamot_core::queue::{InMemoryQueue, Queue};
 use bergamot_core::store::{InMemoryStore, Store};
 use bergamot_core::Error;
@@ -49,6 +52,10 @@ pub enum Command {
     /// Run only the web node: REST API, websocket, UI (needs `--store
     /// postgres://…` and `--queue amqp://…`).
     Web(NodeArgs),
+    /// Run only the notifier: plans notification jobs and sends them
+    /// (needs `--store postgres://…` and `--queue amqp://…`; several
+    /// notifier nodes share the jobs).
+    Notifier(NodeArgs),
     /// Validate a configuration: print every problem as file:line, exit 1 if any.
     CheckConfig {
         /// A TOML file or a directory of them.
@@ -114,7 +121,7 @@ pub struct RunArgs {
     /// Backends, configuration and tuning.
     #[command(flatten)]
     pub node: NodeArgs,
-    /// Roles of this process: comma-separated `scheduler,worker,processor,web` or `all`.
+    /// Roles of this process: comma-separated `scheduler,worker,processor,web,notifier` or `all`.
     #[arg(long, env = "BERGAMOT_ROLES", default_value = "all")]
     pub roles: Roles,
 }
@@ -219,7 +226,9 @@ fn check_split(roles: Roles, store: &StoreKind, queue: &QueueKind) -> anyhow::Re
              the in-memory queue cannot be shared with the other roles' processes"
         );
     }
-    if matches!(store, StoreKind::Memory) && (roles.scheduler || roles.processor || roles.web) {
+    if matches!(store, StoreKind::Memory)
+        && (roles.scheduler || roles.processor || roles.web || roles.notifier)
+    {
         anyhow::bail!(
             "running only some roles ({roles}) needs a shared store: give --store postgres://… (or BERGAMOT_STORE); \
              the in-memory store cannot be shared with the other roles' processes"
@@ -274,6 +283,7 @@ pub async fn backends(
     let queue_kind = queue_kind(&args.queue)?;
     check_split(roles, &store_kind, &queue_kind)?;
     let mut ownership = None;
+    let mut notifications: Arc<dyn NotificationStore> = Arc::new(InMemoryNotificationStore::new());
     let store: Arc<dyn Store> = match &store_kind {
         StoreKind::Memory => Arc::new(InMemoryStore::new()),
         StoreKind::Postgres(url) => {
@@ -300,7 +310,9 @@ pub async fn backends(
                     round_every,
                 });
             }
-            Arc::new(store)
+            let store = Arc::new(store);
+            notifications = store.clone();
+            store
         }
     };
     let queue: Arc<dyn Queue> = match &queue_kind {
@@ -323,7 +335,14 @@ pub async fn backends(
             Arc::new(queue)
         }
     };
-    Ok((Backends { store, queue }, ownership))
+    Ok((
+        Backends {
+            store,
+            queue,
+            notifications,
+        },
+        ownership,
+    ))
 }
 
 fn init_tracing() {
@@ -369,6 +388,13 @@ pub fn main(executors: impl FnOnce() -> Executors) -> ExitCode {
             RunArgs {
                 node,
                 roles: Roles::only("web"),
+            },
+            executors,
+        ),
+        Command::Notifier(node) => run_blocking(
+            RunArgs {
+                node,
+                roles: Roles::only("notifier"),
             },
             executors,
         ),
@@ -510,6 +536,13 @@ pub async fn run(args: RunArgs, executors: Executors) -> anyhow::Result<()> {
         processor_lanes: args.processor_lanes,
         config_source,
         ownership,
+        notifier: NotifierOptions {
+            dispatcher: DispatcherConfig {
+                node: args.node.clone().unwrap_or_else(default_node),
+                ..DispatcherConfig::default()
+            },
+            ..NotifierOptions::default()
+        },
     };
     tracing::info!(%roles, "starting");
     let running = wiring::start(model, backends, executors, options, shutdown_signal()).await?;

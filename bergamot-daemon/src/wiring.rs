@@ -4,6 +4,7 @@
 //! A packager's own daemon is [`run`] with its own [`Executors`] and
 //! [`Backends`]; see `examples/` and `src/main.rs`.
 
+use crate::roles::notifier::{self, NotifierOptions, NotifyShared};
 use crate::roles::{MeteredQueue, Roles};
 use crate::web::auth::AuthConfig;
 use crate::web::metrics::Metrics;
@@ -11,6 +12,7 @@ use crate::web::{self, Reloader, WebContext};
 use async_trait::async_trait;
 use bergamot_core::exec::{Executors, Worker};
 use bergamot_core::model::Model;
+use bergamot_core::notify::{InMemoryNotificationStore, NotificationStore};
 use bergamot_core::processor::Processor;
 use bergamot_core::queue::{InMemoryQueue, Queue};
 use bergamot_core::schedule::{PartitionOwner, Scheduler, SchedulerConfig, SchedulerHandle};
@@ -33,6 +35,8 @@ pub struct Backends {
     pub store: Arc<dyn Store>,
     /// The message transport.
     pub queue: Arc<dyn Queue>,
+    /// Where notification jobs persist (the notifier and web roles share it).
+    pub notifications: Arc<dyn NotificationStore>,
 }
 
 impl std::fmt::Debug for Backends {
@@ -42,11 +46,13 @@ impl std::fmt::Debug for Backends {
 }
 
 impl Backends {
-    /// The embedded backends: [`InMemoryStore`] and [`InMemoryQueue`].
+    /// The embedded backends: [`InMemoryStore`], [`InMemoryQueue`] and
+    /// [`InMemoryNotificationStore`].
     pub fn in_memory() -> Self {
         Backends {
             store: Arc::new(InMemoryStore::new()),
             queue: Arc::new(InMemoryQueue::new()),
+            notifications: Arc::new(InMemoryNotificationStore::new()),
         }
     }
 }
@@ -92,6 +98,8 @@ pub struct Options {
     /// Scheduling ownership shared with other scheduler nodes; `None`: the
     /// scheduler (if it runs) schedules every check.
     pub ownership: Option<Ownership>,
+    /// The notification model, channels, planner and sending options.
+    pub notifier: NotifierOptions,
 }
 
 impl std::fmt::Debug for Options {
@@ -116,6 +124,7 @@ impl Default for Options {
             processor_lanes: bergamot_core::processor::DEFAULT_LANES,
             config_source: None,
             ownership: None,
+            notifier: NotifierOptions::default(),
         }
     }
 }
@@ -148,6 +157,7 @@ struct DaemonReloader {
     store: Arc<dyn Store>,
     scheduler: Option<SchedulerHandle>,
     web: parking_lot::Mutex<Option<Arc<WebContext>>>,
+    notify: Arc<NotifyShared>,
 }
 
 #[async_trait]
@@ -163,6 +173,7 @@ impl Reloader for DaemonReloader {
         if let Some(w) = web {
             w.set_model(model);
         }
+        self.notify.reload().await?;
         tracing::info!(
             added = report.added,
             updated = report.updated,
@@ -198,6 +209,8 @@ pub async fn start(
         "configuration synced"
     );
 
+    let notify = NotifyShared::new(backends.notifications.clone(), &options.notifier);
+
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |rx: &watch::Receiver<bool>| {
         let mut rx = rx.clone();
@@ -231,6 +244,7 @@ pub async fn start(
             metrics.clone(),
         )
         .await?;
+        ctx.set_notify(notify.clone());
         let hub = ctx.run_hub(stopped(&stop_rx)).await?;
         tasks.push((
             "websocket hub",
@@ -324,12 +338,28 @@ pub async fn start(
         ));
     }
 
+    if options.roles.notifier {
+        let n = notify.clone();
+        let s = store.clone();
+        let rx = drain_rx.clone();
+        let opts = options.notifier.clone();
+        tasks.push((
+            "notifier",
+            spawn_role(
+                "notifier",
+                async move { notifier::run(n, s, opts, rx).await }.boxed(),
+            ),
+        ));
+        *metrics.notifier.write() = Some(notify.clone());
+    }
+
     let reloader: Option<Arc<dyn Reloader>> = options.config_source.map(|source| {
         let r = Arc::new(DaemonReloader {
             source,
             store: store.clone(),
             scheduler: scheduler_handle,
             web: parking_lot::Mutex::new(web_ctx.clone()),
+            notify: notify.clone(),
         });
         r as Arc<dyn Reloader>
     });

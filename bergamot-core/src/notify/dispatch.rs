@@ -449,3 +449,38 @@ pub fn is_finished(status: JobStatus) -> bool {
         JobStatus::Sent | JobStatus::Failed | JobStatus::Cancelled
     )
 }
+
+/// The planner's relevance rule ([`still_relevant`](super::plan::still_relevant))
+/// over the check's current state in a [`Store`](crate::store::Store).
+///
+/// A job of a check that no longer exists is cancelled; when the store
+/// cannot answer, the job is sent (at least once beats never).
+pub struct StoreRelevance {
+    store: Arc<dyn crate::store::Store>,
+}
+
+impl StoreRelevance {
+    /// Over `store`.
+    pub fn new(store: Arc<dyn crate::store::Store>) -> Self {
+        StoreRelevance { store }
+    }
+}
+
+#[async_trait]
+impl Relevance for StoreRelevance {
+    async fn cancel_reason(&self, job: &NotificationJob, _now: DateTime<Utc>) -> Option<String> {
+        let n = &job.notification;
+        let alert = n.alert_id?;
+        match self.store.state(n.check_id).await {
+            Ok(state) => {
+                let now = super::plan::AlertNow::of(alert, &state);
+                super::plan::still_relevant(job, &now).err()
+            }
+            Err(Error::NotFound { .. }) => Some("the check was removed".into()),
+            Err(e) => {
+                tracing::warn!(job = %n.id, error = %e, "cannot read the check state for a relevance check; sending");
+                None
+            }
+        }
+    }
+}

@@ -349,6 +349,6 @@ mod memory;
 
 pub use dispatch::{
     is_finished, AlwaysRelevant, Backoff, ChannelMap, Dispatcher, DispatcherConfig,
-    DispatcherHandle, Outcome, Relevance,
+    DispatcherHandle, Outcome, Relevance, StoreRelevance,
 };
 pub use memory::{InMemoryNotificationStore, DEFAULT_FINISHED_CAP, DEFAULT_LIST_LIMIT};

@@ -81,6 +81,8 @@ pub struct Metrics {
     pub ws_pending_max: AtomicU64,
     /// API requests answered.
     api_latency: Histogram,
+    /// The notifier of this node, whose counters `/metrics` shows.
+    pub notifier: parking_lot::RwLock<Option<std::sync::Arc<crate::roles::notifier::NotifyShared>>>,
 }
 
 impl Metrics {
@@ -207,6 +209,22 @@ impl Metrics {
             "bergamot_api_request_duration_seconds",
             "Latency of REST API requests.",
         );
+        let notifier = self.notifier.read().clone();
+        let _ = writeln!(
+            out,
+            "# HELP bergamot_notifications_total Notification send attempts by channel and outcome (sent, retried, failed, cancelled)."
+        );
+        let _ = writeln!(out, "# TYPE bergamot_notifications_total counter");
+        if let Some(d) = notifier.and_then(|n| n.dispatcher()) {
+            for (channel, outcome, n) in d.counters() {
+                let channel = channel.replace('\\', "\\\\").replace('"', "\\\"");
+                let _ = writeln!(
+                    out,
+                    "bergamot_notifications_total{{channel=\"{channel}\",outcome=\"{}\"}} {n}",
+                    outcome.as_str()
+                );
+            }
+        }
         out
     }
 }

@@ -138,6 +138,7 @@ pub struct WebContext {
     pub hub: Arc<ws::Hub>,
     index: Arc<RwLock<Arc<ModelIndex>>>,
     reloader: RwLock<Option<Arc<dyn Reloader>>>,
+    notify: RwLock<Option<Arc<crate::roles::notifier::NotifyShared>>>,
 }
 
 impl WebContext {
@@ -159,12 +160,23 @@ impl WebContext {
             hub,
             index,
             reloader: RwLock::new(None),
+            notify: RwLock::new(None),
         }))
     }
 
     /// Sets what `POST /api/reload` calls.
     pub fn set_reloader(&self, reloader: Arc<dyn Reloader>) {
         *self.reloader.write() = Some(reloader);
+    }
+
+    /// Sets the notification state the notification endpoints use.
+    pub fn set_notify(&self, notify: Arc<crate::roles::notifier::NotifyShared>) {
+        *self.notify.write() = Some(notify);
+    }
+
+    /// The notification state, if set.
+    pub fn notify(&self) -> Option<Arc<crate::roles::notifier::NotifyShared>> {
+        self.notify.read().clone()
     }
 
     /// The current model index.

@@ -129,11 +129,13 @@ pub async fn daemon() -> Daemon {
             worker: false,
             processor: true,
             web: true,
+            notifier: true,
         },
         worker_concurrency: 4,
         processor_lanes: 2,
         config_source: Some(source),
         ownership: None,
+        notifier: Default::default(),
     };
     let running = start(
         config.model,
