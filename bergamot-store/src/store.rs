@@ -1433,4 +1433,32 @@ impl Store for PostgresStore {
         }
         Ok(out)
     }
+
+    async fn active_alerts(
+        &self,
+        closed_since: DateTime<Utc>,
+    ) -> bergamot_core::Result<Vec<AlertRecord>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT id, check_id, opened_at, closed_at, status, worst FROM alerts
+                 WHERE closed_at IS NULL OR closed_at >= $1
+                 ORDER BY opened_at, id",
+                &[&closed_since],
+            )
+            .await
+            .map_err(Error::db("read active alerts"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(AlertRecord {
+                    id: r.get(0),
+                    check_id: CheckId(r.get(1)),
+                    opened_at: r.get(2),
+                    closed_at: r.get(3),
+                    status: status_from_sql(r.get(4), "alerts")?,
+                    worst: status_from_sql(r.get(5), "alerts")?,
+                })
+            })
+            .collect()
+    }
 }

@@ -41,6 +41,7 @@
 
 mod duration;
 mod graph;
+mod notify;
 mod raw;
 mod resolve;
 mod subst;
@@ -67,6 +68,9 @@ pub struct Config {
     pub model: Model,
     /// The `[web]` section (defaults when absent).
     pub web: WebConfig,
+    /// Contacts, teams, channels, time periods and, per check, who is
+    /// notified of what (see docs/notifications.md).
+    pub notify: crate::notify::NotifyModel,
     /// The files the configuration was read from, in the order they were read.
     pub files: Vec<String>,
 }
@@ -144,7 +148,7 @@ impl Config {
             return Err(problems.into_error());
         }
         let parsed = started.elapsed();
-        let (model, web) = resolve::build(&defs, &mut problems);
+        let (model, web, notify) = resolve::build(&defs, &mut problems);
         tracing::debug!(
             files = files.len(),
             checks = model.checks.len(),
@@ -153,7 +157,12 @@ impl Config {
             "configuration loaded"
         );
         if problems.is_empty() {
-            Ok(Config { model, web, files })
+            Ok(Config {
+                model,
+                web,
+                notify,
+                files,
+            })
         } else {
             Err(problems.into_error())
         }
@@ -286,6 +295,11 @@ impl Problems {
                 message,
             },
         ));
+    }
+
+    /// The name of file `file`.
+    pub(crate) fn file_name(&self, file: u32) -> String {
+        self.files.get(file as usize).cloned().unwrap_or_default()
     }
 
     /// `file:line` of an origin, for messages that point elsewhere.

@@ -78,6 +78,86 @@ pub(super) struct RawFile {
     pub group: Vec<RawGroup>,
     #[serde(default)]
     pub location: Vec<RawLocation>,
+    #[serde(default)]
+    pub contact: Vec<RawContact>,
+    #[serde(default)]
+    pub team: Vec<RawTeam>,
+    #[serde(default)]
+    pub timeperiod: Vec<RawTimePeriod>,
+    #[serde(default)]
+    pub channel: Vec<Spanned<toml::Table>>,
+    #[serde(default)]
+    pub escalation: Vec<RawEscalation>,
+}
+
+/// `notify = { ... }` on a host, template, service, trap or group.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNotify {
+    pub contacts: Option<Vec<Spanned<String>>>,
+    pub teams: Option<Vec<Spanned<String>>>,
+    pub channels: Option<Vec<Spanned<String>>>,
+    pub period: Option<Spanned<String>>,
+    pub types: Option<Vec<Spanned<String>>>,
+    pub ignore_statuses: Option<Vec<Spanned<String>>>,
+    pub repeat_every: Option<Spanned<String>>,
+    pub escalation: Option<Spanned<String>>,
+}
+
+/// `[[contact]]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawContact {
+    pub name: Spanned<String>,
+    pub email: Option<Spanned<String>>,
+    pub phone: Option<Spanned<String>>,
+    pub chat: Option<Spanned<String>>,
+    pub period: Option<Spanned<String>>,
+    #[serde(default)]
+    pub channels: BTreeMap<String, Spanned<toml::Table>>,
+}
+
+/// `[[team]]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTeam {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub members: Vec<Spanned<String>>,
+}
+
+/// `[[timeperiod]]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTimePeriod {
+    pub name: Spanned<String>,
+    pub timezone: Option<Spanned<String>>,
+    #[serde(default)]
+    pub ranges: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub exclude: Vec<Spanned<String>>,
+}
+
+/// `[[escalation]]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEscalation {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub step: Vec<RawEscalationStep>,
+}
+
+/// `[[escalation.step]]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEscalationStep {
+    pub after: Spanned<String>,
+    #[serde(default)]
+    pub contacts: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub teams: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub renotify: bool,
 }
 
 with_policy!(RawDefaults {
@@ -113,6 +193,7 @@ with_policy!(RawHostLike {
     depends_on: Option<Vec<Spanned<String>>>,
     pool: Option<Spanned<String>>,
     enabled: Option<bool>,
+    notify: Option<Spanned<RawNotify>>,
 });
 
 /// `check = { command = "check_ping", params = { ... } }` on a host or template.
@@ -134,6 +215,7 @@ with_policy!(RawService {
     depends_on: Option<Vec<Spanned<String>>>,
     pool: Option<Spanned<String>>,
     enabled: Option<bool>,
+    notify: Option<Spanned<RawNotify>>,
 });
 
 with_policy!(RawTrap {
@@ -142,6 +224,7 @@ with_policy!(RawTrap {
     groups: Vec<Spanned<String>>,
     depends_on: Option<Vec<Spanned<String>>>,
     enabled: Option<bool>,
+    notify: Option<Spanned<RawNotify>>,
 });
 
 /// `[[group]]`.
@@ -151,6 +234,7 @@ pub(super) struct RawGroup {
     pub name: Spanned<String>,
     #[serde(default)]
     pub parents: Vec<Spanned<String>>,
+    pub notify: Option<Spanned<RawNotify>>,
 }
 
 /// `[[location]]`.

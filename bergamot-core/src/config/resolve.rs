@@ -9,6 +9,7 @@
 
 use super::duration::parse_duration;
 use super::graph::find_cycles;
+use super::notify::{check_contact_channels, NotifyBuild, NotifyDefs, NotifyPatch};
 use super::raw::{
     RawCommand, RawFile, RawGroup, RawHostLike, RawLocation, RawParams, RawPolicy, RawService,
     RawTrap, RawWeb,
@@ -133,6 +134,7 @@ struct ServiceDef {
     depends_on: Option<NamedList>,
     pool: Option<String>,
     enabled: Option<bool>,
+    notify: Option<NotifyPatch>,
 }
 
 /// A host or a template.
@@ -152,12 +154,14 @@ struct HostDef {
     pool: Option<String>,
     enabled: Option<bool>,
     policy: PolicyPatch,
+    notify: Option<NotifyPatch>,
 }
 
 #[derive(Debug)]
 struct GroupDef {
     name: Named,
     parents: Vec<Named>,
+    notify: Option<NotifyPatch>,
 }
 
 #[derive(Debug)]
@@ -179,22 +183,23 @@ pub(super) struct Defs {
     hosts: Vec<HostDef>,
     groups: Vec<GroupDef>,
     locations: Vec<LocationDef>,
+    notify: NotifyDefs,
 }
 
 /// Converts spanned raw values of one file, reporting bad values.
-struct Conv<'p> {
-    file: u32,
-    problems: &'p mut Problems,
+pub(super) struct Conv<'p> {
+    pub(super) file: u32,
+    pub(super) problems: &'p mut Problems,
 }
 
 impl Conv<'_> {
-    fn at<T>(&self, s: &Spanned<T>) -> Origin {
+    pub(super) fn at<T>(&self, s: &Spanned<T>) -> Origin {
         self.problems.origin(self.file, s.span().start)
     }
 
     /// A name; `plain` names (hosts, services, traps) may not contain `/`,
     /// which separates host and service in references.
-    fn name(&mut self, s: Spanned<String>, field: &str, plain: bool) -> Named {
+    pub(super) fn name(&mut self, s: Spanned<String>, field: &str, plain: bool) -> Named {
         let at = self.at(&s);
         let name = s.into_inner();
         if name.trim().is_empty() {
@@ -212,14 +217,14 @@ impl Conv<'_> {
         Named { name, at }
     }
 
-    fn reference(&self, s: Spanned<String>) -> Named {
+    pub(super) fn reference(&self, s: Spanned<String>) -> Named {
         Named {
             at: self.at(&s),
             name: s.into_inner(),
         }
     }
 
-    fn references(&self, v: Vec<Spanned<String>>) -> Vec<Named> {
+    pub(super) fn references(&self, v: Vec<Spanned<String>>) -> Vec<Named> {
         v.into_iter().map(|s| self.reference(s)).collect()
     }
 
@@ -243,7 +248,12 @@ impl Conv<'_> {
             .collect()
     }
 
-    fn duration(&mut self, v: Option<Spanned<String>>, path: &str, key: &str) -> Option<Duration> {
+    pub(super) fn duration(
+        &mut self,
+        v: Option<Spanned<String>>,
+        path: &str,
+        key: &str,
+    ) -> Option<Duration> {
         let v = v?;
         let at = self.at(&v);
         match parse_duration(v.get_ref()) {
@@ -379,6 +389,7 @@ impl Conv<'_> {
             depends_on: self.list(raw.depends_on, format!("{path}.depends_on")),
             pool: raw.pool.map(Spanned::into_inner),
             enabled: raw.enabled,
+            notify: self.notify(raw.notify, &path),
             path,
         }
     }
@@ -396,6 +407,7 @@ impl Conv<'_> {
             depends_on: self.list(raw.depends_on, format!("{path}.depends_on")),
             pool: None,
             enabled: raw.enabled,
+            notify: self.notify(raw.notify, &path),
             path,
         }
     }
@@ -462,6 +474,7 @@ impl Conv<'_> {
             pool: raw.pool.map(Spanned::into_inner),
             enabled: raw.enabled,
             policy,
+            notify: self.notify(raw.notify, &path),
             name,
             path,
         }
@@ -612,12 +625,21 @@ impl Defs {
         for l in raw.location {
             self.locations.push(location(&mut c, l));
         }
+        self.notify.add(
+            &mut c,
+            raw.contact,
+            raw.team,
+            raw.timeperiod,
+            raw.channel,
+            raw.escalation,
+        );
     }
 }
 
 fn group(c: &mut Conv<'_>, g: RawGroup) -> GroupDef {
     let field = format!("group.{}", g.name.get_ref());
     GroupDef {
+        notify: c.notify(g.notify, &field),
         name: c.name(g.name, &field, false),
         parents: c.references(g.parents),
     }
@@ -685,6 +707,7 @@ struct SvcView<'a> {
     depends_on: Option<&'a NamedList>,
     pool: Option<&'a str>,
     enabled: Option<bool>,
+    notify: Vec<&'a NotifyPatch>,
 }
 
 impl<'a> SvcView<'a> {
@@ -702,6 +725,7 @@ impl<'a> SvcView<'a> {
             depends_on: def.depends_on.as_ref(),
             pool: def.pool.as_deref(),
             enabled: def.enabled,
+            notify: def.notify.iter().collect(),
         }
     }
 
@@ -717,6 +741,7 @@ impl<'a> SvcView<'a> {
         self.depends_on = self.depends_on.or(lo.depends_on);
         self.pool = self.pool.or(lo.pool);
         self.enabled = self.enabled.or(lo.enabled);
+        self.notify.extend(lo.notify.iter().copied());
     }
 }
 
@@ -741,6 +766,7 @@ struct HostView<'a> {
     services: Vec<SvcView<'a>>,
     depends_on: Option<&'a NamedList>,
     enabled: Option<bool>,
+    notify: Vec<&'a NotifyPatch>,
 }
 
 impl<'a> HostView<'a> {
@@ -757,6 +783,7 @@ impl<'a> HostView<'a> {
             services: def.services.iter().map(SvcView::of).collect(),
             depends_on: def.depends_on.as_ref(),
             enabled: def.enabled,
+            notify: def.notify.iter().collect(),
         }
     }
 
@@ -772,6 +799,7 @@ impl<'a> HostView<'a> {
         self.location = self.location.or(lo.location);
         self.depends_on = self.depends_on.or(lo.depends_on);
         self.enabled = self.enabled.or(lo.enabled);
+        self.notify.extend(lo.notify.iter().copied());
         if !services {
             return;
         }
@@ -854,6 +882,12 @@ struct Gen<'a, 'p> {
     subst_seen: HashSet<(Origin, String, String)>,
     /// Reused for the parameter layers of each check (saves an allocation per check).
     scratch: Vec<&'a Params>,
+    /// The notification model being built.
+    notify: NotifyBuild,
+    /// The `notify` of each group that has one.
+    group_notify: HashMap<GroupId, &'a NotifyPatch>,
+    /// Rules by the layers they were resolved from (checks share layers).
+    rule_cache: HashMap<Vec<usize>, Option<crate::notify::NotifyRule>>,
 }
 
 /// The names a check's references resolve against.
@@ -876,6 +910,43 @@ impl Names<'_> {
 }
 
 impl<'a> Gen<'a, '_> {
+    /// Resolves the notification rule of check `index` from its layers:
+    /// its own `notify`, its host's (with templates), its groups'.
+    fn notify_rule(&mut self, index: usize, own: &[&'a NotifyPatch], host: &[&'a NotifyPatch]) {
+        let mut layers: Vec<&'a NotifyPatch> = Vec::with_capacity(own.len() + host.len());
+        layers.extend_from_slice(own);
+        layers.extend_from_slice(host);
+        for g in &self.checks[index].groups {
+            if let Some(p) = self.group_notify.get(g) {
+                layers.push(p);
+            }
+        }
+        if layers.is_empty() {
+            return;
+        }
+        let key: Vec<usize> = layers
+            .iter()
+            .map(|l| *l as *const NotifyPatch as usize)
+            .collect();
+        let rule = match self.rule_cache.get(&key) {
+            Some(r) => r.clone(),
+            None => {
+                let r = self.notify.rule(&layers, self.problems);
+                self.rule_cache.insert(key, r.clone());
+                r
+            }
+        };
+        if let Some(rule) = rule {
+            let c = &self.checks[index];
+            let entry = crate::notify::CheckNotify {
+                check: c.display_name(),
+                host: c.host.clone(),
+                rule,
+            };
+            self.notify.model.checks.insert(c.id, entry);
+        }
+    }
+
     fn subst_error(&mut self, e: SubstError<'_>, at: Origin, field: &str, names: &Names<'_>) {
         let (at, field) = match e.inside {
             Some(p) => (p.at, p.field.as_str()),
@@ -1047,6 +1118,7 @@ impl<'a> Gen<'a, '_> {
             dependencies: Vec::new(),
             enabled: host_enabled,
         });
+        self.notify_rule(index, &[], &view.notify);
         if let Some(deps) = view.depends_on {
             let scope = Scope {
                 host_name: host,
@@ -1093,6 +1165,7 @@ impl<'a> Gen<'a, '_> {
                 dependencies: Vec::new(),
                 enabled: host_enabled && s.enabled.unwrap_or(true),
             });
+            self.notify_rule(index, &s.notify, &view.notify);
             if let Some(deps) = s.depends_on {
                 let mut layers = s.params.clone();
                 layers.extend_from_slice(&view.params);
@@ -1242,7 +1315,10 @@ fn check_references(
 }
 
 /// Builds the model and the web config from all definitions.
-pub(super) fn build(defs: &Defs, problems: &mut Problems) -> (Model, WebConfig) {
+pub(super) fn build(
+    defs: &Defs,
+    problems: &mut Problems,
+) -> (Model, WebConfig, crate::notify::NotifyModel) {
     let site: &str = defs.site.as_ref().map_or(DEFAULT_SITE, |s| s.name.as_str());
     let commands = index(&defs.commands, |c| &c.name, "command", problems);
     let templates = index(&defs.templates, |t| &t.name, "template", problems);
@@ -1343,6 +1419,29 @@ pub(super) fn build(defs: &Defs, problems: &mut Problems) -> (Model, WebConfig) 
     let mut base = Policy::default();
     defs.defaults.apply(&mut base);
 
+    // Notifications: definitions and every `notify` checked once each.
+    let notify = NotifyBuild::new(&defs.notify, problems);
+    check_contact_channels(&notify, &defs.notify, problems);
+    for def in defs.templates.iter().chain(&defs.hosts) {
+        if let Some(p) = &def.notify {
+            notify.check_patch(p, problems);
+        }
+        for s in &def.services {
+            if let Some(p) = &s.notify {
+                notify.check_patch(p, problems);
+            }
+        }
+    }
+    let mut group_notify = HashMap::new();
+    for (i, g) in defs.groups.iter().enumerate() {
+        if let Some(p) = &g.notify {
+            notify.check_patch(p, problems);
+            if groups.get(g.name.name.as_str()) == Some(&i) {
+                group_notify.insert(GroupId::named(site, &g.name.name), p);
+            }
+        }
+    }
+
     let mut gen = Gen {
         defs,
         site,
@@ -1356,6 +1455,9 @@ pub(super) fn build(defs: &Defs, problems: &mut Problems) -> (Model, WebConfig) 
         pending: Vec::new(),
         subst_seen: HashSet::new(),
         scratch: Vec::new(),
+        notify,
+        group_notify,
+        rule_cache: HashMap::new(),
     };
     // Hosts usually share a few template lists: resolve each distinct list
     // once, and let a host without services of its own use that list's
@@ -1402,6 +1504,7 @@ pub(super) fn build(defs: &Defs, problems: &mut Problems) -> (Model, WebConfig) 
     }
     gen.resolve_dependencies();
     let checks = std::mem::take(&mut gen.checks);
+    let notify_model = std::mem::take(&mut gen.notify.model);
     drop(gen);
 
     let model_groups = defs
@@ -1442,5 +1545,5 @@ pub(super) fn build(defs: &Defs, problems: &mut Problems) -> (Model, WebConfig) 
         .as_ref()
         .map(|(w, _)| w.clone())
         .unwrap_or_default();
-    (model, web)
+    (model, web, notify_model)
 }

@@ -5,7 +5,7 @@ use super::{at, group, host, location, policy, result, service};
 use crate::aggregate;
 use crate::model::{CheckId, GroupId, LocationId, Model, Status};
 use crate::state::{self, Ack, CheckState, Event, Outcome, Transition};
-use crate::store::{Downtime, HistoryPage, Store};
+use crate::store::{AlertRecord, Downtime, HistoryPage, Store};
 use crate::Error;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -960,6 +960,23 @@ pub async fn alert_records_open_and_close(store: Arc<dyn Store>) {
     assert_eq!(recs.len(), 2);
     assert_eq!(recs[0].id, second, "newest first");
     assert_eq!(store.alerts(None, 1).await.unwrap().len(), 1, "limit");
+    // What the notification planner reads: open alerts and those closed since.
+    let first = recs[1].id;
+    let closed = recs[1].closed_at.expect("first closed");
+    let ids = |v: Vec<AlertRecord>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.active_alerts(closed).await.unwrap()),
+        vec![first, second],
+        "oldest first; closed at the bound included"
+    );
+    assert_eq!(
+        ids(store
+            .active_alerts(closed + chrono::Duration::seconds(1))
+            .await
+            .unwrap()),
+        vec![second],
+        "closed before the bound left out"
+    );
 }
 
 /// A config sync keeps kept checks' states, starts new ones fresh and

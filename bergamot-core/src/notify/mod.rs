@@ -29,12 +29,14 @@
 
 mod period;
 mod plan;
+mod planner;
 mod rules;
 
 pub use period::{Exclusion, TimePeriod, TimePeriods, WeeklyRange, ALWAYS};
 pub use plan::{
     active_elapsed, job_id, plan, still_relevant, AlertFacts, AlertNow, EventFact, Pause,
 };
+pub use planner::{PlanReport, Planner};
 pub use rules::{CheckNotify, Contact, EscalationStep, NotifyModel, NotifyRule};
 
 use crate::model::{CheckId, Status};

@@ -329,14 +329,14 @@ pub fn plan(
                 at,
                 ..current(facts).clone()
             };
-            for ((c, ch), _) in &told {
+            for (c, ch) in told.keys() {
                 p.add(NotificationKind::Acknowledge, 0, 0, c, ch, &ev, at);
             }
         }
     }
     if let Some(closed) = &facts.closed {
         if rule.sends(NotificationKind::Recovery) {
-            for ((c, ch), _) in &told {
+            for (c, ch) in told.keys() {
                 p.add(NotificationKind::Recovery, 0, 0, c, ch, closed, closed.at);
             }
         }

@@ -535,6 +535,24 @@ impl Store for InMemoryStore {
         v.truncate(limit);
         Ok(v)
     }
+
+    async fn active_alerts(&self, closed_since: DateTime<Utc>) -> Result<Vec<AlertRecord>> {
+        let inner = self.inner.read();
+        let mut v: Vec<AlertRecord> = inner
+            .entries
+            .iter()
+            .flat_map(|e| {
+                e.lock()
+                    .alerts
+                    .iter()
+                    .filter(|r| r.closed_at.map_or(true, |c| c >= closed_since))
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        v.sort_by_key(|r| (r.opened_at, r.id));
+        Ok(v)
+    }
 }
 
 #[cfg(test)]

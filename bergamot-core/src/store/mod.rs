@@ -211,6 +211,22 @@ pub trait Store: Send + Sync + 'static {
 
     /// Alert records of a check (all checks when None), newest first, at most `limit`.
     async fn alerts(&self, check: Option<CheckId>, limit: usize) -> Result<Vec<AlertRecord>>;
+
+    /// Every open alert and every alert closed at or after `closed_since`,
+    /// oldest first: what the notification planner looks at on each tick.
+    ///
+    /// The default filters [`Store::alerts`]; backends answer it with one
+    /// query.
+    async fn active_alerts(&self, closed_since: DateTime<Utc>) -> Result<Vec<AlertRecord>> {
+        let mut v: Vec<AlertRecord> = self
+            .alerts(None, usize::MAX)
+            .await?
+            .into_iter()
+            .filter(|r| r.closed_at.map_or(true, |c| c >= closed_since))
+            .collect();
+        v.sort_by_key(|r| (r.opened_at, r.id));
+        Ok(v)
+    }
 }
 
 /// Conveniences over [`Store`].
@@ -260,4 +276,5 @@ forward_store! {
     apply_due_downtimes(now: DateTime<Utc>) -> Result<Vec<(CheckId, Transition)>>;
     history(check: CheckId, page: HistoryPage) -> Result<Vec<HistoryEntry>>;
     alerts(check: Option<CheckId>, limit: usize) -> Result<Vec<AlertRecord>>;
+    active_alerts(closed_since: DateTime<Utc>) -> Result<Vec<AlertRecord>>;
 }

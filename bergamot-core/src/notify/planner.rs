@@ -1,0 +1,266 @@
+//! The planner's driver: reads what the pure [`plan`] needs from the
+//! [`Store`] and the [`NotificationStore`], and enqueues the jobs it plans.
+//!
+//! It keeps no state that matters: every tick re-plans every open alert and
+//! every alert closed within the look-back from durable state (alert
+//! records, the check's history and state, the jobs already planned), and
+//! job ids are deterministic, so a planner killed anywhere (even between
+//! planning and enqueueing) re-plans the same jobs on its next tick and
+//! [`NotificationStore::enqueue`] keeps one of each. Several planners may
+//! run at once (one per notifier node): they plan the same ids.
+//!
+//! The one thing kept in memory is the span of each alert spent
+//! acknowledged or held back (downtime, suppression, flapping), which
+//! escalations and repeats do not count: after a restart, spans seen before
+//! it are forgotten, so an escalation may come that much earlier (never
+//! later, never lost).
+
+use super::plan::{plan, still_relevant, AlertFacts, AlertNow, EventFact, Pause};
+use super::rules::NotifyModel;
+use super::{NotificationJob, NotificationStore};
+use crate::error::{Error, Result};
+use crate::state::{Ack, Event};
+use crate::store::{AlertRecord, HistoryPage, Store};
+use chrono::{DateTime, Utc};
+use parking_lot::{Mutex, RwLock};
+use std::collections::HashMap;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// How many history entries of a check are read to find an alert's events.
+const HISTORY_LIMIT: usize = 1000;
+
+/// What one [`Planner::plan_once`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanReport {
+    /// Alerts looked at.
+    pub alerts: usize,
+    /// Jobs planned and new to the job store.
+    pub enqueued: usize,
+}
+
+#[derive(Debug, Default)]
+struct Ledger {
+    acked_since: Option<DateTime<Utc>>,
+    paused: Vec<Pause>,
+    /// Closed, and nothing of it is pending or sending: nothing left to plan.
+    done: bool,
+}
+
+/// Plans notification jobs from the store's alerts; see the module docs.
+pub struct Planner {
+    store: Arc<dyn Store>,
+    jobs: Arc<dyn NotificationStore>,
+    model: RwLock<Arc<NotifyModel>>,
+    ledger: Mutex<HashMap<Uuid, Ledger>>,
+    lookback: chrono::Duration,
+}
+
+impl Planner {
+    /// A planner over `store`, enqueueing into `jobs`, with `model`
+    /// (`Config.notify`). Closed alerts are re-planned for six hours after
+    /// closing (see [`Planner::with_lookback`]).
+    pub fn new(
+        store: Arc<dyn Store>,
+        jobs: Arc<dyn NotificationStore>,
+        model: Arc<NotifyModel>,
+    ) -> Planner {
+        Planner {
+            store,
+            jobs,
+            model: RwLock::new(model),
+            ledger: Mutex::new(HashMap::new()),
+            lookback: chrono::Duration::hours(6),
+        }
+    }
+
+    /// How long after closing an alert is still planned (its recovery must
+    /// be planned within it: make it well above the notifier's downtime).
+    pub fn with_lookback(mut self, lookback: std::time::Duration) -> Planner {
+        self.lookback = chrono::Duration::from_std(lookback).unwrap_or(chrono::Duration::hours(6));
+        self
+    }
+
+    /// Replaces the model (on a config reload); the next tick uses it.
+    pub fn set_model(&self, model: Arc<NotifyModel>) {
+        *self.model.write() = model;
+    }
+
+    /// The model in use.
+    pub fn model(&self) -> Arc<NotifyModel> {
+        self.model.read().clone()
+    }
+
+    /// One tick: plans every open or recently closed alert of a check with
+    /// a rule and enqueues the new jobs. Call it every few seconds.
+    ///
+    /// An error reading one alert is logged and that alert is skipped (the
+    /// next tick retries it); an error enqueueing is returned.
+    pub async fn plan_once(&self, now: DateTime<Utc>) -> Result<PlanReport> {
+        let model = self.model();
+        let mut report = PlanReport::default();
+        if model.checks.is_empty() {
+            return Ok(report);
+        }
+        let alerts = self.store.active_alerts(now - self.lookback).await?;
+        {
+            // Forget alerts no longer looked at.
+            let live: std::collections::HashSet<Uuid> = alerts.iter().map(|a| a.id).collect();
+            self.ledger.lock().retain(|id, _| live.contains(id));
+        }
+        for alert in alerts {
+            if !model.checks.contains_key(&alert.check_id) {
+                continue;
+            }
+            if self.ledger.lock().get(&alert.id).is_some_and(|l| l.done) {
+                continue;
+            }
+            report.alerts += 1;
+            match self.plan_alert(&model, alert.clone(), now).await {
+                Ok(n) => report.enqueued += n,
+                Err(e @ Error::NotFound { .. }) => {
+                    tracing::debug!(alert = %alert.id, error = %e, "alert's check is gone: not planned");
+                }
+                Err(e) => {
+                    tracing::warn!(alert = %alert.id, error = %e, "planning notifications failed; retried next tick");
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    async fn plan_alert(
+        &self,
+        model: &NotifyModel,
+        alert: AlertRecord,
+        now: DateTime<Utc>,
+    ) -> Result<usize> {
+        let state = self.store.state(alert.check_id).await?;
+        let history = self
+            .store
+            .history(
+                alert.check_id,
+                HistoryPage {
+                    before_version: None,
+                    limit: HISTORY_LIMIT,
+                },
+            )
+            .await?;
+        let existing = self
+            .jobs
+            .notifications(&super::JobFilter {
+                alert_id: Some(alert.id),
+                limit: usize::MAX,
+                ..Default::default()
+            })
+            .await?;
+        let now_state = AlertNow::of(alert.id, &state);
+        let open = now_state.open && alert.closed_at.is_none();
+        let (acknowledged, paused) = {
+            let mut ledger = self.ledger.lock();
+            let l = ledger.entry(alert.id).or_default();
+            if open && state.acknowledged != Ack::None {
+                l.acked_since.get_or_insert(now);
+            } else {
+                l.acked_since = None;
+            }
+            let pausing = open && (now_state.acknowledged || now_state.held_back);
+            match l.paused.last_mut() {
+                Some(p) if p.end.is_none() && !pausing => p.end = Some(now),
+                Some(p) if p.end.is_none() => {}
+                _ if pausing => l.paused.push(Pause {
+                    start: now,
+                    end: None,
+                }),
+                _ => {}
+            }
+            (l.acked_since, l.paused.clone())
+        };
+        // The alert's events, from the history (oldest first).
+        let mut entries: Vec<_> = history
+            .into_iter()
+            .filter(|h| h.at >= alert.opened_at && alert.closed_at.map_or(true, |c| h.at <= c))
+            .collect();
+        entries.sort_by_key(|h| h.version);
+        let fact = |h: &crate::store::HistoryEntry| EventFact {
+            version: h.version,
+            at: h.at,
+            status: h.status,
+            output: h.output.to_string(),
+        };
+        let opened = entries
+            .iter()
+            .find(|h| h.events.contains(&Event::Alert))
+            .map(fact)
+            .unwrap_or_else(|| EventFact {
+                version: 0,
+                at: alert.opened_at,
+                status: alert.status,
+                output: state.output.to_string(),
+            });
+        let realerts = entries
+            .iter()
+            .filter(|h| h.events.contains(&Event::Realert))
+            .map(fact)
+            .collect();
+        let closed = alert.closed_at.map(|at| {
+            entries
+                .iter()
+                .rev()
+                .find(|h| h.events.contains(&Event::Recovery))
+                .map(fact)
+                .unwrap_or_else(|| EventFact {
+                    version: 0,
+                    at,
+                    status: crate::model::Status::Ok,
+                    output: String::new(),
+                })
+        });
+        let facts = AlertFacts {
+            alert: alert.clone(),
+            opened,
+            realerts,
+            closed,
+            acknowledged,
+            held_back: now_state.held_back,
+            paused,
+        };
+        let jobs = plan(model, &facts, &existing, now);
+        let n = if jobs.is_empty() {
+            0
+        } else {
+            self.jobs.enqueue(&jobs).await?
+        };
+        if alert.closed_at.is_some()
+            && jobs.is_empty()
+            && !existing.iter().any(|j| {
+                matches!(
+                    j.status,
+                    super::JobStatus::Pending | super::JobStatus::Sending
+                )
+            })
+        {
+            if let Some(l) = self.ledger.lock().get_mut(&alert.id) {
+                l.done = true;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Whether a due job should still be sent ([`still_relevant`] over the
+    /// current state of its check); `Ok(Err(reason))`: cancel it. A job of a
+    /// check no longer configured is cancelled.
+    pub async fn still_relevant(
+        &self,
+        job: &NotificationJob,
+    ) -> Result<std::result::Result<(), String>> {
+        let Some(alert) = job.notification.alert_id else {
+            return Ok(Ok(()));
+        };
+        match self.store.state(job.notification.check_id).await {
+            Ok(state) => Ok(still_relevant(job, &AlertNow::of(alert, &state))),
+            Err(Error::NotFound { .. }) => Ok(Err("the check no longer exists".to_string())),
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,512 @@
+//! The planner's driver against the in-memory store: idempotent re-planning
+//! (also by a fresh planner, as after kill -9), escalation, acknowledgement,
+//! recovery fan-out, downtime hand-off, time periods and still_relevant.
+
+#![allow(clippy::unwrap_used)]
+
+use async_trait::async_trait;
+use bergamot_core::config::Config;
+use bergamot_core::model::{CheckId, CheckResult, Status};
+use bergamot_core::notify::{
+    JobFilter, JobStatus, NotificationJob, NotificationStore, Planner, SendOutcome,
+};
+use bergamot_core::state::Ack;
+use bergamot_core::store::{Downtime, InMemoryStore, Store};
+use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// A minimal job store for this test (the real ones live elsewhere):
+/// dedupes by id, lists, and records outcomes.
+#[derive(Default)]
+struct Jobs(Mutex<Vec<NotificationJob>>);
+
+#[async_trait]
+impl NotificationStore for Jobs {
+    async fn enqueue(&self, jobs: &[NotificationJob]) -> bergamot_core::Result<usize> {
+        let mut v = self.0.lock();
+        let mut n = 0;
+        for j in jobs {
+            if !v.iter().any(|x| x.notification.id == j.notification.id) {
+                v.push(j.clone());
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    async fn claim(
+        &self,
+        _node: &str,
+        now: DateTime<Utc>,
+        _lease: std::time::Duration,
+        limit: usize,
+    ) -> bergamot_core::Result<Vec<NotificationJob>> {
+        let mut v = self.0.lock();
+        let mut out = Vec::new();
+        for j in v.iter_mut() {
+            if out.len() < limit && j.status == JobStatus::Pending && j.not_before <= now {
+                j.status = JobStatus::Sending;
+                out.push(j.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    async fn finish(
+        &self,
+        id: Uuid,
+        outcome: SendOutcome,
+        now: DateTime<Utc>,
+    ) -> bergamot_core::Result<()> {
+        let mut v = self.0.lock();
+        if let Some(j) = v.iter_mut().find(|j| j.notification.id == id) {
+            j.status = match outcome {
+                SendOutcome::Sent => JobStatus::Sent,
+                SendOutcome::Failed { .. } => JobStatus::Failed,
+                SendOutcome::Cancelled { .. } => JobStatus::Cancelled,
+            };
+            j.finished_at = Some(now);
+        }
+        Ok(())
+    }
+
+    async fn notifications(&self, f: &JobFilter) -> bergamot_core::Result<Vec<NotificationJob>> {
+        Ok(self
+            .0
+            .lock()
+            .iter()
+            .filter(|j| {
+                f.alert_id
+                    .map_or(true, |a| j.notification.alert_id == Some(a))
+            })
+            .filter(|j| f.status.map_or(true, |s| j.status == s))
+            .cloned()
+            .collect())
+    }
+}
+
+const CONFIG: &str = r#"
+[[contact]]
+name = "alice"
+email = "alice@example.com"
+
+[[contact]]
+name = "bob"
+email = "bob@example.com"
+
+[[contact]]
+name = "carol"
+email = "carol@example.com"
+
+[[contact]]
+name = "dave"
+email = "dave@example.com"
+period = "office"
+
+[[team]]
+name = "ops"
+members = ["alice", "bob"]
+
+[[timeperiod]]
+name = "office"
+timezone = "Europe/Berlin"
+ranges = ["mon-fri 09:00-17:30"]
+
+[[channel]]
+name = "mail"
+type = "log"
+
+[[channel]]
+name = "hook"
+type = "log"
+
+[[escalation]]
+name = "managers"
+  [[escalation.step]]
+  after = "15m"
+  contacts = ["carol"]
+
+[[host]]
+name = "db1"
+failed_after = 1
+recovers_after = 1
+notify = { teams = ["ops"], channels = ["mail", "hook"], escalation = "managers", repeat_every = "30m" }
+
+[[host]]
+name = "web1"
+failed_after = 1
+recovers_after = 1
+notify = { contacts = ["alice", "dave"], channels = ["mail"] }
+"#;
+
+fn t(min: i64) -> DateTime<Utc> {
+    // Thursday 2026-12-03 02:00 UTC: 03:00 in Berlin, outside office hours.
+    DateTime::parse_from_rfc3339("2026-12-03T02:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+        + chrono::Duration::minutes(min)
+}
+
+struct Env {
+    store: Arc<dyn Store>,
+    jobs: Arc<Jobs>,
+    planner: Planner,
+    config: Config,
+}
+
+async fn env() -> Env {
+    let config = Config::from_str_named("planner.toml", CONFIG).unwrap();
+    let store: Arc<dyn Store> = Arc::new(InMemoryStore::new());
+    store.sync_config(&config.model).await.unwrap();
+    let jobs = Arc::new(Jobs::default());
+    let planner = Planner::new(store.clone(), jobs.clone(), Arc::new(config.notify.clone()));
+    Env {
+        store,
+        jobs,
+        planner,
+        config,
+    }
+}
+
+fn db1() -> CheckId {
+    CheckId::host("default", "db1")
+}
+
+fn web1() -> CheckId {
+    CheckId::host("default", "web1")
+}
+
+async fn result(store: &Arc<dyn Store>, check: CheckId, status: Status, min: i64) {
+    let r = CheckResult::new(check, status, format!("{status} at +{min}"), t(min));
+    store.apply_result(&r, t(min)).await.unwrap();
+}
+
+/// `kind who/channel e<escalation> s<sequence>` of every job of `check`, sorted.
+fn jobs_of(jobs: &Jobs, check: CheckId) -> Vec<String> {
+    let mut v: Vec<String> = jobs
+        .0
+        .lock()
+        .iter()
+        .filter(|j| j.notification.check_id == check)
+        .map(|j| {
+            let n = &j.notification;
+            format!(
+                "{} {}/{} e{} s{}",
+                n.kind, n.recipient.name, n.channel, n.escalation, n.sequence
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Sends every due job (as the dispatcher would, asking still_relevant first).
+async fn dispatch(e: &Env, now: DateTime<Utc>) -> Vec<String> {
+    let mut sent = Vec::new();
+    for j in e
+        .jobs
+        .claim("n1", now, std::time::Duration::from_secs(60), 1000)
+        .await
+        .unwrap()
+    {
+        let outcome = match e.planner.still_relevant(&j).await.unwrap() {
+            Ok(()) => {
+                sent.push(format!(
+                    "{} {}/{}",
+                    j.notification.kind, j.notification.recipient.name, j.notification.channel
+                ));
+                SendOutcome::Sent
+            }
+            Err(reason) => SendOutcome::Cancelled { reason },
+        };
+        e.jobs
+            .finish(j.notification.id, outcome, now)
+            .await
+            .unwrap();
+    }
+    sent.sort();
+    sent
+}
+
+#[tokio::test]
+async fn alert_escalation_ack_recovery_with_idempotent_replanning() {
+    let e = env().await;
+    result(&e.store, db1(), Status::Critical, 0).await;
+
+    let r = e.planner.plan_once(t(0)).await.unwrap();
+    assert_eq!(r.enqueued, 4, "ops (alice, bob) x (mail, hook)");
+    assert_eq!(
+        jobs_of(&e.jobs, db1()),
+        [
+            "alert alice/hook e0 s0",
+            "alert alice/mail e0 s0",
+            "alert bob/hook e0 s0",
+            "alert bob/mail e0 s0"
+        ]
+    );
+    // Planning again, and a fresh planner (a restarted node), add nothing.
+    assert_eq!(e.planner.plan_once(t(0)).await.unwrap().enqueued, 0);
+    let fresh = Planner::new(
+        e.store.clone(),
+        e.jobs.clone(),
+        Arc::new(e.config.notify.clone()),
+    );
+    assert_eq!(fresh.plan_once(t(1)).await.unwrap().enqueued, 0);
+    assert_eq!(dispatch(&e, t(1)).await.len(), 4);
+
+    // No escalation before 15 minutes; then carol.
+    assert_eq!(e.planner.plan_once(t(14)).await.unwrap().enqueued, 0);
+    assert_eq!(e.planner.plan_once(t(15)).await.unwrap().enqueued, 2);
+    assert_eq!(
+        dispatch(&e, t(15)).await,
+        ["alert carol/hook", "alert carol/mail"]
+    );
+
+    // Acknowledged at +20: everyone told gets the acknowledgement; the repeat
+    // due at +30 never comes.
+    e.store
+        .acknowledge(db1(), Ack::Sticky, "alice", "on it", t(20))
+        .await
+        .unwrap();
+    assert_eq!(e.planner.plan_once(t(20)).await.unwrap().enqueued, 6);
+    assert_eq!(
+        dispatch(&e, t(20))
+            .await
+            .iter()
+            .filter(|s| s.starts_with("acknowledge"))
+            .count(),
+        6
+    );
+    assert_eq!(
+        e.planner.plan_once(t(120)).await.unwrap().enqueued,
+        0,
+        "no repeats once acknowledged"
+    );
+
+    // Recovery reaches all six (alice, bob, carol) x (mail, hook).
+    result(&e.store, db1(), Status::Ok, 130).await;
+    assert_eq!(e.planner.plan_once(t(130)).await.unwrap().enqueued, 6);
+    let sent = dispatch(&e, t(130)).await;
+    assert_eq!(sent.len(), 6);
+    assert!(sent.iter().all(|s| s.starts_with("recovery")), "{sent:?}");
+    assert_eq!(e.planner.plan_once(t(131)).await.unwrap().enqueued, 0);
+    assert_eq!(fresh.plan_once(t(132)).await.unwrap().enqueued, 0);
+}
+
+#[tokio::test]
+async fn repeats_while_unacknowledged() {
+    let e = env().await;
+    result(&e.store, db1(), Status::Critical, 0).await;
+    e.planner.plan_once(t(0)).await.unwrap();
+    dispatch(&e, t(0)).await;
+    e.planner.plan_once(t(15)).await.unwrap();
+    dispatch(&e, t(15)).await;
+    assert_eq!(e.planner.plan_once(t(29)).await.unwrap().enqueued, 0);
+    // At +30: one repeat to each of the six told.
+    assert_eq!(e.planner.plan_once(t(30)).await.unwrap().enqueued, 6);
+    assert!(jobs_of(&e.jobs, db1()).contains(&"alert carol/mail e1 s1".to_string()));
+}
+
+#[tokio::test]
+async fn outside_the_period_the_alert_waits_and_is_cancelled_if_it_recovers() {
+    let e = env().await;
+    result(&e.store, web1(), Status::Critical, 0).await;
+    e.planner.plan_once(t(0)).await.unwrap();
+    let jobs = e.jobs.0.lock().clone();
+    let dave = jobs
+        .iter()
+        .find(|j| j.notification.recipient.name == "dave")
+        .unwrap();
+    assert_eq!(dave.not_before, t(360), "09:00 Berlin");
+    assert_eq!(dispatch(&e, t(1)).await, ["alert alice/mail"]);
+    // Recovers at +60: alice gets the recovery; dave's alert, due at +360,
+    // is cancelled then, and he gets no recovery.
+    result(&e.store, web1(), Status::Ok, 60).await;
+    e.planner.plan_once(t(60)).await.unwrap();
+    assert_eq!(dispatch(&e, t(60)).await, ["recovery alice/mail"]);
+    assert_eq!(dispatch(&e, t(360)).await, Vec::<String>::new());
+    let jobs = e.jobs.0.lock().clone();
+    let dave = jobs
+        .iter()
+        .find(|j| j.notification.recipient.name == "dave")
+        .unwrap();
+    assert_eq!(dave.status, JobStatus::Cancelled);
+    assert_eq!(
+        jobs_of(&e.jobs, web1()),
+        [
+            "alert alice/mail e0 s0",
+            "alert dave/mail e0 s0",
+            "recovery alice/mail e0 s0"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_downtime_holds_the_alert_and_it_is_sent_when_the_downtime_ends() {
+    let e = env().await;
+    let dt = Downtime {
+        id: Uuid::new_v4(),
+        check_id: db1(),
+        starts_at: t(-10),
+        ends_at: t(60),
+        author: "ops".into(),
+        comment: "maintenance".into(),
+    };
+    e.store.schedule_downtime(dt, t(-10)).await.unwrap();
+    result(&e.store, db1(), Status::Critical, 0).await;
+    assert_eq!(
+        e.planner.plan_once(t(0)).await.unwrap().enqueued,
+        0,
+        "held back"
+    );
+    assert_eq!(e.planner.plan_once(t(59)).await.unwrap().enqueued, 0);
+    e.store.apply_due_downtimes(t(60)).await.unwrap();
+    assert_eq!(e.planner.plan_once(t(60)).await.unwrap().enqueued, 4);
+    assert_eq!(dispatch(&e, t(60)).await.len(), 4);
+    // The escalation counts from the alert's opening at the downtime's end.
+    assert_eq!(e.planner.plan_once(t(74)).await.unwrap().enqueued, 0);
+    assert_eq!(e.planner.plan_once(t(75)).await.unwrap().enqueued, 2);
+}
+
+#[tokio::test]
+async fn a_config_reload_changes_the_recipients() {
+    let e = env().await;
+    let mut model = e.config.notify.clone();
+    model.checks.remove(&db1());
+    e.planner.set_model(Arc::new(model));
+    result(&e.store, db1(), Status::Critical, 0).await;
+    assert_eq!(e.planner.plan_once(t(0)).await.unwrap().enqueued, 0);
+    e.planner.set_model(Arc::new(e.config.notify.clone()));
+    assert_eq!(e.planner.plan_once(t(1)).await.unwrap().enqueued, 4);
+}
+
+/// The worked example of docs/notifications.md, tick by tick (one tick a
+/// minute: plan, then send what is due).
+const EXAMPLE: &str = r#"
+[[contact]]
+name = "alice"
+email = "alice@example.com"
+
+[[contact]]
+name = "bob"
+email = "bob@example.com"
+period = "office"
+
+[[contact]]
+name = "carol"
+email = "carol@example.com"
+
+[[timeperiod]]
+name = "office"
+timezone = "Europe/Berlin"
+ranges = ["mon-fri 09:00-17:30"]
+
+[[channel]]
+name = "mail"
+type = "log"
+
+[[escalation]]
+name = "lead"
+  [[escalation.step]]
+  after = "15m"
+  contacts = ["carol"]
+
+[[host]]
+name = "db1"
+failed_after = 1
+recovers_after = 1
+notify = { contacts = ["alice", "bob"], channels = ["mail"], escalation = "lead", repeat_every = "30m" }
+"#;
+
+async fn example_env() -> Env {
+    let config = Config::from_str_named("example.toml", EXAMPLE).unwrap();
+    let store: Arc<dyn Store> = Arc::new(InMemoryStore::new());
+    store.sync_config(&config.model).await.unwrap();
+    let jobs = Arc::new(Jobs::default());
+    let planner = Planner::new(store.clone(), jobs.clone(), Arc::new(config.notify.clone()));
+    Env {
+        store,
+        jobs,
+        planner,
+        config,
+    }
+}
+
+/// Ticks from minute `from` to `to` (inclusive); returns `+minute what` sent.
+async fn ticks(e: &Env, from: i64, to: i64) -> Vec<String> {
+    let mut out = Vec::new();
+    for m in from..=to {
+        e.planner.plan_once(t(m)).await.unwrap();
+        for s in dispatch(e, t(m)).await {
+            out.push(format!("+{m} {s}"));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn worked_example_of_the_docs() {
+    let e = example_env().await;
+    result(&e.store, db1(), Status::Critical, 0).await;
+    assert_eq!(
+        ticks(&e, 0, 19).await,
+        ["+0 alert alice/mail", "+15 alert carol/mail"]
+    );
+    e.store
+        .acknowledge(db1(), Ack::Normal, "alice", "looking", t(20))
+        .await
+        .unwrap();
+    assert_eq!(
+        ticks(&e, 20, 69).await,
+        ["+20 acknowledge alice/mail", "+20 acknowledge carol/mail"],
+        "no repeat at +30 or +60 once acknowledged"
+    );
+    result(&e.store, db1(), Status::Ok, 70).await;
+    assert_eq!(
+        ticks(&e, 70, 71).await,
+        ["+70 recovery alice/mail", "+70 recovery carol/mail"]
+    );
+    // 08:00 UTC: bob's alert comes due, is cancelled; no recovery for him.
+    assert_eq!(ticks(&e, 359, 361).await, Vec::<String>::new());
+    let bob: Vec<JobStatus> = e
+        .jobs
+        .0
+        .lock()
+        .iter()
+        .filter(|j| j.notification.recipient.name == "bob")
+        .map(|j| j.status)
+        .collect();
+    assert_eq!(bob, [JobStatus::Cancelled]);
+}
+
+#[tokio::test]
+async fn worked_example_with_a_downtime_and_no_acknowledgement() {
+    let e = example_env().await;
+    result(&e.store, db1(), Status::Critical, 0).await;
+    let dt = Downtime {
+        id: Uuid::new_v4(),
+        check_id: db1(),
+        starts_at: t(5),
+        ends_at: t(35),
+        author: "ops".into(),
+        comment: "maintenance".into(),
+    };
+    let mut sent = ticks(&e, 0, 4).await;
+    e.store.schedule_downtime(dt, t(5)).await.unwrap();
+    sent.extend(ticks(&e, 5, 34).await);
+    e.store.apply_due_downtimes(t(35)).await.unwrap();
+    sent.extend(ticks(&e, 35, 80).await);
+    // 30 minutes of downtime not counted: the escalation at +45, not +15;
+    // the first repeat after 30 minutes of counted time, at +60.
+    assert_eq!(
+        sent,
+        [
+            "+0 alert alice/mail",
+            "+45 alert carol/mail",
+            "+60 alert alice/mail",
+            "+60 alert carol/mail"
+        ]
+    );
+}
