@@ -333,3 +333,6 @@ pub trait NotificationStore: Send + Sync + 'static {
     /// Lists jobs, newest first.
     async fn notifications(&self, filter: &JobFilter) -> crate::Result<Vec<NotificationJob>>;
 }
+
+pub mod channel;
+pub use channel::{ChannelConstructor, Channels, Settings};
