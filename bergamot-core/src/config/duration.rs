@@ -4,7 +4,7 @@ use std::time::Duration;
 
 /// Parses a duration: one or more `<integer><unit>` parts, units `d h m s ms`,
 /// each unit at most once and from largest to smallest (`1h30m`, not `30m1h`).
-pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     const UNITS: [(&str, u64); 5] = [
         ("d", 86_400_000),
         ("h", 3_600_000),

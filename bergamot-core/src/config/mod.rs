@@ -39,7 +39,7 @@
 //! # Ok::<(), bergamot_core::Error>(())
 //! ```
 
-mod duration;
+pub(crate) mod duration;
 mod graph;
 mod notify;
 mod raw;

@@ -350,14 +350,14 @@ impl HttpExecutor {
 }
 
 #[cfg(feature = "https")]
-mod tls {
+pub(crate) mod tls {
     use std::sync::Arc;
     use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
     /// A connector trusting the Mozilla roots, with the ring provider chosen
     /// explicitly (so another crate enabling a second provider cannot make
     /// rustls' process default ambiguous).
-    pub(super) fn default_connector() -> tokio_rustls::TlsConnector {
+    pub(crate) fn default_connector() -> tokio_rustls::TlsConnector {
         let mut roots = RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());

@@ -9,7 +9,7 @@
 //! and publishes their results.
 
 mod dummy;
-mod http;
+pub(crate) mod http;
 mod nagios;
 pub mod perfdata;
 mod tcp;

@@ -354,3 +354,6 @@ pub use dispatch::{
     DispatcherHandle, Outcome, Relevance, StoreRelevance,
 };
 pub use memory::{InMemoryNotificationStore, DEFAULT_FINISHED_CAP, DEFAULT_LIST_LIMIT};
+
+pub mod channel;
+pub use channel::{ChannelConstructor, Channels, Settings};
