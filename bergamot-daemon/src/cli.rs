@@ -3,7 +3,7 @@
 //! `hash-password`, `hash-token`. [`main`] is the whole binary, parameterised by executors so
 //! that a packager's daemon is one call.
 
-use crate::roles::notifier::NotifierOptions;
+use crate::roles::notifier::{standard_channels, NotifierOptions, NotifySource};
 use crate::roles::Roles;
 use crate::web::auth::{hash_password, hash_token, AuthConfig};
 use crate::wiring::{self, Backends, ConfigSource, Options, Ownership};
@@ -439,7 +439,8 @@ fn hash_stdin(f: impl Fn(&str) -> anyhow::Result<String>) -> ExitCode {
 }
 
 fn check_config(path: &Path) -> ExitCode {
-    match load_config(path) {
+    let loaded = load_config(path).and_then(|c| standard_channels()(&c.notify).map(|_| c));
+    match loaded {
         Ok(c) => {
             println!(
                 "{}: ok: site {:?}, {} checks, {} groups, {} locations, {} users, {} tokens, from {} file(s)",
@@ -499,17 +500,32 @@ pub async fn run(args: RunArgs, executors: Executors) -> anyhow::Result<()> {
     )?;
     let roles = args.roles;
     let args = args.node;
-    let (model, web) = match &args.config {
+    let (model, web, notify) = match &args.config {
         Some(path) => {
             let c = load_config(path)?;
             tracing::info!(config = %path.display(), files = c.files.len(), "configuration loaded");
-            (c.model, c.web)
+            (c.model, c.web, c.notify)
         }
         None => {
             tracing::warn!("no --config given: running with an empty model");
-            (Default::default(), Default::default())
+            Default::default()
         }
     };
+    // Every channel must build (bad settings are reported with file:line).
+    let channels = standard_channels();
+    channels(&notify)?;
+    let notify_source: Option<NotifySource> = args.config.clone().map(|path| {
+        let source: NotifySource = Arc::new(move || {
+            let path = path.clone();
+            async move {
+                tokio::task::spawn_blocking(move || load_config(&path).map(|c| c.notify))
+                    .await
+                    .map_err(|e| Error::Closed(format!("config loader task: {e}")))?
+            }
+            .boxed()
+        });
+        source
+    });
     let config_source: Option<ConfigSource> = args.config.clone().map(|path| {
         let source: ConfigSource = Arc::new(move || {
             let path = path.clone();
@@ -537,6 +553,9 @@ pub async fn run(args: RunArgs, executors: Executors) -> anyhow::Result<()> {
         config_source,
         ownership,
         notifier: NotifierOptions {
+            model: notify,
+            channels,
+            source: notify_source,
             dispatcher: DispatcherConfig {
                 node: args.node.clone().unwrap_or_else(default_node),
                 ..DispatcherConfig::default()

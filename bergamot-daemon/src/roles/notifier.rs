@@ -5,8 +5,8 @@
 
 use async_trait::async_trait;
 use bergamot_core::notify::{
-    ChannelMap, Dispatcher, DispatcherConfig, DispatcherHandle, NotificationStore, NotifyModel,
-    StoreRelevance,
+    ChannelMap, Channels, Dispatcher, DispatcherConfig, DispatcherHandle, NotificationStore,
+    NotifyModel, Planner, StoreRelevance,
 };
 use bergamot_core::store::Store;
 use bergamot_core::{Error, Result};
@@ -22,7 +22,17 @@ use std::time::Duration;
 #[async_trait]
 pub trait PlanTick: Send + Sync + 'static {
     /// Plans with `model` at `now`.
-    async fn plan_once(&self, model: &NotifyModel, now: DateTime<Utc>) -> Result<usize>;
+    async fn plan_once(&self, model: &Arc<NotifyModel>, now: DateTime<Utc>) -> Result<usize>;
+}
+
+#[async_trait]
+impl PlanTick for Planner {
+    async fn plan_once(&self, model: &Arc<NotifyModel>, now: DateTime<Utc>) -> Result<usize> {
+        if !Arc::ptr_eq(&self.model(), model) {
+            self.set_model(model.clone());
+        }
+        Ok(Planner::plan_once(self, now).await?.enqueued)
+    }
 }
 
 /// Builds the channels of a notification model (the channel registry).
@@ -38,8 +48,8 @@ pub struct NotifierOptions {
     pub model: NotifyModel,
     /// Builds the channels of a model.
     pub channels: ChannelFactory,
-    /// Plans jobs each tick; `None`: only jobs enqueued by others (test
-    /// notifications, other nodes) are sent.
+    /// Plans jobs each tick; `None`: the standard [`Planner`] over the
+    /// node's store and job store.
     pub planner: Option<Arc<dyn PlanTick>>,
     /// How often a planning round runs.
     pub plan_every: Duration,
@@ -68,11 +78,21 @@ pub fn no_channels() -> ChannelFactory {
     })
 }
 
+/// The standard channel kinds ([`Channels::standard`]: email, webhook,
+/// slack, command, log).
+pub fn standard_channels() -> ChannelFactory {
+    let registry = Arc::new(Channels::standard());
+    Arc::new(move |model: &NotifyModel| {
+        let configs: Vec<_> = model.channels.values().cloned().collect();
+        Ok(registry.build_all(&configs)?.into_iter().collect())
+    })
+}
+
 impl Default for NotifierOptions {
     fn default() -> Self {
         NotifierOptions {
             model: NotifyModel::default(),
-            channels: no_channels(),
+            channels: standard_channels(),
             planner: None,
             plan_every: Duration::from_secs(1),
             dispatcher: DispatcherConfig::default(),
@@ -169,14 +189,17 @@ pub async fn run(
     tracing::info!(
         node = %options.dispatcher.node,
         channels = channels.len(),
-        planner = options.planner.is_some(),
         "notifier starting"
     );
     let dispatcher = Dispatcher::new(shared.jobs.clone(), channels, options.dispatcher.clone())?
-        .with_relevance(Arc::new(StoreRelevance::new(store)));
+        .with_relevance(Arc::new(StoreRelevance::new(store.clone())));
     *shared.dispatcher.write() = Some(dispatcher.handle());
     let sender = tokio::spawn(dispatcher.run(stopped(&stop)));
-    if let Some(planner) = options.planner.clone() {
+    let planner: Arc<dyn PlanTick> = match options.planner.clone() {
+        Some(p) => p,
+        None => Arc::new(Planner::new(store, shared.jobs.clone(), shared.model())),
+    };
+    {
         let mut tick = tokio::time::interval(options.plan_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let stop = stopped(&stop);
