@@ -81,6 +81,8 @@ pub struct Metrics {
     pub ws_pending_max: AtomicU64,
     /// API requests answered.
     api_latency: Histogram,
+    /// Webhooks accepted by the test receiver `POST /api/notifications/echo`.
+    pub webhook_echo_received: AtomicU64,
     /// The notifier of this node, whose counters `/metrics` shows.
     pub notifier: parking_lot::RwLock<Option<std::sync::Arc<crate::roles::notifier::NotifyShared>>>,
 }
@@ -208,6 +210,12 @@ impl Metrics {
             &mut out,
             "bergamot_api_request_duration_seconds",
             "Latency of REST API requests.",
+        );
+        counter(
+            &mut out,
+            "bergamot_webhook_echo_received_total",
+            "Webhooks accepted by the test receiver POST /api/notifications/echo.",
+            &self.webhook_echo_received,
         );
         let notifier = self.notifier.read().clone();
         let _ = writeln!(

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
-use warp::Filter;
+use warp::{Filter, Reply};
 
 /// One job as the log shows it (no recipient addresses or channel settings).
 #[derive(Debug, Serialize)]
@@ -248,8 +248,29 @@ async fn send_test(
     ))
 }
 
+/// The test receiver: accepts any JSON object (at most 64 KiB), counts it
+/// and forgets it. No credentials: it stores nothing and answers nothing.
+async fn echo(ctx: Arc<WebContext>, body: warp::hyper::body::Bytes) -> Result<Resp, ApiError> {
+    let v: serde_json::Value = parse_body(&body)?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request("body", "expected a JSON object"));
+    }
+    ctx.metrics
+        .webhook_echo_received
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::debug!(id = %v["id"], kind = %v["kind"], "test receiver got a webhook");
+    Ok(warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response())
+}
+
 pub(super) fn routes(ctx: Arc<WebContext>) -> BoxedFilter<(Resp,)> {
     let with_ctx = warp::any().map(move || ctx.clone());
+    let echo = warp::path("api")
+        .and(warp::path!("notifications" / "echo"))
+        .and(warp::post())
+        .and(with_ctx.clone())
+        .and(warp::body::content_length_limit(1 << 16).and(warp::body::bytes()))
+        .then(|ctx, b| respond(echo(ctx, b)))
+        .boxed();
     let api = warp::path("api");
     let by_alert = api
         .and(warp::path!("alerts" / String / "notifications"))
@@ -295,6 +316,8 @@ pub(super) fn routes(ctx: Arc<WebContext>) -> BoxedFilter<(Resp,)> {
         .then(|ctx, c| respond(teams(ctx, c)))
         .boxed();
     by_alert
+        .or(echo)
+        .unify()
         .or(by_check)
         .unify()
         .or(all)
