@@ -157,7 +157,7 @@ impl PostgresStore {
             let job = job_of(r)?;
             out.push((job.not_before, r.get("seq"), job));
         }
-        out.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        out.sort_by_key(|a| (a.0, a.1));
         Ok(out.into_iter().map(|(_, _, j)| j).collect())
     }
 
@@ -168,12 +168,13 @@ impl PostgresStore {
         now: DateTime<Utc>,
     ) -> crate::Result<()> {
         let client = self.client().await?;
-        let (status, not_before, error, finished): (
-            &str,
+        type Update = (
+            &'static str,
             Option<DateTime<Utc>>,
             Option<String>,
             Option<DateTime<Utc>>,
-        ) = match outcome {
+        );
+        let (status, not_before, error, finished): Update = match outcome {
             SendOutcome::Sent => ("sent", None, None, Some(now)),
             SendOutcome::Failed {
                 error,

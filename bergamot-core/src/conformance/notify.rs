@@ -1,4 +1,5 @@
 //! The [`NotificationStore`] contract, one case per clause.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::at;
 use crate::model::{CheckId, Status};
@@ -82,7 +83,7 @@ pub async fn enqueue_ignores_known_ids(store: Arc<dyn NotificationStore>) {
     let j1 = job(a, check("a"), "ann", 0, 0);
     let j2 = job(a, check("a"), "bob", 0, 0);
     assert_eq!(
-        store.enqueue(&[j1.clone()]).await.unwrap(),
+        store.enqueue(std::slice::from_ref(&j1)).await.unwrap(),
         1,
         "enqueue: one new job"
     );
@@ -211,7 +212,7 @@ pub async fn concurrent_claims_are_exclusive(store: Arc<dyn NotificationStore>) 
 /// the attempt counted; before that it is not.
 pub async fn expired_lease_is_claimed_again(store: Arc<dyn NotificationStore>) {
     let j = job(Uuid::new_v4(), check("a"), "ann", 0, 0);
-    store.enqueue(&[j.clone()]).await.unwrap();
+    store.enqueue(std::slice::from_ref(&j)).await.unwrap();
     assert_eq!(
         store.claim("dead", at(0), LEASE, 10).await.unwrap().len(),
         1
@@ -431,7 +432,11 @@ pub async fn list_filters_newest_first(store: Arc<dyn NotificationStore>) {
         })
         .await
         .unwrap();
-    assert_eq!(ids(&by_check), ids(&[j3.clone()]), "list: by check");
+    assert_eq!(
+        ids(&by_check),
+        ids(std::slice::from_ref(&j3)),
+        "list: by check"
+    );
     let limited = store
         .notifications(&JobFilter {
             limit: 1,
