@@ -1,5 +1,6 @@
 //! The conformance suites against the in-memory backends.
 
+use bergamot_core::notify::{InMemoryNotificationStore, NotificationStore};
 use bergamot_core::queue::{InMemoryQueue, Queue};
 use bergamot_core::store::{InMemoryStore, Store};
 use std::sync::Arc;
@@ -14,3 +15,9 @@ async fn make_queue() -> Option<Arc<dyn Queue>> {
 
 bergamot_core::store_conformance_tests!(make_store);
 bergamot_core::queue_conformance_tests!(make_queue);
+
+async fn make_notification_store() -> Option<Arc<dyn NotificationStore>> {
+    Some(Arc::new(InMemoryNotificationStore::new()))
+}
+
+bergamot_core::notification_store_conformance_tests!(make_notification_store);

@@ -215,6 +215,7 @@ async fn execute_now_services() {
         Backends {
             store: store.clone(),
             queue: queue.clone(),
+            notifications: Arc::new(bergamot_core::notify::InMemoryNotificationStore::new()),
         },
     )
     .await;

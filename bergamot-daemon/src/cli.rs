@@ -1,8 +1,9 @@
 //! The `bergamotd` command line: `run`, the single-role subcommands
-//! `scheduler`, `worker`, `processor` and `web`, `check-config`,
+//! `scheduler`, `worker`, `processor`, `web` and `notifier`, `check-config`,
 //! `hash-password`, `hash-token`. [`main`] is the whole binary, parameterised by executors so
 //! that a packager's daemon is one call.
 
+use crate::roles::notifier::{standard_channels, NotifierOptions, NotifySource};
 use crate::roles::Roles;
 use crate::web::auth::{hash_password, hash_token, AuthConfig};
 use crate::wiring::{self, Backends, ConfigSource, Options, Ownership};
@@ -10,6 +11,8 @@ use anyhow::Context as _;
 use bergamot_amqp::{AmqpConfig, AmqpQueue};
 use bergamot_core::config::{Config, LoadOptions};
 use bergamot_core::exec::Executors;
+use bergamot_core::notify::DispatcherConfig;
+use bergamot_core::notify::{InMemoryNotificationStore, NotificationStore};
 use bergamot_core::queue::{InMemoryQueue, Queue};
 use bergamot_core::store::{InMemoryStore, Store};
 use bergamot_core::Error;
@@ -49,6 +52,10 @@ pub enum Command {
     /// Run only the web node: REST API, websocket, UI (needs `--store
     /// postgres://…` and `--queue amqp://…`).
     Web(NodeArgs),
+    /// Run only the notifier: plans notification jobs and sends them
+    /// (needs `--store postgres://…` and `--queue amqp://…`; several
+    /// notifier nodes share the jobs).
+    Notifier(NodeArgs),
     /// Validate a configuration: print every problem as file:line, exit 1 if any.
     CheckConfig {
         /// A TOML file or a directory of them.
@@ -140,7 +147,7 @@ pub struct RunArgs {
     /// Backends, configuration and tuning.
     #[command(flatten)]
     pub node: NodeArgs,
-    /// Roles of this process: comma-separated `scheduler,worker,processor,web` or `all`.
+    /// Roles of this process: comma-separated `scheduler,worker,processor,web,notifier` or `all`.
     #[arg(long, env = "BERGAMOT_ROLES", default_value = "all")]
     pub roles: Roles,
 }
@@ -239,7 +246,9 @@ fn check_split(roles: Roles, store: &StoreKind, queue: &QueueKind) -> anyhow::Re
              the in-memory queue cannot be shared with the other roles' processes"
         );
     }
-    if matches!(store, StoreKind::Memory) && (roles.scheduler || roles.processor || roles.web) {
+    if matches!(store, StoreKind::Memory)
+        && (roles.scheduler || roles.processor || roles.web || roles.notifier)
+    {
         anyhow::bail!(
             "running only some roles ({roles}) needs a shared store: give --store postgres://… (or BERGAMOT_STORE); \
              the in-memory store cannot be shared with the other roles' processes"
@@ -294,6 +303,7 @@ pub async fn backends(
     let queue_kind = queue_kind(&args.queue)?;
     check_split(roles, &store_kind, &queue_kind)?;
     let mut ownership = None;
+    let mut notifications: Arc<dyn NotificationStore> = Arc::new(InMemoryNotificationStore::new());
     let store: Arc<dyn Store> = match &store_kind {
         StoreKind::Memory => Arc::new(InMemoryStore::new()),
         StoreKind::Postgres(url) => {
@@ -320,7 +330,9 @@ pub async fn backends(
                     round_every,
                 });
             }
-            Arc::new(store)
+            let store = Arc::new(store);
+            notifications = store.clone();
+            store
         }
     };
     let queue: Arc<dyn Queue> = match &queue_kind {
@@ -343,7 +355,14 @@ pub async fn backends(
             Arc::new(queue)
         }
     };
-    Ok((Backends { store, queue }, ownership))
+    Ok((
+        Backends {
+            store,
+            queue,
+            notifications,
+        },
+        ownership,
+    ))
 }
 
 fn init_tracing() {
@@ -389,6 +408,13 @@ pub fn main(executors: impl FnOnce() -> Executors) -> ExitCode {
             RunArgs {
                 node,
                 roles: Roles::only("web"),
+            },
+            executors,
+        ),
+        Command::Notifier(node) => run_blocking(
+            RunArgs {
+                node,
+                roles: Roles::only("notifier"),
             },
             executors,
         ),
@@ -472,7 +498,8 @@ fn hash_stdin(f: impl Fn(&str) -> anyhow::Result<String>) -> ExitCode {
 }
 
 fn check_config(path: &Path, executors: &Executors) -> ExitCode {
-    match load_config(path) {
+    let loaded = load_config(path).and_then(|c| standard_channels()(&c.notify).map(|_| c));
+    match loaded {
         Ok(c) => {
             // What would fail at run time fails here too.
             let problems = crate::preflight::runtime_problems(&c, executors);
@@ -543,7 +570,7 @@ pub async fn run(args: RunArgs, executors: Executors) -> anyhow::Result<()> {
     let roles = args.roles;
     let args = args.node;
     let listen = args.listen;
-    let (model, web) = match &args.config {
+    let (model, web, notify) = match &args.config {
         Some(path) => {
             let c = load_config_with(path, listen)?;
             tracing::info!(config = %path.display(), files = c.files.len(), "configuration loaded");
@@ -552,13 +579,28 @@ pub async fn run(args: RunArgs, executors: Executors) -> anyhow::Result<()> {
                     tracing::warn!("configuration: {p}");
                 }
             }
-            (c.model, c.web)
+            (c.model, c.web, c.notify)
         }
         None => {
             tracing::warn!("no --config given: running with an empty model");
-            (Default::default(), Default::default())
+            Default::default()
         }
     };
+    // Every channel must build (bad settings are reported with file:line).
+    let channels = standard_channels();
+    channels(&notify)?;
+    let notify_source: Option<NotifySource> = args.config.clone().map(|path| {
+        let source: NotifySource = Arc::new(move || {
+            let path = path.clone();
+            async move {
+                tokio::task::spawn_blocking(move || load_config(&path).map(|c| c.notify))
+                    .await
+                    .map_err(|e| Error::Closed(format!("config loader task: {e}")))?
+            }
+            .boxed()
+        });
+        source
+    });
     let config_source: Option<ConfigSource> = args.config.clone().map(|path| {
         let source: ConfigSource = Arc::new(move || {
             let path = path.clone();
@@ -595,6 +637,16 @@ pub async fn run(args: RunArgs, executors: Executors) -> anyhow::Result<()> {
             factor: args.stale_factor,
             margin: secs_arg("--stale-margin-secs", args.stale_margin_secs)?,
             scan_every: secs_arg("--stale-scan-secs", args.stale_scan_secs)?,
+        },
+        notifier: NotifierOptions {
+            model: notify,
+            channels,
+            source: notify_source,
+            dispatcher: DispatcherConfig {
+                node: args.node.clone().unwrap_or_else(default_node),
+                ..DispatcherConfig::default()
+            },
+            ..NotifierOptions::default()
         },
     };
     tracing::info!(%roles, "starting");

@@ -4,6 +4,7 @@
 //! A packager's own daemon is [`run`] with its own [`Executors`] and
 //! [`Backends`]; see `examples/` and `src/main.rs`.
 
+use crate::roles::notifier::{self, NotifierOptions, NotifyShared};
 use crate::roles::{MeteredQueue, Roles};
 use crate::web::auth::AuthConfig;
 use crate::web::metrics::Metrics;
@@ -12,6 +13,7 @@ use async_trait::async_trait;
 use bergamot_core::exec::{Executors, Worker};
 use bergamot_core::freshness::{Freshness, FreshnessConfig};
 use bergamot_core::model::Model;
+use bergamot_core::notify::{InMemoryNotificationStore, NotificationStore};
 use bergamot_core::processor::Processor;
 use bergamot_core::queue::{InMemoryQueue, Queue};
 use bergamot_core::schedule::{PartitionOwner, Scheduler, SchedulerConfig, SchedulerHandle};
@@ -34,6 +36,8 @@ pub struct Backends {
     pub store: Arc<dyn Store>,
     /// The message transport.
     pub queue: Arc<dyn Queue>,
+    /// Where notification jobs persist (the notifier and web roles share it).
+    pub notifications: Arc<dyn NotificationStore>,
 }
 
 impl std::fmt::Debug for Backends {
@@ -43,11 +47,13 @@ impl std::fmt::Debug for Backends {
 }
 
 impl Backends {
-    /// The embedded backends: [`InMemoryStore`] and [`InMemoryQueue`].
+    /// The embedded backends: [`InMemoryStore`], [`InMemoryQueue`] and
+    /// [`InMemoryNotificationStore`].
     pub fn in_memory() -> Self {
         Backends {
             store: Arc::new(InMemoryStore::new()),
             queue: Arc::new(InMemoryQueue::new()),
+            notifications: Arc::new(InMemoryNotificationStore::new()),
         }
     }
 }
@@ -104,6 +110,8 @@ pub struct Options {
     /// When a check without a fresh result is marked stale (by the
     /// processor role).
     pub freshness: FreshnessConfig,
+    /// The notification model, channels, planner and sending options.
+    pub notifier: NotifierOptions,
 }
 
 impl std::fmt::Debug for Options {
@@ -133,6 +141,7 @@ impl Default for Options {
             ownership: None,
             metrics_listen: None,
             freshness: FreshnessConfig::default(),
+            notifier: NotifierOptions::default(),
         }
     }
 }
@@ -168,6 +177,7 @@ struct DaemonReloader {
     store: Arc<dyn Store>,
     scheduler: Option<SchedulerHandle>,
     web: parking_lot::Mutex<Option<Arc<WebContext>>>,
+    notify: Arc<NotifyShared>,
 }
 
 #[async_trait]
@@ -185,6 +195,7 @@ impl Reloader for DaemonReloader {
             w.set_model(model);
             w.set_auth(AuthConfig::from(&config.web));
         }
+        self.notify.reload().await?;
         tracing::info!(
             added = report.added,
             updated = report.updated,
@@ -227,6 +238,8 @@ pub async fn start(
         added = report.added,
         "configuration synced"
     );
+
+    let notify = NotifyShared::new(backends.notifications.clone(), &options.notifier);
 
     // One stop signal per drain phase, sent in this order.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -284,6 +297,7 @@ pub async fn start(
         )
         .await?;
         ctx.set_result_limits(options.result_limits);
+        ctx.set_notify(notify.clone());
         metrics.health.watch_peers();
         let hub = ctx.run_hub(stopped(&web_rx)).await?;
         web_tasks.push((
@@ -411,12 +425,29 @@ pub async fn start(
         metrics_addr = Some(bound);
     }
 
+    if options.roles.notifier {
+        let n = notify.clone();
+        let s = store.clone();
+        let rx = processor_rx.clone();
+        let opts = options.notifier.clone();
+        processor_tasks.push((
+            "notifier",
+            spawn_role(
+                "notifier",
+                &processor_rx,
+                async move { notifier::run(n, s, opts, rx).await }.boxed(),
+            ),
+        ));
+        *metrics.notifier.write() = Some(notify.clone());
+    }
+
     let reloader: Option<Arc<dyn Reloader>> = options.config_source.map(|source| {
         let r = Arc::new(DaemonReloader {
             source,
             store: store.clone(),
             scheduler: scheduler_handle,
             web: parking_lot::Mutex::new(web_ctx.clone()),
+            notify: notify.clone(),
         });
         r as Arc<dyn Reloader>
     });

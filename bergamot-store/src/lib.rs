@@ -31,6 +31,9 @@
 //!   session advisory locks on one dedicated connection (see [`partition`]
 //!   and `docs/operations.md`).
 //!
+//! - [`NotificationStore`](bergamot_core::notify::NotificationStore): table
+//!   `notification_jobs`, claimed with `FOR UPDATE SKIP LOCKED` under a lease.
+//!
 //! Errors are this crate's [`Error`]; at the `Store` boundary they map onto
 //! [`bergamot_core::Error`] (`NotFound`, `InvalidInput`, `Backend`).
 //! See `docs/postgres.md` for the schema, the queries and tuning.
@@ -39,6 +42,7 @@ mod aggregate_sql;
 mod config;
 mod error;
 mod migrations;
+mod notify;
 pub mod partition;
 mod rows;
 mod store;

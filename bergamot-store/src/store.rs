@@ -274,7 +274,7 @@ impl PostgresStore {
         self.pool.close();
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object> {
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object> {
         self.pool.get().await.map_err(Error::Pool)
     }
 

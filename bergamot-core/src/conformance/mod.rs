@@ -30,6 +30,7 @@
 //! worker_threads = 2)]` per case, named after the case, that calls the
 //! factory, returns early when it gives `None`, and runs the case.
 
+pub mod notify;
 pub mod queue;
 pub mod store;
 
@@ -158,6 +159,28 @@ macro_rules! store_conformance_tests {
             config_sync_keeps_adds_removes,
             apply_results_batch_equals_serial,
             state_search_matches_filter,
+        );
+    };
+}
+
+/// Runs every notification-store case against stores made by `$make`
+/// (`async fn() -> Option<Arc<dyn NotificationStore>>`; `None` skips).
+#[macro_export]
+macro_rules! notification_store_conformance_tests {
+    ($make:path) => {
+        $crate::__conformance_cases!(
+            notify,
+            $make,
+            enqueue_ignores_known_ids,
+            claim_only_due_jobs,
+            claim_in_not_before_order,
+            concurrent_claims_are_exclusive,
+            expired_lease_is_claimed_again,
+            sent_is_never_claimed_again,
+            failed_retries_then_gives_up,
+            cancelled_is_recorded,
+            finish_unknown_not_found,
+            list_filters_newest_first,
         );
     };
 }

@@ -346,5 +346,14 @@ pub trait NotificationStore: Send + Sync + 'static {
     async fn notifications(&self, filter: &JobFilter) -> crate::Result<Vec<NotificationJob>>;
 }
 
+mod dispatch;
+mod memory;
+
+pub use dispatch::{
+    is_finished, AlwaysRelevant, Backoff, ChannelMap, Dispatcher, DispatcherConfig,
+    DispatcherHandle, Outcome, Relevance, StoreRelevance,
+};
+pub use memory::{InMemoryNotificationStore, DEFAULT_FINISHED_CAP, DEFAULT_LIST_LIMIT};
+
 pub mod channel;
 pub use channel::{ChannelConstructor, Channels, Settings};

@@ -3,7 +3,7 @@
 //!
 //! On the embedded backends every role runs in one process; with a shared
 //! store and queue (PostgreSQL, RabbitMQ) each role can run alone
-//! (`bergamotd scheduler | worker | processor | web`).
+//! (`bergamotd scheduler | worker | processor | web | notifier`).
 
 use crate::web::metrics::Metrics;
 use async_trait::async_trait;
@@ -18,6 +18,8 @@ use std::str::FromStr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+pub mod notifier;
+
 /// Which roles run in this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Roles {
@@ -29,6 +31,8 @@ pub struct Roles {
     pub processor: bool,
     /// REST API, websocket, UI.
     pub web: bool,
+    /// Plans and sends notifications.
+    pub notifier: bool,
 }
 
 impl Roles {
@@ -39,6 +43,7 @@ impl Roles {
             worker: true,
             processor: true,
             web: true,
+            notifier: true,
         }
     }
 
@@ -49,13 +54,14 @@ impl Roles {
             worker: false,
             processor: false,
             web: false,
+            notifier: false,
         }
     }
 }
 
 impl Roles {
     /// Exactly one role, by name (`scheduler`, `worker`, `processor`,
-    /// `web`); an unknown name gives no role.
+    /// `web`, `notifier`); an unknown name gives no role.
     pub fn only(role: &str) -> Self {
         role.parse().unwrap_or_else(|_| Roles::none())
     }
@@ -69,6 +75,7 @@ impl std::fmt::Display for Roles {
             (self.worker, "worker"),
             (self.processor, "processor"),
             (self.web, "web"),
+            (self.notifier, "notifier"),
         ]
         .into_iter()
         .filter_map(|(on, name)| on.then_some(name))
@@ -84,7 +91,7 @@ impl std::fmt::Display for Roles {
 impl FromStr for Roles {
     type Err = String;
 
-    /// Parses a comma-separated list: `scheduler,worker,processor,web` or `all`.
+    /// Parses a comma-separated list: `scheduler,worker,processor,web,notifier` or `all`.
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         let mut r = Roles::none();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -94,9 +101,10 @@ impl FromStr for Roles {
                 "worker" => r.worker = true,
                 "processor" => r.processor = true,
                 "web" => r.web = true,
+                "notifier" => r.notifier = true,
                 other => {
                     return Err(format!(
-                        "unknown role {other:?} (expected scheduler, worker, processor, web or all)"
+                        "unknown role {other:?} (expected scheduler, worker, processor, web, notifier or all)"
                     ))
                 }
             }

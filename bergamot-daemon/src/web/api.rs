@@ -21,6 +21,8 @@ use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::Filter;
 
+mod notify;
+
 type Query = HashMap<String, String>;
 type Resp = warp::reply::Response;
 
@@ -403,6 +405,8 @@ pub(crate) fn routes(ctx: Arc<WebContext>) -> BoxedFilter<(Resp,)> {
         .or(reload)
         .unify()
         .or(whoami)
+        .unify()
+        .or(notify::routes(ctx))
         .unify()
         .boxed()
 }

@@ -96,6 +96,10 @@ pub struct Metrics {
     api_latency: Histogram,
     /// This node's roles and the peers it heard from (`/healthz`).
     pub health: crate::health::Health,
+    /// Webhooks accepted by the test receiver `POST /api/notifications/echo`.
+    pub webhook_echo_received: AtomicU64,
+    /// The notifier of this node, whose counters `/metrics` shows.
+    pub notifier: parking_lot::RwLock<Option<std::sync::Arc<crate::roles::notifier::NotifyShared>>>,
 }
 
 impl Metrics {
@@ -253,6 +257,28 @@ impl Metrics {
             "Latency of REST API requests.",
         );
         self.health.render(&mut out);
+        counter(
+            &mut out,
+            "bergamot_webhook_echo_received_total",
+            "Webhooks accepted by the test receiver POST /api/notifications/echo.",
+            &self.webhook_echo_received,
+        );
+        let notifier = self.notifier.read().clone();
+        let _ = writeln!(
+            out,
+            "# HELP bergamot_notifications_total Notification send attempts by channel and outcome (sent, retried, failed, cancelled)."
+        );
+        let _ = writeln!(out, "# TYPE bergamot_notifications_total counter");
+        if let Some(d) = notifier.and_then(|n| n.dispatcher()) {
+            for (channel, outcome, n) in d.counters() {
+                let channel = channel.replace('\\', "\\\\").replace('"', "\\\"");
+                let _ = writeln!(
+                    out,
+                    "bergamot_notifications_total{{channel=\"{channel}\",outcome=\"{}\"}} {n}",
+                    outcome.as_str()
+                );
+            }
+        }
         out
     }
 }

@@ -164,6 +164,7 @@ pub struct WebContext {
     index: Arc<RwLock<Arc<ModelIndex>>>,
     reloader: RwLock<Option<Arc<dyn Reloader>>>,
     result_limits: RwLock<bergamot_core::model::ResultLimits>,
+    notify: RwLock<Option<Arc<crate::roles::notifier::NotifyShared>>>,
 }
 
 impl WebContext {
@@ -186,6 +187,7 @@ impl WebContext {
             index,
             reloader: RwLock::new(None),
             result_limits: RwLock::new(Default::default()),
+            notify: RwLock::new(None),
         }))
     }
 
@@ -203,6 +205,16 @@ impl WebContext {
     /// Sets what `POST /api/reload` calls.
     pub fn set_reloader(&self, reloader: Arc<dyn Reloader>) {
         *self.reloader.write() = Some(reloader);
+    }
+
+    /// Sets the notification state the notification endpoints use.
+    pub fn set_notify(&self, notify: Arc<crate::roles::notifier::NotifyShared>) {
+        *self.notify.write() = Some(notify);
+    }
+
+    /// The notification state, if set.
+    pub fn notify(&self) -> Option<Arc<crate::roles::notifier::NotifyShared>> {
+        self.notify.read().clone()
     }
 
     /// The current model index.

@@ -129,6 +129,7 @@ pub async fn daemon() -> Daemon {
             worker: false,
             processor: true,
             web: true,
+            notifier: true,
         },
         worker_concurrency: 4,
         processor_lanes: 2,
@@ -137,6 +138,7 @@ pub async fn daemon() -> Daemon {
         ownership: None,
         metrics_listen: None,
         freshness: Default::default(),
+        notifier: Default::default(),
     };
     let running = start(
         config.model,

@@ -567,7 +567,44 @@ function renderCheckDetail(c, changed) {
         el("tbody", {}, s.perfdata.map((p) => el("tr", {}, el("td", {}, p.label), el("td", {}, (p.value ?? "U") + " " + p.uom),
           el("td", {}, p.warn ?? ""), el("td", {}, p.crit ?? ""), el("td", {}, p.min ?? ""), el("td", {}, p.max ?? ""))))));
   }
-  if (changed) { flash(box); loadHistory(c.id); }
+  if (changed) { flash(box); loadHistory(c.id); loadNotifications(c.id); }
+}
+function notificationTable(items) {
+  if (!items.length) return el("p", { class: "muted" }, "No notifications.");
+  return el("table", { class: "notifications" },
+    el("thead", {}, el("tr", {}, ["Planned", "Kind", "Status", "Recipient", "Channel", "Attempts", "Last error"].map((x) => el("th", {}, x)))),
+    el("tbody", {}, items.map((n) => el("tr", { class: "job-" + n.status },
+      el("td", {}, fmtTime(n.created_at)), el("td", {}, n.kind + (n.escalation ? " (esc " + n.escalation + ")" : "") + (n.sequence ? " #" + n.sequence : "")),
+      el("td", {}, n.status), el("td", {}, n.recipient), el("td", {}, n.channel), el("td", {}, String(n.attempts)),
+      el("td", { class: "out", title: n.last_error || "" }, n.last_error || "")))));
+}
+async function loadNotifications(id) {
+  const r = await api("GET", "/api/checks/" + id + "/notifications?limit=50").catch(() => null);
+  const box = $("#check-notifications"); if (!r || !box || view.id !== id) return;
+  box.textContent = "";
+  box.append(el("h3", {}, "Notifications"), notificationTable(r.items));
+}
+async function renderNotify() {
+  view.kind = "notify"; view.id = null; view.rows.clear(); view.nodes.clear(); view.detail = null;
+  crumbs([{ text: "notifications" }]);
+  const main = $("#main"); main.textContent = "";
+  const [c, t, f] = await Promise.all([api("GET", "/api/contacts"), api("GET", "/api/teams"),
+    api("GET", "/api/notifications?status=failed&limit=50")].map((p) => p.catch(() => null)));
+  const contacts = c ? c.contacts : [], channels = c ? c.channels : [];
+  main.append(el("div", { class: "card", id: "notify-contacts" }, el("h3", {}, "Contacts"),
+    contacts.length ? el("table", {}, el("thead", {}, el("tr", {}, ["Name", "E-mail", "Phone", "Chat", "Period", "Teams"].map((x) => el("th", {}, x)))),
+      el("tbody", {}, contacts.map((k) => el("tr", {}, el("td", {}, k.name), el("td", {}, k.email || ""), el("td", {}, k.phone || ""),
+        el("td", {}, k.chat || ""), el("td", {}, k.period || "always"), el("td", {}, k.teams.join(", "))))))
+      : el("p", { class: "muted" }, "No contacts configured.")));
+  main.append(el("div", { class: "card", id: "notify-teams" }, el("h3", {}, "Teams"),
+    t && t.teams.length ? el("ul", {}, t.teams.map((x) => el("li", {}, x.name + ": " + x.members.join(", "))))
+      : el("p", { class: "muted" }, "No teams configured.")));
+  const who = el("select", { id: "test-contact" }, contacts.map((k) => el("option", { value: k.name }, k.name)));
+  const via = el("select", { id: "test-channel" }, channels.map((k) => el("option", { value: k.name }, k.name + " (" + k.type + ")")));
+  main.append(el("div", { class: "card", id: "notify-test" }, el("h3", {}, "Send a test notification (admins)"),
+    el("div", { class: "buttons" }, who, via, el("button", { id: "btn-test-notification", class: "primary", onclick: () =>
+      act(() => api("POST", "/api/notifications/test", { contact: who.value, channel: via.value }), "Test notification queued") }, "Send test notification"))));
+  main.append(el("div", { class: "card", id: "notify-failed" }, el("h3", {}, "Failed notifications"), notificationTable(f ? f.items : [])));
 }
 async function loadHistory(id) {
   const h = await api("GET", "/api/checks/" + id + "/history?limit=30").catch(() => null);
@@ -600,7 +637,7 @@ async function act(fn, okMsg) {
 }
 // The cards below the check's state, in order; each is filled by its own
 // loader (a new section: add its id here and fill it in renderCheck).
-const CHECK_SECTIONS = ["check-downtimes", "check-history", "check-config"];
+const CHECK_SECTIONS = ["check-downtimes", "check-notifications", "check-history", "check-config"];
 async function renderCheck(id) {
   const c = checks.get(id);
   if (!c) return notFound("check");
@@ -626,6 +663,7 @@ async function renderCheck(id) {
     ...CHECK_SECTIONS.map((id) => el("div", { class: "card", id })));
   renderCheckDetail(c, false);
   loadHistory(id);
+  loadNotifications(id);
   const d = await api("GET", base).catch(() => null);
   if (!d || view.id !== id) return;
   view.detail = d;
@@ -648,6 +686,7 @@ function route() {
   else if (page === "search") renderSearch();
   else if (page === "hosts") renderHosts();
   else if (page === "ungrouped") renderUngrouped();
+  else if (page === "notifications") renderNotify();
   else renderTree();
 }
 window.addEventListener("hashchange", route);

@@ -1,0 +1,459 @@
+//! End to end: an in-process daemon (processor + notifier on the in-memory
+//! backends) delivering through a real SMTP server (Debian's aiosmtpd, the
+//! sink of `bergamot-core/tests/data/notify/smtp_sink.py`) and a real local
+//! HTTP receiver. Delays are seconds.
+
+use bergamot_core::config::Config;
+use bergamot_core::model::{CheckId, CheckResult, Status};
+use bergamot_core::state::Ack;
+use bergamot_core::store::Downtime;
+use bergamot_daemon::{start, Backends, Options, Roles, Running};
+use chrono::Utc;
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+use warp::Filter;
+
+const SITE: &str = "e";
+
+fn python_with_aiosmtpd() -> Option<&'static str> {
+    let found = ["/usr/bin/python3", "python3"].into_iter().find(|py| {
+        std::process::Command::new(py)
+            .args(["-c", "import aiosmtpd"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var("BERGAMOT_REQUIRE_SERVICES").as_deref() != Ok("1"),
+            "python3-aiosmtpd is not installed and BERGAMOT_REQUIRE_SERVICES=1"
+        );
+        eprintln!("SKIPPED: python3-aiosmtpd is not installed");
+    }
+    found
+}
+
+/// The aiosmtpd sink; exits when dropped (its stdin closes).
+struct Smtp {
+    port: u16,
+    dir: tempfile::TempDir,
+    _child: tokio::process::Child,
+}
+
+impl Smtp {
+    async fn start(python: &str) -> Smtp {
+        use tokio::io::AsyncBufReadExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../bergamot-core/tests/data/notify/smtp_sink.py");
+        let mut child = tokio::process::Command::new(python)
+            .args(["-W", "ignore"])
+            .arg(script)
+            .arg(dir.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start smtp_sink.py");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            tokio::io::BufReader::new(stdout).read_line(&mut line),
+        )
+        .await
+        .expect("sink prints its port")
+        .expect("read port");
+        Smtp {
+            port: line.trim().parse().expect("port"),
+            dir,
+            _child: child,
+        }
+    }
+
+    /// `(recipient, subject, message id)` of every message so far.
+    fn messages(&self) -> Vec<(String, String, String)> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(self.dir.path())
+            .expect("read sink dir")
+            .flatten()
+        {
+            let p = e.path();
+            if p.extension().map_or(true, |x| x != "json") {
+                continue;
+            }
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&p).expect("read")).expect("json");
+            for r in v["rcpt_tos"].as_array().expect("rcpt_tos") {
+                out.push((
+                    r.as_str().unwrap_or_default().to_string(),
+                    v["subject"].as_str().unwrap_or_default().to_string(),
+                    v["message_id"].as_str().unwrap_or_default().to_string(),
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// A local HTTP receiver: keeps every JSON body POSTed to `/hook`.
+async fn receiver() -> (u16, Arc<Mutex<Vec<serde_json::Value>>>) {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
+    let route = warp::path!("hook")
+        .and(warp::post())
+        .and(warp::body::json())
+        .map(move |v: serde_json::Value| {
+            g.lock().push(v);
+            warp::reply()
+        });
+    let (addr, server) = warp::serve(route).bind_ephemeral(([127, 0, 0, 1], 0));
+    tokio::spawn(server);
+    (addr.port(), got)
+}
+
+fn config(smtp: u16, hook: u16) -> String {
+    format!(
+        r#"
+site = "{SITE}"
+
+[[command]]
+name = "ok"
+engine = "dummy"
+params = {{ status = "OK" }}
+
+[[contact]]
+name = "ann"
+email = "ann@example.org"
+
+[[contact]]
+name = "bob"
+email = "bob@example.org"
+
+[[contact]]
+name = "dan"
+email = "dan@example.org"
+
+[[team]]
+name = "ops"
+members = ["ann", "bob"]
+
+[[team]]
+name = "dba"
+members = ["dan"]
+
+[[channel]]
+name = "mail"
+type = "email"
+host = "127.0.0.1"
+port = {smtp}
+security = "none"
+from = "Bergamot <bergamot@example.com>"
+timeout = "10s"
+
+[[channel]]
+name = "hook"
+type = "webhook"
+url = "http://127.0.0.1:{hook}/hook"
+timeout = "10s"
+
+[[escalation]]
+name = "later"
+  [[escalation.step]]
+  after = "3s"
+  teams = ["dba"]
+
+[[host]]
+name = "db"
+failed_after = 1
+recovers_after = 1
+notify = {{ teams = ["ops"], channels = ["mail", "hook"], escalation = "later", repeat_every = "2s" }}
+
+[[host.service]]
+name = "disk"
+command = "ok"
+failed_after = 1
+recovers_after = 1
+
+[[host]]
+name = "web"
+failed_after = 1
+recovers_after = 1
+notify = {{ teams = ["ops"], channels = ["mail", "hook"] }}
+
+[[host.service]]
+name = "http"
+command = "ok"
+failed_after = 1
+recovers_after = 1
+"#
+    )
+}
+
+struct Env {
+    smtp: Smtp,
+    hooks: Arc<Mutex<Vec<serde_json::Value>>>,
+    backends: Backends,
+    running: Option<Running>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+async fn env() -> Option<Env> {
+    let python = python_with_aiosmtpd()?;
+    let smtp = Smtp::start(python).await;
+    let (hook, hooks) = receiver().await;
+    let config = Config::from_str_named("notify.toml", &config(smtp.port, hook)).expect("config");
+    let backends = Backends::in_memory();
+    let mut roles = Roles::none();
+    roles.processor = true;
+    roles.notifier = true;
+    let mut notifier = bergamot_daemon::roles::notifier::NotifierOptions {
+        model: config.notify.clone(),
+        plan_every: Duration::from_millis(200),
+        ..Default::default()
+    };
+    notifier.dispatcher.poll_every = Duration::from_millis(100);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let running = start(
+        config.model,
+        backends.clone(),
+        bergamot_core::exec::Executors::standard(),
+        Options {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            roles,
+            notifier,
+            ..Options::default()
+        },
+        async move {
+            let _ = rx.await;
+        },
+    )
+    .await
+    .expect("start");
+    Some(Env {
+        smtp,
+        hooks,
+        backends,
+        running: Some(running),
+        stop: Some(tx),
+    })
+}
+
+impl Env {
+    async fn push(&self, check: CheckId, status: Status) {
+        self.backends
+            .queue
+            .publish_result(CheckResult::new(check, status, "test", Utc::now()))
+            .await
+            .expect("publish result");
+    }
+
+    /// `kind recipient e<escalation> s<sequence>` of every webhook delivery.
+    fn hook_keys(&self) -> Vec<String> {
+        self.hooks
+            .lock()
+            .iter()
+            .map(|v| {
+                format!(
+                    "{} {} e{} s{}",
+                    v["kind"].as_str().unwrap_or_default(),
+                    v["recipient"]["name"].as_str().unwrap_or_default(),
+                    v["escalation"],
+                    v["sequence"]
+                )
+            })
+            .collect()
+    }
+
+    fn mails_to(&self, who: &str, kind: &str) -> usize {
+        self.smtp
+            .messages()
+            .iter()
+            .filter(|(r, s, _)| {
+                r == &format!("{who}@example.org") && s.ends_with(&format!(": {kind}"))
+            })
+            .count()
+    }
+
+    async fn until(&self, what: &str, cond: impl Fn(&Env) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !cond(self) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}; webhooks: {:?}; mails: {:?}",
+                self.hook_keys(),
+                self.smtp.messages()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// No job was delivered twice: every webhook id and every e-mail
+    /// Message-ID (per recipient) is unique.
+    fn assert_never_twice(&self) {
+        let mut ids: BTreeMap<String, usize> = BTreeMap::new();
+        for v in self.hooks.lock().iter() {
+            *ids.entry(v["id"].to_string()).or_default() += 1;
+        }
+        let twice: Vec<_> = ids.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(twice.is_empty(), "webhooks delivered twice: {twice:?}");
+        let mut mids: BTreeMap<(String, String), usize> = BTreeMap::new();
+        for (r, _, m) in self.smtp.messages() {
+            *mids.entry((r, m)).or_default() += 1;
+        }
+        let twice: Vec<_> = mids.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(twice.is_empty(), "e-mails delivered twice: {twice:?}");
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(r) = self.running.take() {
+            r.done.await.expect("daemon stops cleanly");
+        }
+    }
+}
+
+fn count(keys: &[String], key: &str) -> usize {
+    keys.iter().filter(|k| *k == key).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn critical_escalation_ack_recovery_reach_the_right_people_once() {
+    let Some(env) = env().await else { return };
+    let disk = CheckId::service(SITE, "db", "disk");
+    env.push(disk, Status::Critical).await;
+
+    // Hard CRITICAL: one e-mail and one webhook per recipient of the team.
+    env.until("the alert to ann and bob", |e| {
+        let k = e.hook_keys();
+        count(&k, "alert ann e0 s0") == 1
+            && count(&k, "alert bob e0 s0") == 1
+            && e.mails_to("ann", "alert") >= 1
+            && e.mails_to("bob", "alert") >= 1
+    })
+    .await;
+    let k = env.hook_keys();
+    assert!(
+        !k.iter().any(|k| k.contains(" dan ")),
+        "dan (escalation team) is not told at once: {k:?}"
+    );
+
+    // The escalation after 3 s adds the dba team.
+    env.until("the escalation to dan", |e| {
+        count(&e.hook_keys(), "alert dan e1 s0") == 1 && e.mails_to("dan", "alert") == 1
+    })
+    .await;
+
+    // Acknowledging stops repeats.
+    env.backends
+        .store
+        .acknowledge(disk, Ack::Sticky, "op", "on it", Utc::now())
+        .await
+        .expect("acknowledge");
+    env.until("the acknowledgement to ann", |e| {
+        count(&e.hook_keys(), "acknowledge ann e0 s0") == 1
+    })
+    .await;
+    let alerts_at_ack = env
+        .hook_keys()
+        .iter()
+        .filter(|k| k.starts_with("alert "))
+        .count();
+    // Three repeat intervals: a repeat would have been planned and sent.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let alerts_later = env
+        .hook_keys()
+        .iter()
+        .filter(|k| k.starts_with("alert "))
+        .count();
+    assert_eq!(
+        alerts_later,
+        alerts_at_ack,
+        "no repeat or escalation after the acknowledgement: {:?}",
+        env.hook_keys()
+    );
+
+    // Recovery reaches everyone the alert reached.
+    env.push(disk, Status::Ok).await;
+    env.until("the recovery to ann, bob and dan", |e| {
+        let k = e.hook_keys();
+        ["ann", "bob", "dan"].iter().all(|w| {
+            k.iter()
+                .filter(|x| x.starts_with(&format!("recovery {w} ")))
+                .count()
+                == 1
+                && e.mails_to(w, "recovery") == 1
+        })
+    })
+    .await;
+    for w in ["ann", "bob"] {
+        assert_eq!(
+            env.mails_to(w, "acknowledge"),
+            1,
+            "one acknowledgement mail to {w}"
+        );
+    }
+    env.assert_never_twice();
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downtime_holds_the_alert_until_it_ends() {
+    let Some(env) = env().await else { return };
+    let http = CheckId::service(SITE, "web", "http");
+    let now = Utc::now();
+    env.backends
+        .store
+        .schedule_downtime(
+            Downtime {
+                id: Uuid::new_v4(),
+                check_id: http,
+                starts_at: now - chrono::Duration::seconds(1),
+                ends_at: now + chrono::Duration::seconds(4),
+                author: "op".into(),
+                comment: "maintenance".into(),
+            },
+            now,
+        )
+        .await
+        .expect("schedule downtime");
+    env.push(http, Status::Critical).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = env.backends.store.state(http).await.expect("state");
+        if s.hard && s.status == Status::Critical {
+            assert!(s.in_downtime, "the downtime is in effect");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "check never went hard critical"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Held while the downtime lasts (it ends 4 s after it started).
+    let k = env.hook_keys();
+    assert!(
+        !k.iter().any(|k| k.starts_with("alert ")),
+        "no alert during the downtime: {k:?}"
+    );
+    env.until("the held alert to ann and bob after the downtime", |e| {
+        let k = e.hook_keys();
+        count(&k, "alert ann e0 s0") == 1
+            && count(&k, "alert bob e0 s0") == 1
+            && e.mails_to("ann", "alert") == 1
+            && e.mails_to("bob", "alert") == 1
+    })
+    .await;
+    let s = env.backends.store.state(http).await.expect("state");
+    assert!(!s.in_downtime, "sent only once the downtime ended");
+    env.assert_never_twice();
+    env.stop().await;
+}
