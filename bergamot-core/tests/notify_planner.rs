@@ -139,6 +139,12 @@ name = "web1"
 failed_after = 1
 recovers_after = 1
 notify = { contacts = ["alice", "dave"], channels = ["mail"] }
+
+[[host]]
+name = "flappy"
+failed_after = 1
+recovers_after = 1
+notify = { contacts = ["alice", "bob"], channels = ["mail"], types = ["flapping"] }
 "#;
 
 fn t(min: i64) -> DateTime<Utc> {
@@ -509,4 +515,102 @@ async fn worked_example_with_a_downtime_and_no_acknowledgement() {
             "+60 alert carol/mail"
         ]
     );
+}
+
+fn flappy() -> CheckId {
+    CheckId::host("default", "flappy")
+}
+
+#[tokio::test]
+async fn flapping_started_and_stopped_are_told_once_each() {
+    let e = env().await;
+    // Alternate until the check flaps.
+    let mut min = 0;
+    while !e.store.state(flappy()).await.unwrap().flapping {
+        let s = if min % 2 == 0 {
+            Status::Critical
+        } else {
+            Status::Ok
+        };
+        result(&e.store, flappy(), s, min).await;
+        min += 1;
+        assert!(min < 100, "never started flapping");
+    }
+    e.planner.plan_once(t(min)).await.unwrap();
+    assert_eq!(
+        jobs_of(&e.jobs, flappy()),
+        [
+            "flapping_started alice/mail e0 s0",
+            "flapping_started bob/mail e0 s0"
+        ],
+        "types = [\"flapping\"]: no alert, one flapping_started per recipient"
+    );
+    // Again, and by a fresh planner (a restarted node): nothing new.
+    assert_eq!(e.planner.plan_once(t(min)).await.unwrap().enqueued, 0);
+    let fresh = Planner::new(
+        e.store.clone(),
+        e.jobs.clone(),
+        Arc::new(e.config.notify.clone()),
+    );
+    assert_eq!(fresh.plan_once(t(min)).await.unwrap().enqueued, 0);
+    assert_eq!(
+        dispatch(&e, t(min)).await,
+        ["flapping_started alice/mail", "flapping_started bob/mail"]
+    );
+    // Steady OK until it stops flapping.
+    while e.store.state(flappy()).await.unwrap().flapping {
+        result(&e.store, flappy(), Status::Ok, min).await;
+        min += 1;
+        assert!(min < 200, "never stopped flapping");
+    }
+    assert_eq!(e.planner.plan_once(t(min)).await.unwrap().enqueued, 2);
+    assert_eq!(fresh.plan_once(t(min)).await.unwrap().enqueued, 0);
+    assert_eq!(
+        dispatch(&e, t(min)).await,
+        ["flapping_stopped alice/mail", "flapping_stopped bob/mail"]
+    );
+}
+
+#[tokio::test]
+async fn a_flapping_started_waiting_for_a_period_is_cancelled_once_flapping_stopped() {
+    let e = env().await;
+    let mut model = e.config.notify.clone();
+    model.checks.get_mut(&flappy()).unwrap().rule.contacts = vec!["dave".into()];
+    e.planner.set_model(Arc::new(model));
+    let mut min = 0;
+    while !e.store.state(flappy()).await.unwrap().flapping {
+        let s = if min % 2 == 0 {
+            Status::Critical
+        } else {
+            Status::Ok
+        };
+        result(&e.store, flappy(), s, min).await;
+        min += 1;
+    }
+    e.planner.plan_once(t(min)).await.unwrap();
+    assert_eq!(
+        jobs_of(&e.jobs, flappy()),
+        ["flapping_started dave/mail e0 s0"]
+    );
+    assert!(
+        dispatch(&e, t(min)).await.is_empty(),
+        "dave is off until 08:00 UTC"
+    );
+    while e.store.state(flappy()).await.unwrap().flapping {
+        result(&e.store, flappy(), Status::Ok, min).await;
+        min += 1;
+    }
+    assert!(min < 360);
+    e.planner.plan_once(t(min)).await.unwrap();
+    // At 08:00 both come due: the start is stale (cancelled), the stop is sent.
+    assert_eq!(dispatch(&e, t(360)).await, ["flapping_stopped dave/mail"]);
+    let cancelled: Vec<_> = e
+        .jobs
+        .0
+        .lock()
+        .iter()
+        .filter(|j| j.status == JobStatus::Cancelled)
+        .map(|j| j.notification.kind.to_string())
+        .collect();
+    assert_eq!(cancelled, ["flapping_started"]);
 }

@@ -15,7 +15,9 @@
 //! it are forgotten, so an escalation may come that much earlier (never
 //! later, never lost).
 
-use super::plan::{plan, still_relevant, AlertFacts, AlertNow, EventFact, Pause};
+use super::plan::{
+    plan, plan_check_events, still_relevant, AlertFacts, AlertNow, CheckEvent, EventFact, Pause,
+};
 use super::rules::NotifyModel;
 use super::{NotificationJob, NotificationStore};
 use crate::error::{Error, Result};
@@ -53,6 +55,9 @@ pub struct Planner {
     jobs: Arc<dyn NotificationStore>,
     model: RwLock<Arc<NotifyModel>>,
     ledger: Mutex<HashMap<Uuid, Ledger>>,
+    /// Per check, the state version whose check-level events are planned
+    /// (history is read again only when the version moves).
+    events_seen: Mutex<HashMap<crate::model::CheckId, u64>>,
     lookback: chrono::Duration,
 }
 
@@ -70,6 +75,7 @@ impl Planner {
             jobs,
             model: RwLock::new(model),
             ledger: Mutex::new(HashMap::new()),
+            events_seen: Mutex::new(HashMap::new()),
             lookback: chrono::Duration::hours(6),
         }
     }
@@ -108,6 +114,7 @@ impl Planner {
             let live: std::collections::HashSet<Uuid> = alerts.iter().map(|a| a.id).collect();
             self.ledger.lock().retain(|id, _| live.contains(id));
         }
+        let alerts_all = alerts.clone();
         for alert in alerts {
             if !model.checks.contains_key(&alert.check_id) {
                 continue;
@@ -126,7 +133,104 @@ impl Planner {
                 }
             }
         }
+        report.enqueued += self.plan_events(&model, &alerts_all, now).await?;
         Ok(report)
+    }
+
+    /// Plans check-level events (flapping, downtime) of every configured
+    /// check whose state moved since the last tick, from its history within
+    /// the look-back. Returns the jobs new to the job store.
+    async fn plan_events(
+        &self,
+        model: &NotifyModel,
+        alerts: &[AlertRecord],
+        now: DateTime<Utc>,
+    ) -> Result<usize> {
+        let states = self.store.states().await?;
+        let since = now - self.lookback;
+        let mut n = 0;
+        for (check, state) in states {
+            if !model.checks.contains_key(&check) {
+                continue;
+            }
+            if self.events_seen.lock().get(&check) == Some(&state.version) {
+                continue;
+            }
+            match self.plan_check(model, &check, alerts, since, now).await {
+                Ok(k) => {
+                    n += k;
+                    self.events_seen.lock().insert(check, state.version);
+                }
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => {
+                    tracing::warn!(check = %check, error = %e, "planning check events failed; retried next tick");
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    async fn plan_check(
+        &self,
+        model: &NotifyModel,
+        check: &crate::model::CheckId,
+        alerts: &[AlertRecord],
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<usize> {
+        let mut history = self
+            .store
+            .history(
+                check.clone(),
+                HistoryPage {
+                    before_version: None,
+                    limit: HISTORY_LIMIT,
+                },
+            )
+            .await?;
+        history.sort_by_key(|h| h.version);
+        let mut events = Vec::new();
+        for h in history.iter().filter(|h| h.at >= since) {
+            let fact = EventFact {
+                version: h.version,
+                at: h.at,
+                status: h.status,
+                output: h.output.to_string(),
+            };
+            let alert = alerts
+                .iter()
+                .filter(|a| &a.check_id == check)
+                .find(|a| a.opened_at <= h.at && a.closed_at.map_or(true, |c| h.at <= c))
+                .map(|a| (a.id, a.opened_at));
+            for e in &h.events {
+                let kind = match e {
+                    Event::FlappingStarted => super::NotificationKind::FlappingStarted,
+                    Event::FlappingStopped => super::NotificationKind::FlappingStopped,
+                    _ => continue,
+                };
+                events.push(CheckEvent {
+                    kind,
+                    fact: fact.clone(),
+                    alert,
+                });
+            }
+        }
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let existing = self
+            .jobs
+            .notifications(&super::JobFilter {
+                check_id: Some(check.clone()),
+                limit: usize::MAX,
+                ..Default::default()
+            })
+            .await?;
+        let jobs = plan_check_events(model, check, &events, &existing, now);
+        if jobs.is_empty() {
+            return Ok(0);
+        }
+        self.jobs.enqueue(&jobs).await
     }
 
     async fn plan_alert(
@@ -254,8 +358,15 @@ impl Planner {
         &self,
         job: &NotificationJob,
     ) -> Result<std::result::Result<(), String>> {
-        let Some(alert) = job.notification.alert_id else {
-            return Ok(Ok(()));
+        use super::NotificationKind as K;
+        let check_level = matches!(
+            job.notification.kind,
+            K::FlappingStarted | K::FlappingStopped | K::DowntimeStarted | K::DowntimeEnded
+        );
+        let alert = match job.notification.alert_id {
+            Some(a) => a,
+            None if check_level => Uuid::nil(),
+            None => return Ok(Ok(())),
         };
         match self.store.state(job.notification.check_id).await {
             Ok(state) => Ok(still_relevant(job, &AlertNow::of(alert, &state))),
