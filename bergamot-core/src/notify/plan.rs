@@ -375,8 +375,13 @@ pub struct CheckEvent {
     /// [`NotificationKind::FlappingStarted`], [`NotificationKind::FlappingStopped`],
     /// [`NotificationKind::DowntimeStarted`] or [`NotificationKind::DowntimeEnded`].
     pub kind: NotificationKind,
-    /// The history entry of the change (version, time, status and output after).
+    /// The event's key, in the alert id's place in [`job_id`]: [`event_key`]
+    /// of a history entry, or a downtime's id.
+    pub key: Uuid,
+    /// The change (version, time, status and output after).
     pub fact: EventFact,
+    /// Who scheduled the downtime, and why.
+    pub author: Option<(String, String)>,
     /// The check's alert open at the event, if any (the notification's `alert_id`).
     pub alert: Option<(Uuid, DateTime<Utc>)>,
 }
@@ -414,7 +419,7 @@ pub fn plan_check_events(
         if !rule.sends(ev.kind) {
             continue;
         }
-        let key = event_key(check, ev.fact.version, ev.fact.at);
+        let key = ev.key;
         for c in &rule.contacts {
             let Some(contact) = model.contacts.get(c) else {
                 continue;
@@ -441,8 +446,8 @@ pub fn plan_check_events(
                         alert_opened_at: ev.alert.map(|(_, o)| o),
                         escalation: 0,
                         sequence: 0,
-                        author: None,
-                        comment: None,
+                        author: ev.author.as_ref().map(|(a, _)| a.clone()),
+                        comment: ev.author.as_ref().map(|(_, c)| c.clone()),
                         recipient: contact.recipient(ch),
                         channel: ch.clone(),
                     },

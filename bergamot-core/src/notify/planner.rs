@@ -58,6 +58,8 @@ pub struct Planner {
     /// Per check, the state version whose check-level events are planned
     /// (history is read again only when the version moves).
     events_seen: Mutex<HashMap<crate::model::CheckId, u64>>,
+    /// Downtime windows seen active whose end is not planned yet.
+    downtimes_seen: Mutex<HashMap<Uuid, crate::store::Downtime>>,
     lookback: chrono::Duration,
 }
 
@@ -76,6 +78,7 @@ impl Planner {
             model: RwLock::new(model),
             ledger: Mutex::new(HashMap::new()),
             events_seen: Mutex::new(HashMap::new()),
+            downtimes_seen: Mutex::new(HashMap::new()),
             lookback: chrono::Duration::hours(6),
         }
     }
@@ -147,19 +150,96 @@ impl Planner {
         now: DateTime<Utc>,
     ) -> Result<usize> {
         let states = self.store.states().await?;
+        let downtimes = self.store.downtimes(None, now).await?;
         let since = now - self.lookback;
+        // Downtime windows: started (active now, the check in downtime),
+        // and ended (seen active before, now gone or over, the check out of
+        // downtime). Keyed by the downtime's id.
+        let mut dt_events: HashMap<crate::model::CheckId, (Vec<CheckEvent>, Vec<Uuid>)> =
+            HashMap::new();
+        {
+            let state_of: HashMap<&crate::model::CheckId, &crate::state::CheckState> =
+                states.iter().map(|(c, s)| (c, s)).collect();
+            let fact = |st: &crate::state::CheckState, at: DateTime<Utc>| EventFact {
+                version: st.version,
+                at,
+                status: st.status,
+                output: st.output.to_string(),
+            };
+            let alert_of =
+                |st: &crate::state::CheckState| st.current_alert.map(|a| (a.id, a.opened_at));
+            let mut seen = self.downtimes_seen.lock();
+            let active: std::collections::HashSet<Uuid> = downtimes
+                .iter()
+                .filter(|d| d.starts_at <= now)
+                .map(|d| d.id)
+                .collect();
+            for d in downtimes.iter().filter(|d| d.starts_at <= now) {
+                let Some(st) = state_of.get(&d.check_id) else {
+                    continue;
+                };
+                if !st.in_downtime || !model.checks.contains_key(&d.check_id) {
+                    continue;
+                }
+                seen.insert(d.id, d.clone());
+                dt_events
+                    .entry(d.check_id.clone())
+                    .or_default()
+                    .0
+                    .push(CheckEvent {
+                        kind: super::NotificationKind::DowntimeStarted,
+                        key: d.id,
+                        fact: fact(st, d.starts_at),
+                        author: Some((d.author.clone(), d.comment.clone())),
+                        alert: alert_of(st),
+                    });
+            }
+            seen.retain(|id, d| {
+                if active.contains(id) {
+                    return true;
+                }
+                match state_of.get(&d.check_id) {
+                    // The check is gone, or no longer notified: forget it.
+                    None => false,
+                    _ if !model.checks.contains_key(&d.check_id) => false,
+                    // Still in downtime (another window): wait for its end.
+                    Some(st) if st.in_downtime => true,
+                    Some(st) => {
+                        let e = dt_events.entry(d.check_id.clone()).or_default();
+                        e.0.push(CheckEvent {
+                            kind: super::NotificationKind::DowntimeEnded,
+                            key: d.id,
+                            fact: fact(st, d.ends_at.min(now)),
+                            author: Some((d.author.clone(), d.comment.clone())),
+                            alert: alert_of(st),
+                        });
+                        e.1.push(*id);
+                        true
+                    }
+                }
+            });
+        }
         let mut n = 0;
         for (check, state) in states {
             if !model.checks.contains_key(&check) {
                 continue;
             }
-            if self.events_seen.lock().get(&check) == Some(&state.version) {
+            let (extra, ended) = dt_events.remove(&check).unwrap_or_default();
+            let moved = self.events_seen.lock().get(&check) != Some(&state.version);
+            if !moved && extra.is_empty() {
                 continue;
             }
-            match self.plan_check(model, &check, alerts, since, now).await {
+            match self
+                .plan_check(model, &check, alerts, since, now, moved, extra)
+                .await
+            {
                 Ok(k) => {
                     n += k;
                     self.events_seen.lock().insert(check, state.version);
+                    let mut seen = self.downtimes_seen.lock();
+                    for id in ended {
+                        seen.remove(&id);
+                    }
                 }
                 Err(Error::NotFound { .. }) => {}
                 Err(e) => {
@@ -170,6 +250,7 @@ impl Planner {
         Ok(n)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn plan_check(
         &self,
         model: &NotifyModel,
@@ -177,19 +258,23 @@ impl Planner {
         alerts: &[AlertRecord],
         since: DateTime<Utc>,
         now: DateTime<Utc>,
+        read_history: bool,
+        mut events: Vec<CheckEvent>,
     ) -> Result<usize> {
-        let mut history = self
-            .store
-            .history(
-                check.clone(),
-                HistoryPage {
-                    before_version: None,
-                    limit: HISTORY_LIMIT,
-                },
-            )
-            .await?;
+        let mut history = if read_history {
+            self.store
+                .history(
+                    check.clone(),
+                    HistoryPage {
+                        before_version: None,
+                        limit: HISTORY_LIMIT,
+                    },
+                )
+                .await?
+        } else {
+            Vec::new()
+        };
         history.sort_by_key(|h| h.version);
-        let mut events = Vec::new();
         for h in history.iter().filter(|h| h.at >= since) {
             let fact = EventFact {
                 version: h.version,
@@ -210,7 +295,9 @@ impl Planner {
                 };
                 events.push(CheckEvent {
                     kind,
+                    key: super::plan::event_key(check, h.version, h.at),
                     fact: fact.clone(),
+                    author: None,
                     alert,
                 });
             }

@@ -1014,7 +1014,9 @@ fn active_time_minus_pauses() {
 fn cev(kind: NotificationKind, min: i64, version: u64) -> CheckEvent {
     CheckEvent {
         kind,
+        key: event_key(&check(), version, at(min)),
         fact: ev(min, version, Status::Critical),
+        author: None,
         alert: None,
     }
 }
