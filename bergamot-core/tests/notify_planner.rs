@@ -736,3 +736,97 @@ async fn a_cancelled_downtime_ends_it_and_types_filter_downtime_notifications() 
     // dave's start, waiting for his period, is stale by then: cancelled.
     assert_eq!(dispatch(&e, t(360)).await, ["downtime_ended dave/mail"]);
 }
+
+/// Carol (escalation after 15 minutes) of db1's jobs.
+fn carol(e: &Env) -> usize {
+    jobs_of(&e.jobs, db1())
+        .iter()
+        .filter(|j| j.starts_with("alert carol/"))
+        .count()
+}
+
+#[tokio::test]
+async fn a_restarted_planner_still_does_not_count_downtime_towards_escalations() {
+    let e = env().await;
+    result(&e.store, db1(), Status::Critical, 0).await;
+    e.planner.plan_once(t(0)).await.unwrap();
+    let dt = Downtime {
+        id: Uuid::new_v4(),
+        check_id: db1(),
+        starts_at: t(5),
+        ends_at: t(35),
+        author: "ops".into(),
+        comment: "maintenance".into(),
+    };
+    e.store.schedule_downtime(dt, t(5)).await.unwrap();
+    e.planner.plan_once(t(6)).await.unwrap();
+    e.store.apply_due_downtimes(t(35)).await.unwrap();
+    // A planner that never saw the downtime (the old one was killed).
+    let fresh = Planner::new(
+        e.store.clone(),
+        e.jobs.clone(),
+        Arc::new(e.config.notify.clone()),
+    );
+    fresh.plan_once(t(36)).await.unwrap();
+    assert_eq!(carol(&e), 0, "36 minutes open, 30 of them in downtime");
+    fresh.plan_once(t(44)).await.unwrap();
+    assert_eq!(carol(&e), 0);
+    fresh.plan_once(t(45)).await.unwrap();
+    assert_eq!(carol(&e), 2, "15 counted minutes at +45");
+}
+
+#[tokio::test]
+async fn a_restarted_planner_still_does_not_count_acknowledged_time() {
+    let e = env().await;
+    result(&e.store, db1(), Status::Critical, 0).await;
+    e.planner.plan_once(t(0)).await.unwrap();
+    e.store
+        .acknowledge(db1(), Ack::Sticky, "alice", "looking", t(5))
+        .await
+        .unwrap();
+    e.planner.plan_once(t(5)).await.unwrap();
+    e.store.remove_acknowledgement(db1(), t(25)).await.unwrap();
+    let fresh = Planner::new(
+        e.store.clone(),
+        e.jobs.clone(),
+        Arc::new(e.config.notify.clone()),
+    );
+    fresh.plan_once(t(26)).await.unwrap();
+    assert_eq!(carol(&e), 0, "26 minutes open, 20 of them acknowledged");
+    fresh.plan_once(t(35)).await.unwrap();
+    assert_eq!(carol(&e), 2, "15 counted minutes at +35");
+}
+
+#[tokio::test]
+async fn history_entries_carry_the_flags_after_each_change() {
+    let e = env().await;
+    result(&e.store, db1(), Status::Critical, 0).await;
+    e.store
+        .acknowledge(db1(), Ack::Normal, "alice", "", t(1))
+        .await
+        .unwrap();
+    e.store.set_suppressed(db1(), true, t(2)).await.unwrap();
+    let h = e
+        .store
+        .history(
+            db1(),
+            bergamot_core::store::HistoryPage {
+                before_version: None,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    let flags: Vec<(bool, bool, bool, bool)> = h
+        .iter()
+        .map(|h| (h.acknowledged, h.in_downtime, h.suppressed, h.flapping))
+        .collect();
+    assert_eq!(
+        flags,
+        [
+            (true, false, true, false),
+            (true, false, false, false),
+            (false, false, false, false)
+        ]
+    );
+}

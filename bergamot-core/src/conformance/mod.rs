@@ -152,6 +152,7 @@ macro_rules! store_conformance_tests {
             cancel_downtime_ends_it,
             suppression_takes_effect_at_once,
             history_newest_first_paginated,
+            history_records_flags_after_each_change,
             alert_records_open_and_close,
             config_sync_keeps_adds_removes,
             apply_results_batch_equals_serial,

@@ -9,11 +9,12 @@
 //! [`NotificationStore::enqueue`] keeps one of each. Several planners may
 //! run at once (one per notifier node): they plan the same ids.
 //!
-//! The one thing kept in memory is the span of each alert spent
-//! acknowledged or held back (downtime, suppression, flapping), which
-//! escalations and repeats do not count: after a restart, spans seen before
-//! it are forgotten, so an escalation may come that much earlier (never
-//! later, never lost).
+//! The spans of each alert spent acknowledged or held back (downtime,
+//! suppression, flapping), which escalations and repeats do not count, are
+//! derived from the flags of the check's history rows (durable); the
+//! planner also keeps those it saw in memory, for rows written before the
+//! flags existed. The downtime windows seen active are kept in memory to
+//! plan their end.
 
 use super::plan::{
     plan, plan_check_events, still_relevant, AlertFacts, AlertNow, CheckEvent, EventFact, Pause,
@@ -367,6 +368,17 @@ impl Planner {
             }
             (l.acked_since, l.paused.clone())
         };
+        // The spans acknowledged or held back, from the history's flags
+        // (durable), merged with the ledger's (rows written before the flags
+        // existed read false; the ledger still covers what this planner saw).
+        let (h_paused, h_acked_since) = paused_from_history(&history, now);
+        let mut paused = paused;
+        paused.extend(h_paused);
+        let h_acked_since = h_acked_since.filter(|_| open && state.acknowledged != Ack::None);
+        let acknowledged = match (acknowledged, h_acked_since) {
+            (Some(l), Some(h)) => Some(l.min(h)),
+            (l, h) => l.or(h),
+        };
         // The alert's events, from the history (oldest first).
         let mut entries: Vec<_> = history
             .into_iter()
@@ -461,4 +473,44 @@ impl Planner {
             Err(e) => Err(e),
         }
     }
+}
+
+/// From a check's history (any order): the spans it spent acknowledged or
+/// held back (downtime, suppression, flapping), and since when it has been
+/// acknowledged, if its newest entry says it is.
+fn paused_from_history(
+    history: &[crate::store::HistoryEntry],
+    now: DateTime<Utc>,
+) -> (Vec<Pause>, Option<DateTime<Utc>>) {
+    let mut h: Vec<&crate::store::HistoryEntry> = history.iter().collect();
+    h.sort_by_key(|e| e.version);
+    let mut spans = Vec::new();
+    let mut start: Option<DateTime<Utc>> = None;
+    let mut acked_since: Option<DateTime<Utc>> = None;
+    for e in &h {
+        let paused = e.acknowledged || e.in_downtime || e.suppressed || e.flapping;
+        match (start, paused) {
+            (None, true) => start = Some(e.at),
+            (Some(s), false) => {
+                spans.push(Pause {
+                    start: s,
+                    end: Some(e.at.max(s)),
+                });
+                start = None;
+            }
+            _ => {}
+        }
+        acked_since = match (acked_since, e.acknowledged) {
+            (None, true) => Some(e.at),
+            (a, true) => a,
+            (_, false) => None,
+        };
+    }
+    if let Some(s) = start {
+        spans.push(Pause {
+            start: s.min(now),
+            end: None,
+        });
+    }
+    (spans, acked_since)
 }

@@ -13,10 +13,12 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("0001_initial.sql")),
     (2, include_str!("0002_group_closure.sql")),
     (3, include_str!("0003_linear_group_counts.sql")),
+    // 4 is notification_jobs (branch notify-delivery).
+    (5, include_str!("0005_history_flags.sql")),
 ];
 
 /// The newest schema version this code knows.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 5;
 
 /// The table recording applied migrations (inside the store's schema).
 pub const MIGRATIONS_TABLE: &str = "bergamot_migrations";
