@@ -437,7 +437,7 @@ pub fn plan_check_events(
                         id,
                         kind: ev.kind,
                         alert_id: ev.alert.map(|(a, _)| a),
-                        check_id: check.clone(),
+                        check_id: *check,
                         check: cn.check.clone(),
                         host: cn.host.clone(),
                         status: ev.fact.status,

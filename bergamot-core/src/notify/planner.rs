@@ -183,17 +183,13 @@ impl Planner {
                     continue;
                 }
                 seen.insert(d.id, d.clone());
-                dt_events
-                    .entry(d.check_id.clone())
-                    .or_default()
-                    .0
-                    .push(CheckEvent {
-                        kind: super::NotificationKind::DowntimeStarted,
-                        key: d.id,
-                        fact: fact(st, d.starts_at),
-                        author: Some((d.author.clone(), d.comment.clone())),
-                        alert: alert_of(st),
-                    });
+                dt_events.entry(d.check_id).or_default().0.push(CheckEvent {
+                    kind: super::NotificationKind::DowntimeStarted,
+                    key: d.id,
+                    fact: fact(st, d.starts_at),
+                    author: Some((d.author.clone(), d.comment.clone())),
+                    alert: alert_of(st),
+                });
             }
             seen.retain(|id, d| {
                 if active.contains(id) {
@@ -206,7 +202,7 @@ impl Planner {
                     // Still in downtime (another window): wait for its end.
                     Some(st) if st.in_downtime => true,
                     Some(st) => {
-                        let e = dt_events.entry(d.check_id.clone()).or_default();
+                        let e = dt_events.entry(d.check_id).or_default();
                         e.0.push(CheckEvent {
                             kind: super::NotificationKind::DowntimeEnded,
                             key: d.id,
@@ -265,7 +261,7 @@ impl Planner {
         let mut history = if read_history {
             self.store
                 .history(
-                    check.clone(),
+                    *check,
                     HistoryPage {
                         before_version: None,
                         limit: HISTORY_LIMIT,
@@ -309,7 +305,7 @@ impl Planner {
         let existing = self
             .jobs
             .notifications(&super::JobFilter {
-                check_id: Some(check.clone()),
+                check_id: Some(*check),
                 limit: usize::MAX,
                 ..Default::default()
             })
