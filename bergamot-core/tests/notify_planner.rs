@@ -139,6 +139,12 @@ name = "web1"
 failed_after = 1
 recovers_after = 1
 notify = { contacts = ["alice", "dave"], channels = ["mail"] }
+
+[[host]]
+name = "flappy"
+failed_after = 1
+recovers_after = 1
+notify = { contacts = ["alice", "bob"], channels = ["mail"], types = ["flapping"] }
 "#;
 
 fn t(min: i64) -> DateTime<Utc> {
@@ -358,13 +364,34 @@ async fn a_downtime_holds_the_alert_and_it_is_sent_when_the_downtime_ends() {
     result(&e.store, db1(), Status::Critical, 0).await;
     assert_eq!(
         e.planner.plan_once(t(0)).await.unwrap().enqueued,
-        0,
-        "held back"
+        4,
+        "the alert held back; the downtime's start told"
+    );
+    assert_eq!(
+        dispatch(&e, t(0)).await,
+        [
+            "downtime_started alice/hook",
+            "downtime_started alice/mail",
+            "downtime_started bob/hook",
+            "downtime_started bob/mail"
+        ]
     );
     assert_eq!(e.planner.plan_once(t(59)).await.unwrap().enqueued, 0);
     e.store.apply_due_downtimes(t(60)).await.unwrap();
-    assert_eq!(e.planner.plan_once(t(60)).await.unwrap().enqueued, 4);
-    assert_eq!(dispatch(&e, t(60)).await.len(), 4);
+    assert_eq!(
+        e.planner.plan_once(t(60)).await.unwrap().enqueued,
+        8,
+        "the held-back alert and the downtime's end"
+    );
+    let sent = dispatch(&e, t(60)).await;
+    assert_eq!(sent.len(), 8);
+    assert_eq!(sent.iter().filter(|s| s.starts_with("alert ")).count(), 4);
+    assert_eq!(
+        sent.iter()
+            .filter(|s| s.starts_with("downtime_ended "))
+            .count(),
+        4
+    );
     // The escalation counts from the alert's opening at the downtime's end.
     assert_eq!(e.planner.plan_once(t(74)).await.unwrap().enqueued, 0);
     assert_eq!(e.planner.plan_once(t(75)).await.unwrap().enqueued, 2);
@@ -499,14 +526,307 @@ async fn worked_example_with_a_downtime_and_no_acknowledgement() {
     e.store.apply_due_downtimes(t(35)).await.unwrap();
     sent.extend(ticks(&e, 35, 80).await);
     // 30 minutes of downtime not counted: the escalation at +45, not +15;
-    // the first repeat after 30 minutes of counted time, at +60.
+    // the first repeat after 30 minutes of counted time, at +60. The
+    // downtime's start and end go to the first recipients reachable then.
     assert_eq!(
         sent,
         [
             "+0 alert alice/mail",
+            "+5 downtime_started alice/mail",
+            "+35 downtime_ended alice/mail",
             "+45 alert carol/mail",
             "+60 alert alice/mail",
             "+60 alert carol/mail"
+        ]
+    );
+}
+
+fn flappy() -> CheckId {
+    CheckId::host("default", "flappy")
+}
+
+#[tokio::test]
+async fn flapping_started_and_stopped_are_told_once_each() {
+    let e = env().await;
+    // Alternate until the check flaps.
+    let mut min = 0;
+    while !e.store.state(flappy()).await.unwrap().flapping {
+        let s = if min % 2 == 0 {
+            Status::Critical
+        } else {
+            Status::Ok
+        };
+        result(&e.store, flappy(), s, min).await;
+        min += 1;
+        assert!(min < 100, "never started flapping");
+    }
+    e.planner.plan_once(t(min)).await.unwrap();
+    assert_eq!(
+        jobs_of(&e.jobs, flappy()),
+        [
+            "flapping_started alice/mail e0 s0",
+            "flapping_started bob/mail e0 s0"
+        ],
+        "types = [\"flapping\"]: no alert, one flapping_started per recipient"
+    );
+    // Again, and by a fresh planner (a restarted node): nothing new.
+    assert_eq!(e.planner.plan_once(t(min)).await.unwrap().enqueued, 0);
+    let fresh = Planner::new(
+        e.store.clone(),
+        e.jobs.clone(),
+        Arc::new(e.config.notify.clone()),
+    );
+    assert_eq!(fresh.plan_once(t(min)).await.unwrap().enqueued, 0);
+    assert_eq!(
+        dispatch(&e, t(min)).await,
+        ["flapping_started alice/mail", "flapping_started bob/mail"]
+    );
+    // Steady OK until it stops flapping.
+    while e.store.state(flappy()).await.unwrap().flapping {
+        result(&e.store, flappy(), Status::Ok, min).await;
+        min += 1;
+        assert!(min < 200, "never stopped flapping");
+    }
+    assert_eq!(e.planner.plan_once(t(min)).await.unwrap().enqueued, 2);
+    assert_eq!(fresh.plan_once(t(min)).await.unwrap().enqueued, 0);
+    assert_eq!(
+        dispatch(&e, t(min)).await,
+        ["flapping_stopped alice/mail", "flapping_stopped bob/mail"]
+    );
+}
+
+#[tokio::test]
+async fn a_flapping_started_waiting_for_a_period_is_cancelled_once_flapping_stopped() {
+    let e = env().await;
+    let mut model = e.config.notify.clone();
+    model.checks.get_mut(&flappy()).unwrap().rule.contacts = vec!["dave".into()];
+    e.planner.set_model(Arc::new(model));
+    let mut min = 0;
+    while !e.store.state(flappy()).await.unwrap().flapping {
+        let s = if min % 2 == 0 {
+            Status::Critical
+        } else {
+            Status::Ok
+        };
+        result(&e.store, flappy(), s, min).await;
+        min += 1;
+    }
+    e.planner.plan_once(t(min)).await.unwrap();
+    assert_eq!(
+        jobs_of(&e.jobs, flappy()),
+        ["flapping_started dave/mail e0 s0"]
+    );
+    assert!(
+        dispatch(&e, t(min)).await.is_empty(),
+        "dave is off until 08:00 UTC"
+    );
+    while e.store.state(flappy()).await.unwrap().flapping {
+        result(&e.store, flappy(), Status::Ok, min).await;
+        min += 1;
+    }
+    assert!(min < 360);
+    e.planner.plan_once(t(min)).await.unwrap();
+    // At 08:00 both come due: the start is stale (cancelled), the stop is sent.
+    assert_eq!(dispatch(&e, t(360)).await, ["flapping_stopped dave/mail"]);
+    let cancelled: Vec<_> = e
+        .jobs
+        .0
+        .lock()
+        .iter()
+        .filter(|j| j.status == JobStatus::Cancelled)
+        .map(|j| j.notification.kind.to_string())
+        .collect();
+    assert_eq!(cancelled, ["flapping_started"]);
+}
+
+#[tokio::test]
+async fn downtime_started_and_ended_are_told_once_per_window_with_its_author() {
+    let e = env().await;
+    result(&e.store, web1(), Status::Critical, 0).await;
+    e.planner.plan_once(t(0)).await.unwrap();
+    assert_eq!(dispatch(&e, t(0)).await, ["alert alice/mail"]);
+    let dt = Downtime {
+        id: Uuid::new_v4(),
+        check_id: web1(),
+        starts_at: t(10),
+        ends_at: t(40),
+        author: "ops".into(),
+        comment: "reboot".into(),
+    };
+    e.store.schedule_downtime(dt.clone(), t(10)).await.unwrap();
+    assert_eq!(e.planner.plan_once(t(10)).await.unwrap().enqueued, 2);
+    // Again, and by a fresh planner (a restarted node): nothing new.
+    assert_eq!(e.planner.plan_once(t(11)).await.unwrap().enqueued, 0);
+    let fresh = Planner::new(
+        e.store.clone(),
+        e.jobs.clone(),
+        Arc::new(e.config.notify.clone()),
+    );
+    assert_eq!(fresh.plan_once(t(12)).await.unwrap().enqueued, 0);
+    // dave is off until 08:00 UTC (+360): his waits.
+    assert_eq!(dispatch(&e, t(12)).await, ["downtime_started alice/mail"]);
+    {
+        let v = e.jobs.0.lock();
+        let j = v
+            .iter()
+            .find(|j| j.notification.kind.to_string() == "downtime_started")
+            .unwrap();
+        assert_eq!(j.notification.author.as_deref(), Some("ops"));
+        assert_eq!(j.notification.comment.as_deref(), Some("reboot"));
+        assert_eq!(j.notification.at, t(10));
+    }
+    e.store.apply_due_downtimes(t(40)).await.unwrap();
+    assert_eq!(e.planner.plan_once(t(40)).await.unwrap().enqueued, 2);
+    assert_eq!(fresh.plan_once(t(41)).await.unwrap().enqueued, 0);
+    assert_eq!(e.planner.plan_once(t(42)).await.unwrap().enqueued, 0);
+    assert_eq!(dispatch(&e, t(42)).await, ["downtime_ended alice/mail"]);
+    assert_eq!(
+        jobs_of(&e.jobs, web1()),
+        [
+            "alert alice/mail e0 s0",
+            "alert dave/mail e0 s0",
+            "downtime_ended alice/mail e0 s0",
+            "downtime_ended dave/mail e0 s0",
+            "downtime_started alice/mail e0 s0",
+            "downtime_started dave/mail e0 s0"
+        ]
+    );
+    // At 08:00 dave's start is stale (cancelled); his alert and end are sent.
+    assert_eq!(
+        dispatch(&e, t(360)).await,
+        ["alert dave/mail", "downtime_ended dave/mail"]
+    );
+}
+
+#[tokio::test]
+async fn a_cancelled_downtime_ends_it_and_types_filter_downtime_notifications() {
+    let e = env().await;
+    // flappy has types = ["flapping"]: no downtime notifications.
+    let mut model = e.config.notify.clone();
+    model.checks.get_mut(&web1()).unwrap().rule.types = vec![
+        bergamot_core::notify::NotificationKind::DowntimeStarted,
+        bergamot_core::notify::NotificationKind::DowntimeEnded,
+    ];
+    e.planner.set_model(Arc::new(model));
+    for check in [web1(), flappy()] {
+        let dt = Downtime {
+            id: Uuid::new_v4(),
+            check_id: check,
+            starts_at: t(0),
+            ends_at: t(600),
+            author: "ops".into(),
+            comment: "move".into(),
+        };
+        e.store.schedule_downtime(dt, t(0)).await.unwrap();
+    }
+    e.planner.plan_once(t(0)).await.unwrap();
+    assert!(jobs_of(&e.jobs, flappy()).is_empty());
+    assert_eq!(
+        jobs_of(&e.jobs, web1()),
+        [
+            "downtime_started alice/mail e0 s0",
+            "downtime_started dave/mail e0 s0"
+        ]
+    );
+    assert_eq!(dispatch(&e, t(0)).await, ["downtime_started alice/mail"]);
+    let id = e.store.downtimes(Some(web1()), t(1)).await.unwrap()[0].id;
+    e.store.cancel_downtime(id, t(5)).await.unwrap();
+    e.planner.plan_once(t(5)).await.unwrap();
+    assert_eq!(dispatch(&e, t(5)).await, ["downtime_ended alice/mail"]);
+    // dave's start, waiting for his period, is stale by then: cancelled.
+    assert_eq!(dispatch(&e, t(360)).await, ["downtime_ended dave/mail"]);
+}
+
+/// Carol (escalation after 15 minutes) of db1's jobs.
+fn carol(e: &Env) -> usize {
+    jobs_of(&e.jobs, db1())
+        .iter()
+        .filter(|j| j.starts_with("alert carol/"))
+        .count()
+}
+
+#[tokio::test]
+async fn a_restarted_planner_still_does_not_count_downtime_towards_escalations() {
+    let e = env().await;
+    result(&e.store, db1(), Status::Critical, 0).await;
+    e.planner.plan_once(t(0)).await.unwrap();
+    let dt = Downtime {
+        id: Uuid::new_v4(),
+        check_id: db1(),
+        starts_at: t(5),
+        ends_at: t(35),
+        author: "ops".into(),
+        comment: "maintenance".into(),
+    };
+    e.store.schedule_downtime(dt, t(5)).await.unwrap();
+    e.planner.plan_once(t(6)).await.unwrap();
+    e.store.apply_due_downtimes(t(35)).await.unwrap();
+    // A planner that never saw the downtime (the old one was killed).
+    let fresh = Planner::new(
+        e.store.clone(),
+        e.jobs.clone(),
+        Arc::new(e.config.notify.clone()),
+    );
+    fresh.plan_once(t(36)).await.unwrap();
+    assert_eq!(carol(&e), 0, "36 minutes open, 30 of them in downtime");
+    fresh.plan_once(t(44)).await.unwrap();
+    assert_eq!(carol(&e), 0);
+    fresh.plan_once(t(45)).await.unwrap();
+    assert_eq!(carol(&e), 2, "15 counted minutes at +45");
+}
+
+#[tokio::test]
+async fn a_restarted_planner_still_does_not_count_acknowledged_time() {
+    let e = env().await;
+    result(&e.store, db1(), Status::Critical, 0).await;
+    e.planner.plan_once(t(0)).await.unwrap();
+    e.store
+        .acknowledge(db1(), Ack::Sticky, "alice", "looking", t(5))
+        .await
+        .unwrap();
+    e.planner.plan_once(t(5)).await.unwrap();
+    e.store.remove_acknowledgement(db1(), t(25)).await.unwrap();
+    let fresh = Planner::new(
+        e.store.clone(),
+        e.jobs.clone(),
+        Arc::new(e.config.notify.clone()),
+    );
+    fresh.plan_once(t(26)).await.unwrap();
+    assert_eq!(carol(&e), 0, "26 minutes open, 20 of them acknowledged");
+    fresh.plan_once(t(35)).await.unwrap();
+    assert_eq!(carol(&e), 2, "15 counted minutes at +35");
+}
+
+#[tokio::test]
+async fn history_entries_carry_the_flags_after_each_change() {
+    let e = env().await;
+    result(&e.store, db1(), Status::Critical, 0).await;
+    e.store
+        .acknowledge(db1(), Ack::Normal, "alice", "", t(1))
+        .await
+        .unwrap();
+    e.store.set_suppressed(db1(), true, t(2)).await.unwrap();
+    let h = e
+        .store
+        .history(
+            db1(),
+            bergamot_core::store::HistoryPage {
+                before_version: None,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    let flags: Vec<(bool, bool, bool, bool)> = h
+        .iter()
+        .map(|h| (h.acknowledged, h.in_downtime, h.suppressed, h.flapping))
+        .collect();
+    assert_eq!(
+        flags,
+        [
+            (true, false, true, false),
+            (true, false, false, false),
+            (false, false, false, false)
         ]
     );
 }

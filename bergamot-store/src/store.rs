@@ -112,6 +112,10 @@ struct Writes {
     h_attempt: Vec<i32>,
     h_output: Vec<String>,
     h_events: Vec<serde_json::Value>,
+    h_acked: Vec<bool>,
+    h_downtime: Vec<bool>,
+    h_suppressed: Vec<bool>,
+    h_flapping: Vec<bool>,
     new_alerts: HashMap<Uuid, NewAlert>,
     alert_changes: HashMap<Uuid, AlertChange>,
 }
@@ -138,6 +142,11 @@ impl Writes {
         self.h_attempt.push(u32_to_sql(after.attempt, "attempt")?);
         self.h_output.push(after.output.to_string());
         self.h_events.push(rows::events_to_json(&t.events)?);
+        self.h_acked
+            .push(after.acknowledged != bergamot_core::state::Ack::None);
+        self.h_downtime.push(after.in_downtime);
+        self.h_suppressed.push(after.suppressed);
+        self.h_flapping.push(after.flapping);
 
         let status = status_to_sql(after.status);
         let old = before.current_alert.map(|a| a.id);
@@ -200,9 +209,11 @@ const WRITE_BACK: &str = "WITH st AS (
         WHERE s.check_id = u.check_id
         RETURNING 1
     ), hi AS (
-        INSERT INTO history (check_id, version, at, result_id, status, ok, hard, attempt, output, events)
+        INSERT INTO history (check_id, version, at, result_id, status, ok, hard, attempt, output, events,
+            acknowledged, in_downtime, suppressed, flapping)
         SELECT * FROM unnest($16::uuid[], $17::int8[], $18::timestamptz[], $19::uuid[],
-            $20::int2[], $21::bool[], $22::bool[], $23::int4[], $24::text[], $25::jsonb[])
+            $20::int2[], $21::bool[], $22::bool[], $23::int4[], $24::text[], $25::jsonb[],
+            $35::bool[], $36::bool[], $37::bool[], $38::bool[])
         RETURNING 1
     ), ai AS (
         INSERT INTO alerts (id, check_id, opened_at, closed_at, status, worst)
@@ -434,6 +445,10 @@ impl PostgresStore {
             &c_id,
             &c_closed,
             &c_worst,
+            &w.h_acked,
+            &w.h_downtime,
+            &w.h_suppressed,
+            &w.h_flapping,
         ]);
         let row = tx
             .query_one(&stmt, &params)
@@ -1431,7 +1446,8 @@ impl Store for PostgresStore {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT version, at, result_id, status, ok, hard, attempt, output, events
+                "SELECT version, at, result_id, status, ok, hard, attempt, output, events,
+                        acknowledged, in_downtime, suppressed, flapping
                  FROM history WHERE check_id = $1 AND ($2::int8 IS NULL OR version < $2)
                  ORDER BY version DESC LIMIT $3",
                 &[&check.0, &before, &limit(page.limit)],
@@ -1461,6 +1477,10 @@ impl Store for PostgresStore {
                     .map_err(|_| Error::corrupt("history", "negative attempt"))?,
                 output: r.get::<_, String>(7).into(),
                 events,
+                acknowledged: r.get(9),
+                in_downtime: r.get(10),
+                suppressed: r.get(11),
+                flapping: r.get(12),
             });
         }
         Ok(out)

@@ -155,6 +155,7 @@ macro_rules! store_conformance_tests {
             suppression_takes_effect_at_once,
             reset_clock_unfreezes_a_check,
             history_newest_first_paginated,
+            history_records_flags_after_each_change,
             alert_records_open_and_close,
             config_sync_keeps_adds_removes,
             apply_results_batch_equals_serial,

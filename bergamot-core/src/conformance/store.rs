@@ -955,6 +955,60 @@ pub async fn suppression_takes_effect_at_once(store: Arc<dyn Store>) {
     assert_eq!(aggregate_of(&store, g("g")).await.status, Status::Critical);
 }
 
+/// Every history row records the acknowledgement, downtime, suppression
+/// and flapping after its change (what the notification planner derives
+/// paused time from), for results and actions alike.
+pub async fn history_records_flags_after_each_change(store: Arc<dyn Store>) {
+    synced(&store, &small_model()).await;
+    let c = s("h", "a");
+    apply(&store, c, Status::Critical, 10).await;
+    store
+        .acknowledge(c, Ack::Sticky, "op", "looking", at(11))
+        .await
+        .unwrap();
+    store.set_suppressed(c, true, at(12)).await.unwrap();
+    let dt = Downtime {
+        id: Uuid::from_u128(7),
+        check_id: c,
+        starts_at: at(13),
+        ends_at: at(100),
+        author: "op".into(),
+        comment: "maint".into(),
+    };
+    store.schedule_downtime(dt, at(13)).await.unwrap();
+    store.set_suppressed(c, false, at(14)).await.unwrap();
+    store.remove_acknowledgement(c, at(15)).await.unwrap();
+    apply(&store, c, Status::Critical, 16).await;
+    let mut all = store
+        .history(
+            c,
+            HistoryPage {
+                before_version: None,
+                limit: 100,
+            },
+        )
+        .await
+        .unwrap();
+    all.reverse();
+    let flags: Vec<(u64, bool, bool, bool)> = all
+        .iter()
+        .map(|e| (e.version, e.acknowledged, e.in_downtime, e.suppressed))
+        .collect();
+    assert_eq!(
+        flags,
+        [
+            (1, false, false, false),
+            (2, true, false, false),
+            (3, true, false, true),
+            (4, true, true, true),
+            (5, true, true, false),
+            (6, false, true, false),
+            (7, false, true, false),
+        ]
+    );
+    assert!(all.iter().all(|e| !e.flapping));
+}
+
 /// History is newest first and pages by `before_version`.
 pub async fn history_newest_first_paginated(store: Arc<dyn Store>) {
     synced(&store, &small_model()).await;

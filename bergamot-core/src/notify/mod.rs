@@ -34,7 +34,8 @@ mod rules;
 
 pub use period::{Exclusion, TimePeriod, TimePeriods, WeeklyRange, ALWAYS};
 pub use plan::{
-    active_elapsed, job_id, plan, still_relevant, AlertFacts, AlertNow, EventFact, Pause,
+    active_elapsed, event_key, job_id, plan, plan_check_events, still_relevant, AlertFacts,
+    AlertNow, CheckEvent, EventFact, Pause,
 };
 pub use planner::{PlanReport, Planner};
 pub use rules::{CheckNotify, Contact, EscalationStep, NotifyModel, NotifyRule};

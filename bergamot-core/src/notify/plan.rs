@@ -92,6 +92,12 @@ pub struct AlertNow {
     pub acknowledged: bool,
     /// The check's notifications are held back (downtime, suppression, flapping).
     pub held_back: bool,
+    /// The check is flapping.
+    #[serde(default)]
+    pub flapping: bool,
+    /// The check is in a downtime.
+    #[serde(default)]
+    pub in_downtime: bool,
 }
 
 impl AlertNow {
@@ -101,6 +107,8 @@ impl AlertNow {
             open: state.current_alert.is_some_and(|a| a.id == alert),
             acknowledged: state.acknowledged != Ack::None,
             held_back: state.in_downtime || state.suppressed || state.flapping,
+            flapping: state.flapping,
+            in_downtime: state.in_downtime,
         }
     }
 }
@@ -113,6 +121,9 @@ impl AlertNow {
 /// - repeats and escalations (`sequence > 0` or `escalation > 0` of an alert):
 ///   also not while held back;
 /// - acknowledge: while the alert is open;
+/// - flapping started / stopped: while the check is still / not again
+///   flapping; downtime started / ended: while the check is still / not
+///   again in downtime (whatever `open` says: they need no alert);
 /// - recovery, test and the rest: always.
 pub fn still_relevant(job: &NotificationJob, now: &AlertNow) -> Result<(), String> {
     let n = &job.notification;
@@ -140,6 +151,18 @@ pub fn still_relevant(job: &NotificationJob, now: &AlertNow) -> Result<(), Strin
             } else {
                 Err("the alert closed before this was due".into())
             }
+        }
+        NotificationKind::FlappingStarted if !now.flapping => {
+            Err("the check stopped flapping before this was due".into())
+        }
+        NotificationKind::FlappingStopped if now.flapping => {
+            Err("the check is flapping again".into())
+        }
+        NotificationKind::DowntimeStarted if !now.in_downtime => {
+            Err("the downtime ended before this was due".into())
+        }
+        NotificationKind::DowntimeEnded if now.in_downtime => {
+            Err("the check is in a downtime again".into())
         }
         _ => Ok(()),
     }
@@ -344,6 +367,127 @@ pub fn plan(
     p.out
 }
 
+/// A check-level event from the check's history: flapping started or
+/// stopped, downtime started or ended. Unlike alerts, these are told to the
+/// rule's first recipients whether or not an alert is open.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckEvent {
+    /// [`NotificationKind::FlappingStarted`], [`NotificationKind::FlappingStopped`],
+    /// [`NotificationKind::DowntimeStarted`] or [`NotificationKind::DowntimeEnded`].
+    pub kind: NotificationKind,
+    /// The event's key, in the alert id's place in [`job_id`]: [`event_key`]
+    /// of a history entry, or a downtime's id.
+    pub key: Uuid,
+    /// The change (version, time, status and output after).
+    pub fact: EventFact,
+    /// Who scheduled the downtime, and why.
+    pub author: Option<(String, String)>,
+    /// The check's alert open at the event, if any (the notification's `alert_id`).
+    pub alert: Option<(Uuid, DateTime<Utc>)>,
+}
+
+/// The namespace of check-level event keys.
+const EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x1c7e_5b20_4f8d_4a63_9e07_d2a9_3b15_c6f4);
+
+/// The deterministic key of a check-level event (check, history version and
+/// time of the change): it takes the alert id's place in [`job_id`].
+pub fn event_key(check: &crate::model::CheckId, version: u64, at: DateTime<Utc>) -> Uuid {
+    let key = format!("{check}\0{version}\0{}", at.timestamp_micros());
+    Uuid::new_v5(&EVENT_NAMESPACE, key.as_bytes())
+}
+
+/// Plans the jobs to add for check-level events ([`CheckEvent`]) of `check`:
+/// one per (event, first recipient, channel) whose kind the rule's `types`
+/// sends, waiting for the rule's and the recipient's periods like alerts.
+/// `existing` are jobs already planned (any status, any kind); the result
+/// never contains one of their ids, nor the same id twice.
+pub fn plan_check_events(
+    model: &NotifyModel,
+    check: &crate::model::CheckId,
+    events: &[CheckEvent],
+    existing: &[NotificationJob],
+    now: DateTime<Utc>,
+) -> Vec<NotificationJob> {
+    let Some(cn) = model.checks.get(check) else {
+        return Vec::new();
+    };
+    let rule = &cn.rule;
+    let mut known: std::collections::HashSet<Uuid> =
+        existing.iter().map(|j| j.notification.id).collect();
+    let mut out = Vec::new();
+    for ev in events {
+        if !rule.sends(ev.kind) {
+            continue;
+        }
+        let key = ev.key;
+        for c in &rule.contacts {
+            let Some(contact) = model.contacts.get(c) else {
+                continue;
+            };
+            for ch in &rule.channels {
+                let id = job_id(key, ev.kind, 0, 0, c, ch);
+                if !known.insert(id) {
+                    continue;
+                }
+                let Some(not_before) = not_before(model, rule, contact, ev.fact.at, now) else {
+                    continue;
+                };
+                out.push(NotificationJob {
+                    notification: Notification {
+                        id,
+                        kind: ev.kind,
+                        alert_id: ev.alert.map(|(a, _)| a),
+                        check_id: *check,
+                        check: cn.check.clone(),
+                        host: cn.host.clone(),
+                        status: ev.fact.status,
+                        output: ev.fact.output.clone(),
+                        at: ev.fact.at,
+                        alert_opened_at: ev.alert.map(|(_, o)| o),
+                        escalation: 0,
+                        sequence: 0,
+                        author: ev.author.as_ref().map(|(a, _)| a.clone()),
+                        comment: ev.author.as_ref().map(|(_, c)| c.clone()),
+                        recipient: contact.recipient(ch),
+                        channel: ch.clone(),
+                    },
+                    not_before,
+                    status: JobStatus::Pending,
+                    attempts: 0,
+                    last_error: None,
+                    created_at: now,
+                    finished_at: None,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// When a job due at `due` may be sent to `contact` under `rule`: the next
+/// common opening of the rule's and the contact's periods, never before
+/// `now`; `None` (logged) when they never open.
+fn not_before(
+    model: &NotifyModel,
+    rule: &NotifyRule,
+    contact: &super::rules::Contact,
+    due: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let mut periods: Vec<&str> = vec![rule.period.as_str()];
+    if let Some(cp) = &contact.period {
+        periods.push(cp.as_str());
+    }
+    let nb = model.periods.next_open_all(&periods, due.max(now));
+    if nb.is_none() {
+        tracing::warn!(
+            contact = contact.name.as_str(),
+            "the contact's time periods never open: notification not planned"
+        );
+    }
+    nb
+}
+
 /// The latest status of an alert: its last realert, else its opening.
 fn current(facts: &AlertFacts) -> &EventFact {
     facts.realerts.last().unwrap_or(&facts.opened)
@@ -387,20 +531,7 @@ impl Plan<'_> {
             return;
         };
         // Wait for the rule's and the contact's periods; never before now.
-        let mut periods: Vec<&str> = vec![self.rule.period.as_str()];
-        if let Some(cp) = &c.period {
-            periods.push(cp.as_str());
-        }
-        let Some(not_before) = self
-            .model
-            .periods
-            .next_open_all(&periods, due.max(self.now))
-        else {
-            tracing::warn!(
-                contact,
-                channel,
-                "the contact's time periods never open: notification not planned"
-            );
+        let Some(not_before) = not_before(self.model, self.rule, c, due, self.now) else {
             return;
         };
         self.out.push(NotificationJob {

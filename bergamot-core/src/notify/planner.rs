@@ -9,13 +9,16 @@
 //! [`NotificationStore::enqueue`] keeps one of each. Several planners may
 //! run at once (one per notifier node): they plan the same ids.
 //!
-//! The one thing kept in memory is the span of each alert spent
-//! acknowledged or held back (downtime, suppression, flapping), which
-//! escalations and repeats do not count: after a restart, spans seen before
-//! it are forgotten, so an escalation may come that much earlier (never
-//! later, never lost).
+//! The spans of each alert spent acknowledged or held back (downtime,
+//! suppression, flapping), which escalations and repeats do not count, are
+//! derived from the flags of the check's history rows (durable); the
+//! planner also keeps those it saw in memory, for rows written before the
+//! flags existed. The downtime windows seen active are kept in memory to
+//! plan their end.
 
-use super::plan::{plan, still_relevant, AlertFacts, AlertNow, EventFact, Pause};
+use super::plan::{
+    plan, plan_check_events, still_relevant, AlertFacts, AlertNow, CheckEvent, EventFact, Pause,
+};
 use super::rules::NotifyModel;
 use super::{NotificationJob, NotificationStore};
 use crate::error::{Error, Result};
@@ -53,6 +56,11 @@ pub struct Planner {
     jobs: Arc<dyn NotificationStore>,
     model: RwLock<Arc<NotifyModel>>,
     ledger: Mutex<HashMap<Uuid, Ledger>>,
+    /// Per check, the state version whose check-level events are planned
+    /// (history is read again only when the version moves).
+    events_seen: Mutex<HashMap<crate::model::CheckId, u64>>,
+    /// Downtime windows seen active whose end is not planned yet.
+    downtimes_seen: Mutex<HashMap<Uuid, crate::store::Downtime>>,
     lookback: chrono::Duration,
 }
 
@@ -70,6 +78,8 @@ impl Planner {
             jobs,
             model: RwLock::new(model),
             ledger: Mutex::new(HashMap::new()),
+            events_seen: Mutex::new(HashMap::new()),
+            downtimes_seen: Mutex::new(HashMap::new()),
             lookback: chrono::Duration::hours(6),
         }
     }
@@ -108,6 +118,7 @@ impl Planner {
             let live: std::collections::HashSet<Uuid> = alerts.iter().map(|a| a.id).collect();
             self.ledger.lock().retain(|id, _| live.contains(id));
         }
+        let alerts_all = alerts.clone();
         for alert in alerts {
             if !model.checks.contains_key(&alert.check_id) {
                 continue;
@@ -126,7 +137,184 @@ impl Planner {
                 }
             }
         }
+        report.enqueued += self.plan_events(&model, &alerts_all, now).await?;
         Ok(report)
+    }
+
+    /// Plans check-level events (flapping, downtime) of every configured
+    /// check whose state moved since the last tick, from its history within
+    /// the look-back. Returns the jobs new to the job store.
+    async fn plan_events(
+        &self,
+        model: &NotifyModel,
+        alerts: &[AlertRecord],
+        now: DateTime<Utc>,
+    ) -> Result<usize> {
+        let states = self.store.states().await?;
+        let downtimes = self.store.downtimes(None, now).await?;
+        let since = now - self.lookback;
+        // Downtime windows: started (active now, the check in downtime),
+        // and ended (seen active before, now gone or over, the check out of
+        // downtime). Keyed by the downtime's id.
+        let mut dt_events: HashMap<crate::model::CheckId, (Vec<CheckEvent>, Vec<Uuid>)> =
+            HashMap::new();
+        {
+            let state_of: HashMap<&crate::model::CheckId, &crate::state::CheckState> =
+                states.iter().map(|(c, s)| (c, s)).collect();
+            let fact = |st: &crate::state::CheckState, at: DateTime<Utc>| EventFact {
+                version: st.version,
+                at,
+                status: st.status,
+                output: st.output.to_string(),
+            };
+            let alert_of =
+                |st: &crate::state::CheckState| st.current_alert.map(|a| (a.id, a.opened_at));
+            let mut seen = self.downtimes_seen.lock();
+            let active: std::collections::HashSet<Uuid> = downtimes
+                .iter()
+                .filter(|d| d.starts_at <= now)
+                .map(|d| d.id)
+                .collect();
+            for d in downtimes.iter().filter(|d| d.starts_at <= now) {
+                let Some(st) = state_of.get(&d.check_id) else {
+                    continue;
+                };
+                if !st.in_downtime || !model.checks.contains_key(&d.check_id) {
+                    continue;
+                }
+                seen.insert(d.id, d.clone());
+                dt_events.entry(d.check_id).or_default().0.push(CheckEvent {
+                    kind: super::NotificationKind::DowntimeStarted,
+                    key: d.id,
+                    fact: fact(st, d.starts_at),
+                    author: Some((d.author.clone(), d.comment.clone())),
+                    alert: alert_of(st),
+                });
+            }
+            seen.retain(|id, d| {
+                if active.contains(id) {
+                    return true;
+                }
+                match state_of.get(&d.check_id) {
+                    // The check is gone, or no longer notified: forget it.
+                    None => false,
+                    _ if !model.checks.contains_key(&d.check_id) => false,
+                    // Still in downtime (another window): wait for its end.
+                    Some(st) if st.in_downtime => true,
+                    Some(st) => {
+                        let e = dt_events.entry(d.check_id).or_default();
+                        e.0.push(CheckEvent {
+                            kind: super::NotificationKind::DowntimeEnded,
+                            key: d.id,
+                            fact: fact(st, d.ends_at.min(now)),
+                            author: Some((d.author.clone(), d.comment.clone())),
+                            alert: alert_of(st),
+                        });
+                        e.1.push(*id);
+                        true
+                    }
+                }
+            });
+        }
+        let mut n = 0;
+        for (check, state) in states {
+            if !model.checks.contains_key(&check) {
+                continue;
+            }
+            let (extra, ended) = dt_events.remove(&check).unwrap_or_default();
+            let moved = self.events_seen.lock().get(&check) != Some(&state.version);
+            if !moved && extra.is_empty() {
+                continue;
+            }
+            match self
+                .plan_check(model, &check, alerts, since, now, moved, extra)
+                .await
+            {
+                Ok(k) => {
+                    n += k;
+                    self.events_seen.lock().insert(check, state.version);
+                    let mut seen = self.downtimes_seen.lock();
+                    for id in ended {
+                        seen.remove(&id);
+                    }
+                }
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => {
+                    tracing::warn!(check = %check, error = %e, "planning check events failed; retried next tick");
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn plan_check(
+        &self,
+        model: &NotifyModel,
+        check: &crate::model::CheckId,
+        alerts: &[AlertRecord],
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+        read_history: bool,
+        mut events: Vec<CheckEvent>,
+    ) -> Result<usize> {
+        let mut history = if read_history {
+            self.store
+                .history(
+                    *check,
+                    HistoryPage {
+                        before_version: None,
+                        limit: HISTORY_LIMIT,
+                    },
+                )
+                .await?
+        } else {
+            Vec::new()
+        };
+        history.sort_by_key(|h| h.version);
+        for h in history.iter().filter(|h| h.at >= since) {
+            let fact = EventFact {
+                version: h.version,
+                at: h.at,
+                status: h.status,
+                output: h.output.to_string(),
+            };
+            let alert = alerts
+                .iter()
+                .filter(|a| &a.check_id == check)
+                .find(|a| a.opened_at <= h.at && a.closed_at.map_or(true, |c| h.at <= c))
+                .map(|a| (a.id, a.opened_at));
+            for e in &h.events {
+                let kind = match e {
+                    Event::FlappingStarted => super::NotificationKind::FlappingStarted,
+                    Event::FlappingStopped => super::NotificationKind::FlappingStopped,
+                    _ => continue,
+                };
+                events.push(CheckEvent {
+                    kind,
+                    key: super::plan::event_key(check, h.version, h.at),
+                    fact: fact.clone(),
+                    author: None,
+                    alert,
+                });
+            }
+        }
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let existing = self
+            .jobs
+            .notifications(&super::JobFilter {
+                check_id: Some(*check),
+                limit: usize::MAX,
+                ..Default::default()
+            })
+            .await?;
+        let jobs = plan_check_events(model, check, &events, &existing, now);
+        if jobs.is_empty() {
+            return Ok(0);
+        }
+        self.jobs.enqueue(&jobs).await
     }
 
     async fn plan_alert(
@@ -175,6 +363,17 @@ impl Planner {
                 _ => {}
             }
             (l.acked_since, l.paused.clone())
+        };
+        // The spans acknowledged or held back, from the history's flags
+        // (durable), merged with the ledger's (rows written before the flags
+        // existed read false; the ledger still covers what this planner saw).
+        let (h_paused, h_acked_since) = paused_from_history(&history, now);
+        let mut paused = paused;
+        paused.extend(h_paused);
+        let h_acked_since = h_acked_since.filter(|_| open && state.acknowledged != Ack::None);
+        let acknowledged = match (acknowledged, h_acked_since) {
+            (Some(l), Some(h)) => Some(l.min(h)),
+            (l, h) => l.or(h),
         };
         // The alert's events, from the history (oldest first).
         let mut entries: Vec<_> = history
@@ -254,8 +453,15 @@ impl Planner {
         &self,
         job: &NotificationJob,
     ) -> Result<std::result::Result<(), String>> {
-        let Some(alert) = job.notification.alert_id else {
-            return Ok(Ok(()));
+        use super::NotificationKind as K;
+        let check_level = matches!(
+            job.notification.kind,
+            K::FlappingStarted | K::FlappingStopped | K::DowntimeStarted | K::DowntimeEnded
+        );
+        let alert = match job.notification.alert_id {
+            Some(a) => a,
+            None if check_level => Uuid::nil(),
+            None => return Ok(Ok(())),
         };
         match self.store.state(job.notification.check_id).await {
             Ok(state) => Ok(still_relevant(job, &AlertNow::of(alert, &state))),
@@ -263,4 +469,44 @@ impl Planner {
             Err(e) => Err(e),
         }
     }
+}
+
+/// From a check's history (any order): the spans it spent acknowledged or
+/// held back (downtime, suppression, flapping), and since when it has been
+/// acknowledged, if its newest entry says it is.
+fn paused_from_history(
+    history: &[crate::store::HistoryEntry],
+    now: DateTime<Utc>,
+) -> (Vec<Pause>, Option<DateTime<Utc>>) {
+    let mut h: Vec<&crate::store::HistoryEntry> = history.iter().collect();
+    h.sort_by_key(|e| e.version);
+    let mut spans = Vec::new();
+    let mut start: Option<DateTime<Utc>> = None;
+    let mut acked_since: Option<DateTime<Utc>> = None;
+    for e in &h {
+        let paused = e.acknowledged || e.in_downtime || e.suppressed || e.flapping;
+        match (start, paused) {
+            (None, true) => start = Some(e.at),
+            (Some(s), false) => {
+                spans.push(Pause {
+                    start: s,
+                    end: Some(e.at.max(s)),
+                });
+                start = None;
+            }
+            _ => {}
+        }
+        acked_since = match (acked_since, e.acknowledged) {
+            (None, true) => Some(e.at),
+            (a, true) => a,
+            (_, false) => None,
+        };
+    }
+    if let Some(s) = start {
+        spans.push(Pause {
+            start: s.min(now),
+            end: None,
+        });
+    }
+    (spans, acked_since)
 }

@@ -217,6 +217,10 @@ impl InMemoryStore {
             attempt: t.state.attempt,
             output: t.state.output.clone(),
             events: t.events.clone(),
+            acknowledged: t.state.acknowledged != Ack::None,
+            in_downtime: t.state.in_downtime,
+            suppressed: t.state.suppressed,
+            flapping: t.state.flapping,
         });
         e.history.truncate(self.history_cap);
         e.state = t.state.clone();

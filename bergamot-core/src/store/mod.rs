@@ -68,6 +68,18 @@ pub struct HistoryEntry {
     pub output: Arc<str>,
     /// Events of the change.
     pub events: Vec<Event>,
+    /// Acknowledged after (normal or sticky).
+    #[serde(default)]
+    pub acknowledged: bool,
+    /// In a downtime after.
+    #[serde(default)]
+    pub in_downtime: bool,
+    /// Notifications suppressed after.
+    #[serde(default)]
+    pub suppressed: bool,
+    /// Flapping after.
+    #[serde(default)]
+    pub flapping: bool,
 }
 
 /// A page of history, newest first.

@@ -14,10 +14,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
     (2, include_str!("0002_group_closure.sql")),
     (3, include_str!("0003_linear_group_counts.sql")),
     (4, include_str!("0004_notification_jobs.sql")),
+    (5, include_str!("0005_history_flags.sql")),
 ];
 
 /// The newest schema version this code knows.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 
 /// The table recording applied migrations (inside the store's schema).
 pub const MIGRATIONS_TABLE: &str = "bergamot_migrations";

@@ -970,6 +970,8 @@ fn still_relevant_table() {
             open: c.open,
             acknowledged: c.acked,
             held_back: c.held,
+            flapping: false,
+            in_downtime: false,
         };
         assert_eq!(still_relevant(&j, &now).is_ok(), c.send, "{}", c.name);
     }
@@ -1005,4 +1007,252 @@ fn active_time_minus_pauses() {
         chrono::Duration::minutes(5)
     );
     assert_eq!(active_elapsed(t0(), &[], at(-1)), chrono::Duration::zero());
+}
+
+// Check-level events (flapping, downtime): `plan_check_events`.
+
+fn cev(kind: NotificationKind, min: i64, version: u64) -> CheckEvent {
+    CheckEvent {
+        kind,
+        key: event_key(&check(), version, at(min)),
+        fact: ev(min, version, Status::Critical),
+        author: None,
+        alert: None,
+    }
+}
+
+fn ejob(kind: NotificationKind, min: i64, version: u64, who: &str, ch: &str) -> NotificationJob {
+    let mut j = job(kind, who, ch, 0, 0, JobStatus::Sent);
+    j.notification.id = job_id(event_key(&check(), version, at(min)), kind, 0, 0, who, ch);
+    j
+}
+
+struct EventCase {
+    name: &'static str,
+    rule: fn(&mut NotifyRule),
+    events: fn() -> Vec<CheckEvent>,
+    existing: fn() -> Vec<NotificationJob>,
+    now: i64,
+    want: &'static [&'static str],
+}
+
+const EVENT_CASES: &[EventCase] = &[
+    EventCase {
+        name: "flapping started goes to the rule's contacts on every channel",
+        rule: |r| {
+            r.contacts = vec!["alice".into(), "bob".into()];
+            r.channels = vec!["mail".into(), "hook".into()];
+        },
+        events: || vec![cev(NotificationKind::FlappingStarted, 5, 4)],
+        existing: none,
+        now: 5,
+        want: &[
+            "flapping_started alice/hook s0 e0 +5",
+            "flapping_started alice/mail s0 e0 +5",
+            "flapping_started bob/hook s0 e0 +5",
+            "flapping_started bob/mail s0 e0 +5",
+        ],
+    },
+    EventCase {
+        name: "flapping started then stopped: one of each",
+        rule: keep,
+        events: || {
+            vec![
+                cev(NotificationKind::FlappingStarted, 5, 4),
+                cev(NotificationKind::FlappingStopped, 40, 9),
+            ]
+        },
+        existing: none,
+        now: 40,
+        want: &[
+            "flapping_started alice/mail s0 e0 +40",
+            "flapping_stopped alice/mail s0 e0 +40",
+        ],
+    },
+    EventCase {
+        name: "flapping twice: two events, two notifications",
+        rule: keep,
+        events: || {
+            vec![
+                cev(NotificationKind::FlappingStarted, 5, 4),
+                cev(NotificationKind::FlappingStarted, 50, 12),
+            ]
+        },
+        existing: || {
+            vec![ejob(
+                NotificationKind::FlappingStarted,
+                5,
+                4,
+                "alice",
+                "mail",
+            )]
+        },
+        now: 50,
+        want: &["flapping_started alice/mail s0 e0 +50"],
+    },
+    EventCase {
+        name: "an event already planned is not planned again",
+        rule: keep,
+        events: || vec![cev(NotificationKind::FlappingStopped, 40, 9)],
+        existing: || {
+            vec![ejob(
+                NotificationKind::FlappingStopped,
+                40,
+                9,
+                "alice",
+                "mail",
+            )]
+        },
+        now: 41,
+        want: &[],
+    },
+    EventCase {
+        name: "types = [\"flapping\"] sends flapping events",
+        rule: |r| {
+            r.types = vec![
+                NotificationKind::FlappingStarted,
+                NotificationKind::FlappingStopped,
+            ]
+        },
+        events: || vec![cev(NotificationKind::FlappingStarted, 5, 4)],
+        existing: none,
+        now: 5,
+        want: &["flapping_started alice/mail s0 e0 +5"],
+    },
+    EventCase {
+        name: "types without flapping: no flapping notification",
+        rule: |r| r.types = vec![NotificationKind::Alert, NotificationKind::Recovery],
+        events: || {
+            vec![
+                cev(NotificationKind::FlappingStarted, 5, 4),
+                cev(NotificationKind::FlappingStopped, 40, 9),
+            ]
+        },
+        existing: none,
+        now: 40,
+        want: &[],
+    },
+    EventCase {
+        name: "types = [\"downtime\"] sends downtime events, not flapping ones",
+        rule: |r| {
+            r.types = vec![
+                NotificationKind::DowntimeStarted,
+                NotificationKind::DowntimeEnded,
+            ]
+        },
+        events: || {
+            vec![
+                cev(NotificationKind::FlappingStarted, 5, 4),
+                cev(NotificationKind::DowntimeStarted, 10, 5),
+                cev(NotificationKind::DowntimeEnded, 70, 8),
+            ]
+        },
+        existing: none,
+        now: 70,
+        want: &[
+            "downtime_ended alice/mail s0 e0 +70",
+            "downtime_started alice/mail s0 e0 +70",
+        ],
+    },
+    EventCase {
+        name: "a flapping event outside the contact's period waits for it",
+        rule: |r| r.contacts = vec!["alice".into(), "dave".into()],
+        events: || vec![cev(NotificationKind::FlappingStarted, 5, 4)],
+        existing: none,
+        now: 5,
+        want: &[
+            "flapping_started alice/mail s0 e0 +5",
+            "flapping_started dave/mail s0 e0 +360",
+        ],
+    },
+    EventCase {
+        name: "escalation contacts are not told of flapping",
+        rule: |r| r.escalations = vec![step(0, &["carol"], false)],
+        events: || vec![cev(NotificationKind::FlappingStarted, 5, 4)],
+        existing: none,
+        now: 5,
+        want: &["flapping_started alice/mail s0 e0 +5"],
+    },
+    EventCase {
+        name: "ignore_statuses does not drop flapping events",
+        rule: |r| r.ignore_statuses = vec![Status::Critical],
+        events: || vec![cev(NotificationKind::FlappingStarted, 5, 4)],
+        existing: none,
+        now: 5,
+        want: &["flapping_started alice/mail s0 e0 +5"],
+    },
+];
+
+#[test]
+fn check_events_table() {
+    let mut failures = Vec::new();
+    for case in EVENT_CASES {
+        let mut rule = base_rule();
+        (case.rule)(&mut rule);
+        let m = model(rule);
+        let events = (case.events)();
+        let existing = (case.existing)();
+        let jobs = plan_check_events(&m, &check(), &events, &existing, at(case.now));
+        let mut got: Vec<String> = jobs.iter().map(show).collect();
+        got.sort();
+        let mut want: Vec<String> = case.want.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        if got != want {
+            failures.push(format!("{}:\n   got  {got:?}\n   want {want:?}", case.name));
+        }
+        let mut all = existing.clone();
+        all.extend(jobs.iter().cloned());
+        let again = plan_check_events(&m, &check(), &events, &all, at(case.now));
+        if !again.is_empty() {
+            failures.push(format!("{}: planning again added jobs", case.name));
+        }
+        let mut ids: Vec<Uuid> = jobs.iter().map(|j| j.notification.id).collect();
+        ids.sort();
+        ids.dedup();
+        if ids.len() != jobs.len() {
+            failures.push(format!("{}: duplicate ids", case.name));
+        }
+    }
+    // A check without a rule plans nothing.
+    let m = model(base_rule());
+    let other = CheckId::host("default", "other");
+    let evs = [cev(NotificationKind::FlappingStarted, 5, 4)];
+    assert!(plan_check_events(&m, &other, &evs, &[], at(5)).is_empty());
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        EVENT_CASES.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn check_event_ids_depend_on_the_event() {
+    let a = event_key(&check(), 4, at(5));
+    assert_eq!(a, event_key(&check(), 4, at(5)));
+    assert_ne!(a, event_key(&check(), 5, at(5)));
+    assert_ne!(a, event_key(&check(), 4, at(6)));
+    assert_ne!(a, event_key(&CheckId::host("default", "db1"), 4, at(5)));
+}
+
+#[test]
+fn check_events_relevance() {
+    use NotificationKind::*;
+    let j = |k| job(k, "alice", "mail", 0, 0, JobStatus::Sending);
+    let st = |flapping, in_downtime| AlertNow {
+        open: false,
+        acknowledged: false,
+        held_back: flapping || in_downtime,
+        flapping,
+        in_downtime,
+    };
+    assert!(still_relevant(&j(FlappingStarted), &st(true, false)).is_ok());
+    assert!(still_relevant(&j(FlappingStarted), &st(false, false)).is_err());
+    assert!(still_relevant(&j(FlappingStopped), &st(false, false)).is_ok());
+    assert!(still_relevant(&j(FlappingStopped), &st(true, false)).is_err());
+    assert!(still_relevant(&j(DowntimeStarted), &st(false, true)).is_ok());
+    assert!(still_relevant(&j(DowntimeStarted), &st(false, false)).is_err());
+    assert!(still_relevant(&j(DowntimeEnded), &st(false, false)).is_ok());
+    assert!(still_relevant(&j(DowntimeEnded), &st(false, true)).is_err());
 }
