@@ -22,8 +22,8 @@
 //! [`roles`], [`web`] (REST API, websocket, auth, metrics, embedded UI).
 
 pub mod cli;
-pub mod preflight;
 pub mod health;
+pub mod preflight;
 pub mod roles;
 pub mod web;
 pub mod wiring;

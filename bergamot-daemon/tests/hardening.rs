@@ -253,11 +253,13 @@ async fn live(text: String) -> Live {
             worker: false,
             processor: true,
             web: true,
+            notifier: false,
         },
         worker_concurrency: 4,
         processor_lanes: 2,
         config_source: Some(source),
         ownership: None,
+        ..Options::default()
     };
     let running = start(
         config.model,

@@ -122,6 +122,7 @@ async fn worker_node_metrics_measure_what_they_say() {
                 worker: true,
                 processor: true,
                 web: false,
+                notifier: false,
             },
             metrics_listen: Some("127.0.0.1:0".parse().expect("addr")),
             ..Options::default()

@@ -84,6 +84,7 @@ async fn a_hub_whose_update_stream_ends_fails_the_node() {
         Backends {
             store: Arc::new(InMemoryStore::new()),
             queue: Arc::new(EndingUpdates(InMemoryQueue::new())),
+            notifications: Arc::new(bergamot_core::notify::InMemoryNotificationStore::new()),
         },
         bergamot_core::exec::Executors::standard(),
         Options {

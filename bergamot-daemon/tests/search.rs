@@ -151,6 +151,7 @@ impl Api {
                 anonymous_read: true,
                 users: Vec::new(),
                 tokens: Vec::new(),
+                ..AuthConfig::default()
             },
             Arc::new(Metrics::default()),
         )

@@ -1636,8 +1636,19 @@ pub(super) fn build(
     }
     gen.resolve_dependencies();
     let checks = std::mem::take(&mut gen.checks);
-    let notify_model = std::mem::take(&mut gen.notify.model);
+    let mut notify_model = std::mem::take(&mut gen.notify.model);
     drop(gen);
+    // Channels may name the daemon's own address too (the demo's webhook
+    // to its own test receiver): `#{listen.host|port|url}` in a string setting.
+    for channel in notify_model.channels.values_mut() {
+        for value in channel.settings.values_mut() {
+            if let serde_json::Value::String(text) = value {
+                if text.contains("#{listen.") {
+                    *text = listen.expand(text);
+                }
+            }
+        }
+    }
 
     let model_groups = defs
         .groups

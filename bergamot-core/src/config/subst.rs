@@ -102,6 +102,15 @@ impl Listen {
     }
 }
 
+impl Listen {
+    /// `text` with `#{listen.host}`, `#{listen.port}` and `#{listen.url}` replaced.
+    pub fn expand(&self, text: &str) -> String {
+        text.replace("#{listen.host}", &self.host)
+            .replace("#{listen.port}", &self.port)
+            .replace("#{listen.url}", &self.url)
+    }
+}
+
 impl Default for Listen {
     fn default() -> Self {
         Listen::of(super::web::WebConfig::default().listen)

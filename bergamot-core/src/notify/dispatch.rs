@@ -469,8 +469,19 @@ impl StoreRelevance {
 #[async_trait]
 impl Relevance for StoreRelevance {
     async fn cancel_reason(&self, job: &NotificationJob, _now: DateTime<Utc>) -> Option<String> {
+        use super::NotificationKind as K;
         let n = &job.notification;
-        let alert = n.alert_id?;
+        // Flapping and downtime notifications belong to the check, not to
+        // an alert: they are judged against the nil alert, as the planner does.
+        let check_level = matches!(
+            n.kind,
+            K::FlappingStarted | K::FlappingStopped | K::DowntimeStarted | K::DowntimeEnded
+        );
+        let alert = match n.alert_id {
+            Some(a) => a,
+            None if check_level => uuid::Uuid::nil(),
+            None => return None,
+        };
         match self.store.state(n.check_id).await {
             Ok(state) => {
                 let now = super::plan::AlertNow::of(alert, &state);
