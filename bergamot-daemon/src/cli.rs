@@ -139,6 +139,20 @@ pub struct NodeArgs {
     /// How often (seconds) the processor looks for stale checks.
     #[arg(long, env = "BERGAMOT_STALE_SCAN_SECS", default_value_t = 15.0)]
     pub stale_scan_secs: f64,
+    /// Notifications the notifier sends at once.
+    #[arg(long, env = "BERGAMOT_NOTIFY_CONCURRENCY", default_value_t = 16)]
+    pub notify_concurrency: usize,
+    /// Seconds one notification send may take at most.
+    #[arg(
+        long,
+        env = "BERGAMOT_NOTIFY_SEND_TIMEOUT_SECS",
+        default_value_t = 30.0
+    )]
+    pub notify_send_timeout_secs: f64,
+    /// Seconds a notifier's claim holds a job (more than the send timeout):
+    /// a job claimed by a node that died is sent again after this.
+    #[arg(long, env = "BERGAMOT_NOTIFY_LEASE_SECS", default_value_t = 300.0)]
+    pub notify_lease_secs: f64,
 }
 
 /// Options of `bergamotd run`.
@@ -644,6 +658,12 @@ pub async fn run(args: RunArgs, executors: Executors) -> anyhow::Result<()> {
             source: notify_source,
             dispatcher: DispatcherConfig {
                 node: args.node.clone().unwrap_or_else(default_node),
+                concurrency: args.notify_concurrency,
+                send_timeout: secs_arg(
+                    "--notify-send-timeout-secs",
+                    args.notify_send_timeout_secs,
+                )?,
+                lease: secs_arg("--notify-lease-secs", args.notify_lease_secs)?,
                 ..DispatcherConfig::default()
             },
             ..NotifierOptions::default()
