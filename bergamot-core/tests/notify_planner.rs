@@ -698,6 +698,67 @@ async fn downtime_started_and_ended_are_told_once_per_window_with_its_author() {
     );
 }
 
+/// The store keeps ended windows, so a planner that did not run when a
+/// window ended (every notifier down) still tells its end afterwards.
+#[tokio::test]
+async fn a_downtime_that_ended_while_no_planner_ran_still_has_its_end_told() {
+    let e = env().await;
+    result(&e.store, web1(), Status::Critical, 0).await;
+    e.planner.plan_once(t(0)).await.unwrap();
+    let dt = Downtime {
+        id: Uuid::new_v4(),
+        check_id: web1(),
+        starts_at: t(10),
+        ends_at: t(40),
+        author: "ops".into(),
+        comment: "reboot".into(),
+    };
+    e.store.schedule_downtime(dt, t(10)).await.unwrap();
+    e.planner.plan_once(t(10)).await.unwrap();
+    // Every notifier is down from +11 to +50; the window ends at +40.
+    e.store.apply_due_downtimes(t(40)).await.unwrap();
+    let ended = |e: &Env| {
+        jobs_of(&e.jobs, web1())
+            .into_iter()
+            .filter(|j| j.starts_with("downtime_ended"))
+            .collect::<Vec<_>>()
+    };
+    assert!(ended(&e).is_empty());
+    let fresh = Planner::new(
+        e.store.clone(),
+        e.jobs.clone(),
+        Arc::new(e.config.notify.clone()),
+    );
+    fresh.plan_once(t(50)).await.unwrap();
+    assert_eq!(
+        ended(&e),
+        [
+            "downtime_ended alice/mail e0 s0",
+            "downtime_ended dave/mail e0 s0"
+        ]
+    );
+    {
+        let v = e.jobs.0.lock();
+        let j = v
+            .iter()
+            .find(|j| j.notification.kind.to_string() == "downtime_ended")
+            .unwrap();
+        assert_eq!(j.notification.at, t(40), "dated at the window's end");
+    }
+    // Planned once: later ticks (this planner or another) add none.
+    fresh.plan_once(t(51)).await.unwrap();
+    e.planner.plan_once(t(52)).await.unwrap();
+    assert_eq!(ended(&e).len(), 2);
+    assert_eq!(
+        dispatch(&e, t(52))
+            .await
+            .iter()
+            .filter(|s| s.starts_with("downtime_ended"))
+            .count(),
+        1
+    );
+}
+
 #[tokio::test]
 async fn a_cancelled_downtime_ends_it_and_types_filter_downtime_notifications() {
     let e = env().await;

@@ -882,17 +882,32 @@ impl PostgresStore {
             .await
             .map_err(Error::db("begin cancelling a downtime"))?;
         let check = tx
-            .query_opt("SELECT check_id FROM downtimes WHERE id = $1", &[&id])
+            .query_opt(
+                "SELECT check_id FROM downtimes WHERE id = $1 AND ends_at > $2",
+                &[&id, &now],
+            )
             .await
             .map_err(Error::db("find a downtime"))?
             .map(|r| CheckId(r.get(0)))
             .ok_or_else(|| Error::not_found("downtime", id))?;
         let mut locked = Self::lock(&tx, &[check.0]).await?;
+        // A started window ends now (kept, like every ended window, for the
+        // planner); a future one goes.
+        let ended = tx
+            .execute(
+                "UPDATE downtimes SET ends_at = $2 WHERE id = $1 AND starts_at <= $2 AND ends_at > $2",
+                &[&id, &now],
+            )
+            .await
+            .map_err(Error::db("end a downtime"))?;
         let deleted = tx
-            .execute("DELETE FROM downtimes WHERE id = $1", &[&id])
+            .execute(
+                "DELETE FROM downtimes WHERE id = $1 AND starts_at > $2",
+                &[&id, &now],
+            )
             .await
             .map_err(Error::db("delete a downtime"))?;
-        if deleted == 0 {
+        if ended + deleted == 0 {
             // Cancelled concurrently; nothing left to do.
             return Err(Error::not_found("downtime", id));
         }
@@ -953,8 +968,10 @@ impl PostgresStore {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        // Ended windows are of no further use (downtimes() hides them anyway).
-        tx.execute("DELETE FROM downtimes WHERE ends_at <= $1", &[&now])
+        // Ended windows are kept for a while (the planner plans their end
+        // from them); older ones go.
+        let keep_after = now - bergamot_core::store::downtime_retention();
+        tx.execute("DELETE FROM downtimes WHERE ends_at <= $1", &[&keep_after])
             .await
             .map_err(Error::db("delete ended downtimes"))?;
         if due.is_empty() {

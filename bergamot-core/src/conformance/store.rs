@@ -896,6 +896,24 @@ pub async fn due_downtime_windows_start_and_end(store: Arc<dyn Store>) {
             .is_empty(),
         "an ended window is not listed"
     );
+    // It is kept for a while: asked as of before its end, it is listed.
+    let kept = store.downtimes(Some(c), at(100 + long - 1)).await.unwrap();
+    assert_eq!(kept.len(), 1, "an ended window is kept for the planner");
+    assert_eq!(kept[0].ends_at, at(100 + long));
+    // After the retention it goes.
+    let retention = crate::store::downtime_retention().num_seconds();
+    store
+        .apply_due_downtimes(at(100 + long + retention + 1))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .downtimes(Some(c), at(100 + long - 1))
+            .await
+            .unwrap()
+            .is_empty(),
+        "an ended window is deleted after the retention"
+    );
 }
 
 /// Cancelling the only active window ends the downtime at once.
@@ -924,6 +942,35 @@ pub async fn cancel_downtime_ends_it(store: Arc<dyn Store>) {
     assert!(
         matches!(again, Err(Error::NotFound { .. })),
         "cancelling twice: {again:?}"
+    );
+    // The cancelled windows ended at their cancel (kept, listed as of before).
+    let mut ends: Vec<_> = store
+        .downtimes(Some(c), at(29))
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| (d.id, d.ends_at))
+        .collect();
+    ends.sort_by_key(|(_, e)| *e);
+    assert_eq!(ends, [(id1, at(30)), (id2, at(31))]);
+    assert!(store.downtimes(Some(c), at(31)).await.unwrap().is_empty());
+    // A future window cancelled is gone altogether.
+    let later = downtime(c, 5000, 6000);
+    let later_id = later.id;
+    store.schedule_downtime(later, at(40)).await.unwrap();
+    assert!(store
+        .cancel_downtime(later_id, at(41))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(
+        store
+            .downtimes(Some(c), at(29))
+            .await
+            .unwrap()
+            .iter()
+            .all(|d| d.id != later_id),
+        "a cancelled future window is deleted"
     );
 }
 

@@ -13,8 +13,11 @@
 //! suppression, flapping), which escalations and repeats do not count, are
 //! derived from the flags of the check's history rows (durable); the
 //! planner also keeps those it saw in memory, for rows written before the
-//! flags existed. The downtime windows seen active are kept in memory to
-//! plan their end.
+//! flags existed. Downtime windows are read from the store, which keeps
+//! ended (and cancelled) windows for a while ([`crate::store::Store::downtimes`]
+//! asked for those not ended by the start of the look-back), so a window
+//! that ended while no planner ran still has its end planned; the planner
+//! only remembers which ends it has planned, to skip them on later ticks.
 
 use super::plan::{
     plan, plan_check_events, still_relevant, AlertFacts, AlertNow, CheckEvent, EventFact, Pause,
@@ -59,8 +62,9 @@ pub struct Planner {
     /// Per check, the state version whose check-level events are planned
     /// (history is read again only when the version moves).
     events_seen: Mutex<HashMap<crate::model::CheckId, u64>>,
-    /// Downtime windows seen active whose end is not planned yet.
-    downtimes_seen: Mutex<HashMap<Uuid, crate::store::Downtime>>,
+    /// Ended downtime windows whose end is planned (skipped on later ticks;
+    /// after a restart they are planned again, to the same job ids).
+    downtime_ends_planned: Mutex<std::collections::HashSet<Uuid>>,
     lookback: chrono::Duration,
 }
 
@@ -79,7 +83,7 @@ impl Planner {
             model: RwLock::new(model),
             ledger: Mutex::new(HashMap::new()),
             events_seen: Mutex::new(HashMap::new()),
-            downtimes_seen: Mutex::new(HashMap::new()),
+            downtime_ends_planned: Mutex::new(std::collections::HashSet::new()),
             lookback: chrono::Duration::hours(6),
         }
     }
@@ -151,11 +155,13 @@ impl Planner {
         now: DateTime<Utc>,
     ) -> Result<usize> {
         let states = self.store.states().await?;
-        let downtimes = self.store.downtimes(None, now).await?;
+        // Every window not ended before the look-back: the active ones, the
+        // future ones and those that ended (or were cancelled) since.
+        let downtimes = self.store.downtimes(None, now - self.lookback).await?;
         let since = now - self.lookback;
         // Downtime windows: started (active now, the check in downtime),
-        // and ended (seen active before, now gone or over, the check out of
-        // downtime). Keyed by the downtime's id.
+        // and ended (over by now, the check out of downtime). Keyed by the
+        // downtime's id.
         let mut dt_events: HashMap<crate::model::CheckId, (Vec<CheckEvent>, Vec<Uuid>)> =
             HashMap::new();
         {
@@ -169,52 +175,38 @@ impl Planner {
             };
             let alert_of =
                 |st: &crate::state::CheckState| st.current_alert.map(|a| (a.id, a.opened_at));
-            let mut seen = self.downtimes_seen.lock();
-            let active: std::collections::HashSet<Uuid> = downtimes
-                .iter()
-                .filter(|d| d.starts_at <= now)
-                .map(|d| d.id)
-                .collect();
+            let mut planned = self.downtime_ends_planned.lock();
+            let listed: std::collections::HashSet<Uuid> = downtimes.iter().map(|d| d.id).collect();
+            planned.retain(|id| listed.contains(id));
             for d in downtimes.iter().filter(|d| d.starts_at <= now) {
                 let Some(st) = state_of.get(&d.check_id) else {
                     continue;
                 };
-                if !st.in_downtime || !model.checks.contains_key(&d.check_id) {
+                if !model.checks.contains_key(&d.check_id) {
                     continue;
                 }
-                seen.insert(d.id, d.clone());
-                dt_events.entry(d.check_id).or_default().0.push(CheckEvent {
-                    kind: super::NotificationKind::DowntimeStarted,
+                let ended = d.ends_at <= now;
+                let kind = match (ended, st.in_downtime) {
+                    (false, true) => super::NotificationKind::DowntimeStarted,
+                    // Over, and the check out of downtime (not held by
+                    // another window), and not planned yet.
+                    (true, false) if !planned.contains(&d.id) => {
+                        super::NotificationKind::DowntimeEnded
+                    }
+                    _ => continue,
+                };
+                let e = dt_events.entry(d.check_id).or_default();
+                e.0.push(CheckEvent {
+                    kind,
                     key: d.id,
-                    fact: fact(st, d.starts_at),
+                    fact: fact(st, if ended { d.ends_at } else { d.starts_at }),
                     author: Some((d.author.clone(), d.comment.clone())),
                     alert: alert_of(st),
                 });
+                if ended {
+                    e.1.push(d.id);
+                }
             }
-            seen.retain(|id, d| {
-                if active.contains(id) {
-                    return true;
-                }
-                match state_of.get(&d.check_id) {
-                    // The check is gone, or no longer notified: forget it.
-                    None => false,
-                    _ if !model.checks.contains_key(&d.check_id) => false,
-                    // Still in downtime (another window): wait for its end.
-                    Some(st) if st.in_downtime => true,
-                    Some(st) => {
-                        let e = dt_events.entry(d.check_id).or_default();
-                        e.0.push(CheckEvent {
-                            kind: super::NotificationKind::DowntimeEnded,
-                            key: d.id,
-                            fact: fact(st, d.ends_at.min(now)),
-                            author: Some((d.author.clone(), d.comment.clone())),
-                            alert: alert_of(st),
-                        });
-                        e.1.push(*id);
-                        true
-                    }
-                }
-            });
         }
         let mut n = 0;
         for (check, state) in states {
@@ -233,10 +225,7 @@ impl Planner {
                 Ok(k) => {
                     n += k;
                     self.events_seen.lock().insert(check, state.version);
-                    let mut seen = self.downtimes_seen.lock();
-                    for id in ended {
-                        seen.remove(&id);
-                    }
+                    self.downtime_ends_planned.lock().extend(ended);
                 }
                 Err(Error::NotFound { .. }) => {}
                 Err(e) => {

@@ -480,8 +480,18 @@ impl Store for InMemoryStore {
     ) -> Result<Option<(CheckId, Transition)>> {
         let mut downtimes = self.downtimes.lock();
         let d = downtimes
-            .remove(&id)
+            .get(&id)
+            .filter(|d| d.ends_at > now)
+            .cloned()
             .ok_or_else(|| Error::not_found("downtime", id))?;
+        if d.starts_at <= now {
+            // A started window ends now (and is kept, as ended ones are).
+            if let Some(kept) = downtimes.get_mut(&id) {
+                kept.ends_at = now;
+            }
+        } else {
+            downtimes.remove(&id);
+        }
         if Self::in_window(&downtimes, d.check_id, now) {
             return Ok(None);
         }
@@ -509,7 +519,8 @@ impl Store for InMemoryStore {
             let on = d.starts_at <= now && now < d.ends_at;
             *want.entry(d.check_id).or_insert(false) |= on;
         }
-        downtimes.retain(|_, d| d.ends_at > now);
+        let keep_after = now - super::downtime_retention();
+        downtimes.retain(|_, d| d.ends_at > keep_after);
         let mut out = Vec::new();
         for (check, on) in want {
             let t = match self.act(check, now, |s, p| {

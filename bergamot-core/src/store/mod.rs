@@ -91,6 +91,12 @@ pub struct HistoryPage {
     pub limit: usize,
 }
 
+/// How long a store keeps a downtime window after it ended (or was
+/// cancelled): 7 days. [`Store::apply_due_downtimes`] deletes older ones.
+pub fn downtime_retention() -> chrono::Duration {
+    chrono::Duration::days(7)
+}
+
 /// A scheduled downtime window of one check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Downtime {
@@ -240,7 +246,11 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<Option<Transition>>;
 
-    /// Cancels a downtime; if that ends the check's downtime now, returns the transition.
+    /// Cancels a downtime that has not ended by `now`: a window that has
+    /// started ends at `now` (and is kept like every ended window, see
+    /// [`Store::downtimes`]); a future one is deleted. If that ends the
+    /// check's downtime now, returns the transition. An unknown or ended
+    /// window is [`Error::NotFound`](crate::Error::NotFound).
     async fn cancel_downtime(
         &self,
         id: Uuid,
@@ -248,6 +258,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<(CheckId, Transition)>>;
 
     /// Downtimes of a check (all checks when None) that have not ended by `now`.
+    ///
+    /// Ended (and cancelled) windows are kept for [`downtime_retention`]
+    /// after their end, so a `now` in the past also lists the windows that
+    /// ended since (the notification planner plans a window's end from
+    /// them, even one that ended while no planner ran).
     async fn downtimes(&self, check: Option<CheckId>, now: DateTime<Utc>) -> Result<Vec<Downtime>>;
 
     /// Enters and leaves downtime for every window that started or ended by
