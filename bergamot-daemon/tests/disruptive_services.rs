@@ -455,16 +455,19 @@ const NOTIFY_ALERTS: usize = 200;
 /// jobs can be mid-send when a notifier is killed.
 const NOTIFY_CONCURRENCY: usize = 4;
 
-/// 200 passive traps, each alerting one contact through a webhook.
-fn notify_config(site: &str, hook: u16) -> String {
+/// 200 passive traps, each alerting one contact through a webhook and by
+/// e-mail (400 jobs).
+fn notify_config(site: &str, hook: u16, smtp: u16) -> String {
     let mut text = format!(
         "site = \"{site}\"\n\n\
          [[command]]\nname = \"ok\"\nengine = \"dummy\"\nparams = {{ status = \"OK\" }}\n\n\
          [[contact]]\nname = \"ann\"\nemail = \"ann@example.org\"\n\n\
          [[channel]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{hook}/hook\"\ntimeout = \"1s\"\n\n\
+         [[channel]]\nname = \"mail\"\ntype = \"email\"\nhost = \"127.0.0.1\"\nport = {smtp}\nsecurity = \"none\"\n\
+         from = \"bergamot@example.com\"\ntimeout = \"2s\"\n\n\
          [[host]]\nname = \"h\"\nevery = \"1h\"\nfailed_after = 1\nrecovers_after = 1\n\
          check = {{ command = \"ok\" }}\n\
-         notify = {{ contacts = [\"ann\"], channels = [\"hook\"] }}\n"
+         notify = {{ contacts = [\"ann\"], channels = [\"hook\", \"mail\"] }}\n"
     );
     for i in 0..NOTIFY_ALERTS {
         text.push_str(&format!(
@@ -498,10 +501,11 @@ fn slow_receiver() -> (u16, Arc<parking_lot::Mutex<HashMap<String, usize>>>) {
 }
 
 /// (f) The notifier killed with SIGKILL while 200 alerts are being
-/// notified through a webhook: after a new notifier starts, every job is
-/// delivered, none twice except the few that were mid-send at the kill (at
-/// most the notifier's concurrency: at least once), and every job ends
-/// `sent` in PostgreSQL.
+/// notified through a webhook and by e-mail (a real SMTP server, aiosmtpd):
+/// after a new notifier starts, every job is delivered, counted at the
+/// webhook receiver and at the SMTP sink, none twice except the few that
+/// were mid-send at the kill (at most the notifier's concurrency: at least
+/// once), and every job ends `sent` in PostgreSQL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "disruptive: kill -9s a notifier under load; run serially with --ignored"]
 async fn notifier_killed_mid_send_delivers_every_job_once() {
@@ -509,9 +513,29 @@ async fn notifier_killed_mid_send_delivers_every_job_once() {
     let Some((pg, amqp)) = service_urls("notifier_kill") else {
         return;
     };
+    let Some(python) = common::smtp::python_with_aiosmtpd() else {
+        return;
+    };
     let site = "nk";
     let (hook, got) = slow_receiver();
-    let mut cluster = Cluster::new(&pg, &amqp, site, &notify_config(site, hook));
+    let smtp = common::smtp::Smtp::start(python).await;
+    let mut cluster = Cluster::new(&pg, &amqp, site, &notify_config(site, hook, smtp.port));
+    let jobs = 2 * NOTIFY_ALERTS;
+    // Deliveries per job id, at both receivers (the e-mail's Message-ID is
+    // `<JOB-ID@bergamot>`).
+    let counts = || {
+        let mut all = got.lock().clone();
+        let mut mails = 0;
+        for (_, _, message_id) in smtp.messages() {
+            let id = message_id
+                .trim_start_matches('<')
+                .trim_end_matches("@bergamot>")
+                .to_string();
+            *all.entry(id).or_default() += 1;
+            mails += 1;
+        }
+        (all, mails)
+    };
     let conc = NOTIFY_CONCURRENCY.to_string();
     // A short lease: the jobs the killed notifier held are sent again soon.
     let notifier_args = [
@@ -545,20 +569,20 @@ async fn notifier_killed_mid_send_delivers_every_job_once() {
         .await
         .expect("publish results");
 
-    let delivered = |got: &Arc<parking_lot::Mutex<HashMap<String, usize>>>| got.lock().len();
+    let delivered = || counts().0.len();
     wait_for(
         "20 notifications delivered",
         Duration::from_secs(60),
         || {
-            let n = delivered(&got);
+            let n = delivered();
             async move { (n >= 20).then_some(()) }
         },
     )
     .await;
     cluster.node("n1").kill9();
-    let before_kill = delivered(&got);
+    let before_kill = delivered();
     assert!(
-        before_kill < NOTIFY_ALERTS,
+        before_kill < jobs,
         "everything was delivered before the kill ({before_kill})"
     );
     let killed_at = Instant::now();
@@ -568,8 +592,8 @@ async fn notifier_killed_mid_send_delivers_every_job_once() {
         "every notification delivered",
         Duration::from_secs(120),
         || {
-            let n = delivered(&got);
-            async move { (n >= NOTIFY_ALERTS).then_some(()) }
+            let n = delivered();
+            async move { (n >= jobs).then_some(()) }
         },
     )
     .await;
@@ -578,7 +602,7 @@ async fn notifier_killed_mid_send_delivers_every_job_once() {
         "every job recorded sent",
         Duration::from_secs(30),
         || async {
-            let jobs = store
+            let sent = store
                 .notifications(&JobFilter {
                     status: Some(JobStatus::Sent),
                     limit: 10_000,
@@ -586,13 +610,13 @@ async fn notifier_killed_mid_send_delivers_every_job_once() {
                 })
                 .await
                 .ok()?;
-            (jobs.len() >= NOTIFY_ALERTS).then_some(jobs)
+            (sent.len() >= jobs).then_some(sent)
         },
     )
     .await;
     // Nothing more arrives (a resend would come within a lease or two).
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let counts = got.lock().clone();
+    let (counts, mails) = counts();
     let all = store
         .notifications(&JobFilter {
             limit: 10_000,
@@ -600,8 +624,17 @@ async fn notifier_killed_mid_send_delivers_every_job_once() {
         })
         .await
         .expect("list jobs");
-    assert_eq!(all.len(), NOTIFY_ALERTS, "one job per alert");
-    assert_eq!(sent.len(), NOTIFY_ALERTS, "every job is sent");
+    assert_eq!(all.len(), jobs, "one job per alert and channel");
+    assert_eq!(sent.len(), jobs, "every job is sent");
+    let by_mail = all
+        .iter()
+        .filter(|j| j.notification.channel == "mail")
+        .count();
+    assert_eq!(by_mail, NOTIFY_ALERTS, "one e-mail job per alert");
+    assert!(
+        mails >= NOTIFY_ALERTS,
+        "the SMTP sink got {mails} messages for {NOTIFY_ALERTS} e-mail jobs"
+    );
     for j in &all {
         assert!(
             counts.contains_key(&j.notification.id.to_string()),
@@ -609,7 +642,7 @@ async fn notifier_killed_mid_send_delivers_every_job_once() {
             j.notification.id
         );
     }
-    assert_eq!(counts.len(), NOTIFY_ALERTS, "only the jobs' ids arrived");
+    assert_eq!(counts.len(), jobs, "only the jobs' ids arrived");
     let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
     assert!(
         twice.iter().all(|(_, n)| **n == 2),
@@ -623,7 +656,7 @@ async fn notifier_killed_mid_send_delivers_every_job_once() {
     cluster.assert_all_alive_except(&["n1"]);
     queue.close().await.expect("close");
     eprintln!(
-        "notifier kill: {before_kill} of {NOTIFY_ALERTS} delivered before the kill; all delivered {all_after:?} after it; {} delivered twice (in flight at the kill)",
+        "notifier kill: {before_kill} of {jobs} jobs delivered before the kill; all delivered {all_after:?} after it ({mails} e-mails at the SMTP sink); {} delivered twice (in flight at the kill)",
         twice.len()
     );
 }

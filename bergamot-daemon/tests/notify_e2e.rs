@@ -3,103 +3,23 @@
 //! sink of `bergamot-core/tests/data/notify/smtp_sink.py`) and a real local
 //! HTTP receiver. Delays are seconds.
 
+mod common;
+
 use bergamot_core::config::Config;
 use bergamot_core::model::{CheckId, CheckResult, Status};
 use bergamot_core::state::Ack;
 use bergamot_core::store::Downtime;
 use bergamot_daemon::{start, Backends, Options, Roles, Running};
 use chrono::Utc;
+use common::smtp::{python_with_aiosmtpd, Smtp};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 use warp::Filter;
 
 const SITE: &str = "e";
-
-fn python_with_aiosmtpd() -> Option<&'static str> {
-    let found = ["/usr/bin/python3", "python3"].into_iter().find(|py| {
-        std::process::Command::new(py)
-            .args(["-c", "import aiosmtpd"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var("BERGAMOT_REQUIRE_SERVICES").as_deref() != Ok("1"),
-            "python3-aiosmtpd is not installed and BERGAMOT_REQUIRE_SERVICES=1"
-        );
-        eprintln!("SKIPPED: python3-aiosmtpd is not installed");
-    }
-    found
-}
-
-/// The aiosmtpd sink; exits when dropped (its stdin closes).
-struct Smtp {
-    port: u16,
-    dir: tempfile::TempDir,
-    _child: tokio::process::Child,
-}
-
-impl Smtp {
-    async fn start(python: &str) -> Smtp {
-        use tokio::io::AsyncBufReadExt;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../bergamot-core/tests/data/notify/smtp_sink.py");
-        let mut child = tokio::process::Command::new(python)
-            .args(["-W", "ignore"])
-            .arg(script)
-            .arg(dir.path())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start smtp_sink.py");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        tokio::time::timeout(
-            Duration::from_secs(20),
-            tokio::io::BufReader::new(stdout).read_line(&mut line),
-        )
-        .await
-        .expect("sink prints its port")
-        .expect("read port");
-        Smtp {
-            port: line.trim().parse().expect("port"),
-            dir,
-            _child: child,
-        }
-    }
-
-    /// `(recipient, subject, message id)` of every message so far.
-    fn messages(&self) -> Vec<(String, String, String)> {
-        let mut out = Vec::new();
-        for e in std::fs::read_dir(self.dir.path())
-            .expect("read sink dir")
-            .flatten()
-        {
-            let p = e.path();
-            if p.extension().map_or(true, |x| x != "json") {
-                continue;
-            }
-            let v: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(&p).expect("read")).expect("json");
-            for r in v["rcpt_tos"].as_array().expect("rcpt_tos") {
-                out.push((
-                    r.as_str().unwrap_or_default().to_string(),
-                    v["subject"].as_str().unwrap_or_default().to_string(),
-                    v["message_id"].as_str().unwrap_or_default().to_string(),
-                ));
-            }
-        }
-        out
-    }
-}
 
 /// A local HTTP receiver: keeps every JSON body POSTed to `/hook`.
 async fn receiver() -> (u16, Arc<Mutex<Vec<serde_json::Value>>>) {

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod setup;
+pub mod smtp;
 
 use std::net::SocketAddr;
 use std::time::Duration;
