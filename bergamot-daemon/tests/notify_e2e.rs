@@ -147,6 +147,7 @@ async fn env() -> Option<Env> {
             listen: "127.0.0.1:0".parse().expect("addr"),
             roles,
             notifier,
+            metrics_listen: Some("127.0.0.1:0".parse().expect("addr")),
             ..Options::default()
         },
         async move {
@@ -321,6 +322,42 @@ async fn critical_escalation_ack_recovery_reach_the_right_people_once() {
         );
     }
     env.assert_never_twice();
+    // This node has no web role: its own /metrics listener counts the sends
+    // per channel (every mail and webhook the receivers got, none failed).
+    let addr = env
+        .running
+        .as_ref()
+        .and_then(|r| r.metrics_addr)
+        .expect("the metrics listener is up");
+    let sample = |text: &str, channel: &str, outcome: &str| -> usize {
+        let key =
+            format!("bergamot_notifications_total{{channel=\"{channel}\",outcome=\"{outcome}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .map_or(0, |v| v.trim().parse().expect("a count"))
+    };
+    let mails = env.smtp.messages().len();
+    let hooks = env.hooks.lock().len();
+    // A send is counted just after its receiver accepted it: wait for the last.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = common::request(addr, "GET", "/metrics", None, None)
+            .await
+            .expect("GET /metrics")
+            .body;
+        if sample(&text, "mail", "sent") >= mails && sample(&text, "hook", "sent") >= hooks
+            || std::time::Instant::now() > deadline
+        {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(sample(&text, "mail", "sent"), mails, "{text}");
+    assert_eq!(sample(&text, "hook", "sent"), hooks, "{text}");
+    assert_eq!(
+        sample(&text, "mail", "failed") + sample(&text, "hook", "failed"),
+        0
+    );
     env.stop().await;
 }
 
