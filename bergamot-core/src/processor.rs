@@ -2,9 +2,10 @@
 //! check / group / location / alert updates and reschedules out.
 //!
 //! [`Processor::handle_result`] is the whole flow for one result; the web
-//! layer reuses [`Processor::publish_transition`] for actions (acknowledge,
-//! downtime, suppression) so they are published the same way; and
-//! [`Processor::run`] is the loop a processor node runs.
+//! layer reuses [`Processor::publish_transition`] (on a processor
+//! [`Processor::without_memory`]) for actions (acknowledge, downtime,
+//! suppression) so they are published the same way; and [`Processor::run`]
+//! is the loop a processor node runs.
 
 use crate::aggregate::{Aggregate, GraphIndex};
 use crate::error::{Error, Result};
@@ -72,6 +73,9 @@ pub struct Processor {
     /// unroutable execute of it; see [`Processor::with_no_worker_grace`].
     no_worker_since: Mutex<HashMap<(String, String), DateTime<Utc>>>,
     no_worker_grace: Duration,
+    /// Whether published aggregates are remembered (and only changes
+    /// published); see [`Processor::without_memory`].
+    remember: bool,
 }
 
 /// How long unroutable executes of a (pool, engine) are taken as "no worker
@@ -107,7 +111,19 @@ impl Processor {
             dirty_notify: tokio::sync::Notify::new(),
             no_worker_since: Mutex::new(HashMap::new()),
             no_worker_grace: DEFAULT_NO_WORKER_GRACE,
+            remember: true,
         }
+    }
+
+    /// A processor that remembers nothing it published: a transition whose
+    /// contribution changed publishes the current aggregate of every group
+    /// and location of its check, read from the store. For a node that
+    /// publishes some transitions but not all (the web node's operator
+    /// actions): a memory of what it alone published would go stale and
+    /// hold back a change back to an aggregate it published before.
+    pub fn without_memory(mut self) -> Self {
+        self.remember = false;
+        self
     }
 
     /// Sets the "no worker yet" grace (default [`DEFAULT_NO_WORKER_GRACE`]).
@@ -226,24 +242,14 @@ impl Processor {
         if !t.is_applied() {
             return Ok(());
         }
-        for u in self.updates_of(check, t, Utc::now()).await? {
+        for u in transition_updates(check, t, Utc::now()) {
             self.queue.publish_update(u).await?;
         }
-        let loaded = self.memory.lock().loaded;
-        if t.contribution_changed || !loaded {
+        let first = self.remember && !self.memory.lock().loaded;
+        if t.contribution_changed || first {
             self.publish_aggregates(&[check]).await?;
         }
         Ok(())
-    }
-
-    /// The check update and alert updates of an applied transition.
-    async fn updates_of(
-        &self,
-        check: CheckId,
-        t: &Transition,
-        at: DateTime<Utc>,
-    ) -> Result<Vec<Update>> {
-        transition_updates(&*self.store, check, t, at).await
     }
 
     /// Applies every downtime window that started or ended by `now` and
@@ -259,13 +265,9 @@ impl Processor {
 /// The check update and one alert update per event of an applied
 /// transition of `check` (what [`Processor::publish_transition`] publishes
 /// before the aggregates). An alert update names the open alert, or on a
-/// recovery the newest alert record of the check (nil if it never alerted).
-pub async fn transition_updates(
-    store: &dyn Store,
-    check: CheckId,
-    t: &Transition,
-    at: DateTime<Utc>,
-) -> Result<Vec<Update>> {
+/// recovery the alert the transition closed ([`Transition::closed_alert`]);
+/// nil when there is neither (a flapping event of a check with no alert).
+pub fn transition_updates(check: CheckId, t: &Transition, at: DateTime<Utc>) -> Vec<Update> {
     let mut out = Vec::with_capacity(1 + t.events.len());
     out.push(Update::Check(CheckUpdate {
         check_id: check,
@@ -273,15 +275,12 @@ pub async fn transition_updates(
         events: t.events.clone(),
     }));
     for &event in &t.events {
-        let alert_id = match t.state.current_alert {
-            Some(open) => open.id,
-            None => store
-                .alerts(Some(check), 1)
-                .await?
-                .first()
-                .map(|r| r.id)
-                .unwrap_or_default(),
-        };
+        let alert_id = t
+            .state
+            .current_alert
+            .map(|open| open.id)
+            .or(t.closed_alert)
+            .unwrap_or_default();
         out.push(Update::Alert(AlertUpdate {
             check_id: check,
             alert_id,
@@ -291,7 +290,7 @@ pub async fn transition_updates(
             at,
         }));
     }
-    Ok(out)
+    out
 }
 
 /// A reschedule to the interval of `t`.

@@ -33,6 +33,9 @@ impl Processor {
     /// in (each once, in one query per kind) and publishes those that
     /// changed since last published.
     pub(super) async fn publish_aggregates(&self, checks: &[CheckId]) -> Result<()> {
+        if !self.remember {
+            return self.publish_current_aggregates(checks).await;
+        }
         // One caller at a time from here: read the aggregates, compare with
         // the last published, publish.
         let _serial = self.aggregates.lock().await;
@@ -163,5 +166,35 @@ impl Processor {
                 () = tokio::time::sleep(pause) => {}
             }
         }
+    }
+
+    /// Publishes the current aggregate of every group and location
+    /// `checks` are in, as the store says (no graph, no memory): the
+    /// aggregates of a processor [`Processor::without_memory`].
+    async fn publish_current_aggregates(&self, checks: &[CheckId]) -> Result<()> {
+        let at = Utc::now();
+        for &check in checks {
+            let groups = self.store.ancestor_groups(check).await?;
+            for g in self.store.group_states_of(&groups).await? {
+                self.queue
+                    .publish_update(Update::Group(GroupUpdate {
+                        group_id: g.id,
+                        aggregate: g.aggregate,
+                        at,
+                    }))
+                    .await?;
+            }
+            let locations = self.store.ancestor_locations(check).await?;
+            for l in self.store.location_states_of(&locations).await? {
+                self.queue
+                    .publish_update(Update::Location(LocationUpdate {
+                        location_id: l.id,
+                        aggregate: l.aggregate,
+                        at,
+                    }))
+                    .await?;
+            }
+        }
+        Ok(())
     }
 }

@@ -274,12 +274,7 @@ impl Processor {
                         if t.contribution_changed {
                             changed.push(check);
                         }
-                        match self.updates_of(check, &t, now).await {
-                            Ok(u) => updates.extend(u),
-                            Err(e) => {
-                                tracing::warn!(error = %e, "cannot publish the alert of {}", describe(std::slice::from_ref(result)))
-                            }
-                        }
+                        updates.extend(transition_updates(check, &t, now));
                     }
                     settle.push((acker, Ok(())));
                 }

@@ -521,6 +521,7 @@ impl Store for InMemoryStore {
                         next_interval: state::next_interval(s, p),
                         interval_changed: false,
                         contribution_changed: false,
+                        closed_alert: None,
                     }
                 } else {
                     state::set_downtime(s, on, p, now)
