@@ -333,7 +333,7 @@ async fn unknown_check_result_does_not_stop_the_loop() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let processor = f.processor;
     let run = tokio::spawn(processor.run(async move {
-        let _ = stopped.await;
+        stopped.await.ok();
     }));
     let h = CheckId::host(SITE, "h");
     f.queue
@@ -526,7 +526,7 @@ async fn store_errors_are_retried_with_backoff_until_applied() {
     let processor = Processor::new(Arc::clone(&store), Arc::clone(&queue));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(processor.run(async move {
-        let _ = stopped.await;
+        stopped.await.ok();
     }));
     let h = CheckId::host(SITE, "h");
     queue
@@ -686,7 +686,7 @@ async fn store_errors_keep_a_checks_results_in_order() {
     let processor = Processor::new(Arc::clone(&store), Arc::clone(&queue));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(processor.run(async move {
-        let _ = stopped.await;
+        stopped.await.ok();
     }));
     let mut done = false;
     for _ in 0..200 {
@@ -810,7 +810,7 @@ async fn run_applies_a_backlog_in_batches_with_coalesced_aggregates() {
     let processor = Processor::new(dyn_store, Arc::clone(&queue)).with_lanes(2);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(processor.run(async move {
-        let _ = stopped.await;
+        stopped.await.ok();
     }));
     let mut done = false;
     for _ in 0..500 {
@@ -881,7 +881,7 @@ async fn future_results_are_poisoned_and_outputs_capped() {
     let processor = Processor::new(store.clone(), Arc::new(queue.clone())).with_limits(limits);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(processor.run(async move {
-        let _ = stopped.await;
+        stopped.await.ok();
     }));
     let h = CheckId::host(SITE, "h");
     let now = chrono::Utc::now();

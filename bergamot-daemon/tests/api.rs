@@ -428,7 +428,7 @@ async fn execute_now_is_a_scheduler_control() {
     store.sync_config(&model).await.expect("sync");
     let queue: Arc<dyn Queue> = Arc::new(InMemoryQueue::new());
     let mut executes = queue
-        .consume_executes(&check.pool, &[check.engine.clone()])
+        .consume_executes(&check.pool, std::slice::from_ref(&check.engine))
         .await
         .expect("consume executes");
     let mut control = queue.consume_control().await.expect("consume control");

@@ -124,7 +124,7 @@ impl Processor {
     /// re-reads the group graph every [`MODEL_REFRESH`].
     pub(super) async fn aggregator(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let stopped = async move {
-            let _ = stop.wait_for(|s| *s).await;
+            stop.wait_for(|s| *s).await.ok();
         };
         tokio::pin!(stopped);
         let mut backoff = Backoff::default();

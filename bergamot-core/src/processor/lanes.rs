@@ -91,7 +91,7 @@ impl Processor {
                 }
             }
         };
-        let _ = stop_tx.send(true);
+        stop_tx.send(true).ok();
         drop(senders);
         while let Some(joined) = lanes.join_next().await {
             if let Err(e) = joined {
@@ -106,7 +106,7 @@ impl Processor {
         let mut tick = tokio::time::interval(DOWNTIME_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let stopped = async move {
-            let _ = stop.wait_for(|s| *s).await;
+            stop.wait_for(|s| *s).await.ok();
         };
         tokio::pin!(stopped);
         loop {
@@ -131,7 +131,7 @@ impl Processor {
     ) {
         let mut backoff = Backoff::default();
         let stopped = async move {
-            let _ = stop.wait_for(|s| *s).await;
+            stop.wait_for(|s| *s).await.ok();
         };
         tokio::pin!(stopped);
         loop {
