@@ -16,7 +16,7 @@ mod tcp;
 
 pub use dummy::DummyExecutor;
 pub use http::HttpExecutor;
-pub use nagios::NagiosExecutor;
+pub use nagios::{NagiosExecutor, DRAIN_LIMIT, STDOUT_LIMIT};
 pub use perfdata::{parse_plugin_output, ParsedOutput};
 pub use tcp::TcpExecutor;
 

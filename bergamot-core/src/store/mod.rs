@@ -22,7 +22,7 @@
 
 mod memory;
 
-pub use memory::InMemoryStore;
+pub use memory::{InMemoryStore, DEFAULT_HISTORY_CAP};
 
 use crate::aggregate::{GroupState, LocationState};
 use crate::error::Result;
