@@ -486,7 +486,7 @@ async fn fanout_main() {
     while run_start.elapsed() < Duration::from_secs(LOAD_SECS) {
         tick.tick().await;
         for _ in 0..per_tick {
-            let status = if published % 2 == 0 {
+            let status = if published.is_multiple_of(2) {
                 Status::Ok
             } else {
                 Status::Critical
@@ -500,7 +500,7 @@ async fn fanout_main() {
             queue.publish_result(r).await.expect("publish");
             published += 1;
         }
-        if published % 100 == 0 {
+        if published.is_multiple_of(100) {
             rss_peak = rss_peak.max(rss_mib());
         }
     }

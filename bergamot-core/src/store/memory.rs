@@ -495,7 +495,7 @@ impl Store for InMemoryStore {
         let downtimes = self.downtimes.lock();
         let mut v: Vec<Downtime> = downtimes
             .values()
-            .filter(|d| check.map_or(true, |c| d.check_id == c) && d.ends_at > now)
+            .filter(|d| check.is_none_or(|c| d.check_id == c) && d.ends_at > now)
             .cloned()
             .collect();
         v.sort_by_key(|d| (d.starts_at, d.id));
@@ -545,7 +545,7 @@ impl Store for InMemoryStore {
         let e = inner.entries[ci].lock();
         Ok(e.history
             .iter()
-            .filter(|h| page.before_version.map_or(true, |b| h.version < b))
+            .filter(|h| page.before_version.is_none_or(|b| h.version < b))
             .take(page.limit)
             .cloned()
             .collect())
@@ -579,7 +579,7 @@ impl Store for InMemoryStore {
                 e.lock()
                     .alerts
                     .iter()
-                    .filter(|r| r.closed_at.map_or(true, |c| c >= closed_since))
+                    .filter(|r| r.closed_at.is_none_or(|c| c >= closed_since))
                     .cloned()
                     .collect::<Vec<_>>()
             })

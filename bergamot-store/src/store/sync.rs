@@ -341,7 +341,7 @@ impl SyncPlan {
                 }
             }
             let sole = seen.len() == 1;
-            plan.m_sole.extend(std::iter::repeat(sole).take(seen.len()));
+            plan.m_sole.extend(std::iter::repeat_n(sole, seen.len()));
             let mut seen = HashSet::new();
             for d in &c.dependencies {
                 if seen.insert(*d) {

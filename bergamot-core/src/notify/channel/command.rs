@@ -55,7 +55,7 @@ impl CommandChannel {
         let argv = s.string_list("command");
         match &argv {
             None if !present => s.problem("command", "is required (a list: program and arguments)"),
-            Some(a) if a.first().map_or(true, |p| p.trim().is_empty()) => {
+            Some(a) if a.first().is_none_or(|p| p.trim().is_empty()) => {
                 s.problem("command", "must name a program first")
             }
             _ => {}
