@@ -184,7 +184,7 @@ pub fn load_config_with(path: &Path, listen: Option<SocketAddr>) -> bergamot_cor
         path.parent().map(Path::to_path_buf).unwrap_or_default()
     };
     for check in &mut config.model.checks {
-        if check.engine != "nagios" {
+        if !bergamot_core::exec::engine::runs_command(&check.engine) {
             continue;
         }
         let Some(serde_json::Value::Array(argv)) = check.params.get_mut("command") else {

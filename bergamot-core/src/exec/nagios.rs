@@ -194,7 +194,7 @@ fn signal_name(signal: i32) -> String {
 #[async_trait]
 impl Executor for NagiosExecutor {
     fn engine(&self) -> &str {
-        "nagios"
+        super::engine::NAGIOS
     }
 
     async fn execute(&self, execute: &ExecuteCheck) -> CheckResult {
