@@ -177,8 +177,8 @@ fn raw_baseline(url: &str) {
         BATCH * IN_FLIGHT,
         PUBLISH_ONLY as f64 / elapsed.as_secs_f64()
     );
-    let _ = q.delete(QueueDeleteOptions::default());
-    let _ = conn.close();
+    q.delete(QueueDeleteOptions::default()).ok();
+    conn.close().ok();
 }
 
 fn main() {

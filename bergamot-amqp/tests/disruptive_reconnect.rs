@@ -77,7 +77,7 @@ async fn all_results_applied_exactly_once_across_a_broker_side_disconnect() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let processor = tokio::spawn(
         Processor::new(Arc::clone(&store), Arc::new(consumer_q.clone())).run(async move {
-            let _ = stopped.await;
+            stopped.await.ok();
         }),
     );
 

@@ -64,15 +64,15 @@ params = { url = "http://#{host.address}:#{port}#{path}", expect_status = [200, 
 "##,
     );
     for g in 0..GROUPS {
-        let _ = write!(s, "\n[[group]]\nname = \"g{g}\"\n");
+        write!(s, "\n[[group]]\nname = \"g{g}\"\n").ok();
         if g >= 10 {
-            let _ = writeln!(s, "parents = [\"g{}\", \"g{}\"]", g % 10, (g / 10) % 10);
+            writeln!(s, "parents = [\"g{}\", \"g{}\"]", g % 10, (g / 10) % 10).ok();
         }
     }
     for l in 0..LOCATIONS {
-        let _ = write!(s, "\n[[location]]\nname = \"dc{l}\"\n");
+        write!(s, "\n[[location]]\nname = \"dc{l}\"\n").ok();
         if l >= 5 {
-            let _ = writeln!(s, "parent = \"dc{}\"", l % 5);
+            writeln!(s, "parent = \"dc{}\"", l % 5).ok();
         }
     }
     s
@@ -81,33 +81,34 @@ params = { url = "http://#{host.address}:#{port}#{path}", expect_status = [200, 
 fn templates() -> String {
     let mut s = String::new();
     // base: host check, ping-ish and tcp services; linux: disks; app: http.
-    let _ = write!(
+    write!(
         s,
         "[[template]]\nname = \"base\"\nevery = \"1m\"\nfailed_after = 3\ngroups = [\"g1\"]\ncheck = {{ command = \"check_ping\" }}\n"
-    );
+    ).ok();
     for i in 0..SERVICES_PER_TEMPLATE {
-        let _ = write!(
+        write!(
             s,
             "\n[[template.service]]\nname = \"tcp{i}\"\ncommand = \"check_tcp\"\nparams = {{ port = {} }}\n",
             1000 + i
-        );
+        ).ok();
     }
-    let _ = write!(s, "\n[[template]]\nname = \"linux\"\nextends = [\"base\"]\nrecovers_after = 2\ngroups = [\"g2\"]\n");
+    write!(s, "\n[[template]]\nname = \"linux\"\nextends = [\"base\"]\nrecovers_after = 2\ngroups = [\"g2\"]\n").ok();
     for i in 0..SERVICES_PER_TEMPLATE {
-        let _ = write!(
+        write!(
             s,
             "\n[[template.service]]\nname = \"disk{i}\"\ncommand = \"check_disk\"\nparams = {{ path = \"/srv/{i}\" }}\nevery = \"10m\"\n"
-        );
+        ).ok();
     }
-    let _ = write!(
+    write!(
         s,
         "\n[[template]]\nname = \"app\"\ngroups = [\"g3\"]\nparams = {{ port = 8080 }}\n"
-    );
+    )
+    .ok();
     for i in 0..SERVICES_PER_TEMPLATE {
-        let _ = write!(
+        write!(
             s,
             "\n[[template.service]]\nname = \"http{i}\"\ncommand = \"http\"\nparams = {{ path = \"/app/{i}\" }}\ndepends_on = [\"#{{host.name}}/tcp{i}\"]\n"
-        );
+        ).ok();
     }
     s
 }
@@ -116,7 +117,7 @@ fn hosts(file: usize) -> String {
     let per_file = HOSTS / FILES;
     let mut s = String::with_capacity(per_file * 200);
     for h in file * per_file..(file + 1) * per_file {
-        let _ = write!(
+        write!(
             s,
             "[[host]]\nname = \"host{h:05}\"\naddress = \"10.{}.{}.{}\"\nextends = [\"app\", \"linux\"]\nlocation = \"dc{}\"\ngroups = [\"g{}\"]\n\n",
             h / 65536,
@@ -124,7 +125,7 @@ fn hosts(file: usize) -> String {
             h % 256,
             h % LOCATIONS,
             h % GROUPS
-        );
+        ).ok();
     }
     s
 }

@@ -102,7 +102,7 @@ async fn worker_throughput(executors: Executors) {
             "default".into(),
             engines,
             async move {
-                let _ = stopped.await;
+                stopped.await.ok();
             },
         ));
         let start = Instant::now();
@@ -121,7 +121,7 @@ async fn worker_throughput(executors: Executors) {
         }
         let el = start.elapsed();
         publisher.await.expect("publisher");
-        let _ = stop.send(());
+        stop.send(()).ok();
         worker.await.expect("join").expect("worker");
         println!(
             "Worker loop (InMemoryQueue, dummy), concurrency {concurrency}: {N} executes -> results in {:.3} s = {:.0}/s",

@@ -97,8 +97,8 @@ async fn server(pki: &Pki) -> u16 {
                     "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
                 );
-                let _ = tls.write_all(response.as_bytes()).await;
-                let _ = tls.shutdown().await;
+                tls.write_all(response.as_bytes()).await.ok();
+                tls.shutdown().await.ok();
             });
         }
     });

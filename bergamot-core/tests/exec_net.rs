@@ -66,8 +66,8 @@ async fn http_server() -> SocketAddr {
                     "HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
                 );
-                let _ = sock.write_all(response.as_bytes()).await;
-                let _ = sock.shutdown().await;
+                sock.write_all(response.as_bytes()).await.ok();
+                sock.shutdown().await.ok();
             });
         }
     });

@@ -92,7 +92,7 @@ async fn worker_runs_executes_and_publishes_results() {
         "p1".into(),
         engines(&["dummy", "snmp"]),
         async move {
-            let _ = stopped.await;
+            stopped.await.ok();
         },
     ));
 
@@ -170,7 +170,7 @@ async fn worker_respects_its_concurrency_limit() {
         "p1".into(),
         engines(&["gauge"]),
         async move {
-            let _ = stopped.await;
+            stopped.await.ok();
         },
     ));
     let results = take_results(&*queue, 30).await;
@@ -263,7 +263,7 @@ async fn failed_publish_requeues_the_execute_and_the_result_still_comes() {
         "p1".into(),
         engines(&["dummy"]),
         async move {
-            let _ = stopped.await;
+            stopped.await.ok();
         },
     ));
     let results = take_results(&*queue, 1).await;
@@ -305,7 +305,7 @@ async fn worker_consumes_again_after_a_stream_error() {
         "p1".into(),
         engines(&["dummy"]),
         async move {
-            let _ = stopped.await;
+            stopped.await.ok();
         },
     ));
     let e = execute("dummy", serde_json::json!({"status": "WARNING"}));
@@ -339,7 +339,7 @@ async fn worker_without_engines_serves_every_registered_engine() {
         "p1".into(),
         Vec::new(),
         async move {
-            let _ = stopped.await;
+            stopped.await.ok();
         },
     ));
     // Wait until the worker's consumer routes executes, then send one.
@@ -396,7 +396,7 @@ async fn worker_caps_output_before_publishing() {
                 "p1".into(),
                 engines(&["dummy"]),
                 async move {
-                    let _ = stopped.await;
+                    stopped.await.ok();
                 },
             ),
     );

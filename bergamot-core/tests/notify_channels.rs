@@ -652,9 +652,10 @@ async fn receiver() -> (u16, Arc<Mutex<Vec<Seen>>>) {
                         Ok::<_, hyper::Error>(resp)
                     }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
+                hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(sock), service)
-                    .await;
+                    .await
+                    .ok();
             });
         }
     });

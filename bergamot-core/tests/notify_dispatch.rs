@@ -97,7 +97,7 @@ async fn start(channels: ChannelMap, cfg: DispatcherConfig, jobs: &[Notification
     let handle = d.handle();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(d.run(async move {
-        let _ = rx.await;
+        rx.await.ok();
     }));
     Running {
         store,
@@ -147,7 +147,7 @@ impl Running {
 
     async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
+            tx.send(()).ok();
         }
         tokio::time::timeout(Duration::from_secs(5), self.task)
             .await

@@ -79,9 +79,9 @@ impl NotificationStore for Jobs {
             .iter()
             .filter(|j| {
                 f.alert_id
-                    .map_or(true, |a| j.notification.alert_id == Some(a))
+                    .is_none_or(|a| j.notification.alert_id == Some(a))
             })
-            .filter(|j| f.status.map_or(true, |s| j.status == s))
+            .filter(|j| f.status.is_none_or(|s| j.status == s))
             .cloned()
             .collect())
     }

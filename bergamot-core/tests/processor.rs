@@ -333,7 +333,7 @@ async fn unknown_check_result_does_not_stop_the_loop() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let processor = f.processor;
     let run = tokio::spawn(processor.run(async move {
-        let _ = stopped.await;
+        stopped.await.ok();
     }));
     let h = CheckId::host(SITE, "h");
     f.queue
@@ -372,6 +372,8 @@ struct FailingFirst {
     failures: std::sync::atomic::AtomicUsize,
     /// Calls of `group_states_of` and `location_states_of`.
     aggregate_queries: std::sync::atomic::AtomicUsize,
+    /// Calls of `alerts`.
+    alert_reads: std::sync::atomic::AtomicUsize,
 }
 
 impl FailingFirst {
@@ -504,6 +506,7 @@ mod failing {
             self.inner.history(c, p).await
         }
         async fn alerts(&self, c: Option<CheckId>, l: usize) -> Result<Vec<AlertRecord>> {
+            self.alert_reads.fetch_add(1, Ordering::SeqCst);
             self.inner.alerts(c, l).await
         }
     }
@@ -515,6 +518,7 @@ async fn store_errors_are_retried_with_backoff_until_applied() {
         inner: InMemoryStore::new(),
         failures: 3.into(),
         aggregate_queries: Default::default(),
+        alert_reads: Default::default(),
     });
     store.sync_config(&model()).await.unwrap();
     let store: Arc<dyn Store> = store;
@@ -522,7 +526,7 @@ async fn store_errors_are_retried_with_backoff_until_applied() {
     let processor = Processor::new(Arc::clone(&store), Arc::clone(&queue));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(processor.run(async move {
-        let _ = stopped.await;
+        stopped.await.ok();
     }));
     let h = CheckId::host(SITE, "h");
     queue
@@ -658,6 +662,7 @@ async fn store_errors_keep_a_checks_results_in_order() {
         inner: InMemoryStore::new(),
         failures: 3.into(),
         aggregate_queries: Default::default(),
+        alert_reads: Default::default(),
     });
     store.sync_config(&model()).await.unwrap();
     let store: Arc<dyn Store> = store;
@@ -681,7 +686,7 @@ async fn store_errors_keep_a_checks_results_in_order() {
     let processor = Processor::new(Arc::clone(&store), Arc::clone(&queue));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(processor.run(async move {
-        let _ = stopped.await;
+        stopped.await.ok();
     }));
     let mut done = false;
     for _ in 0..200 {
@@ -709,6 +714,7 @@ async fn unchanged_contribution_publishes_no_group_update() {
         inner: InMemoryStore::new(),
         failures: Default::default(),
         aggregate_queries: Default::default(),
+        alert_reads: Default::default(),
     });
     store.sync_config(&model()).await.unwrap();
     let queue: Arc<dyn Queue> = Arc::new(InMemoryQueue::new());
@@ -774,6 +780,7 @@ async fn run_applies_a_backlog_in_batches_with_coalesced_aggregates() {
         inner: InMemoryStore::new(),
         failures: Default::default(),
         aggregate_queries: Default::default(),
+        alert_reads: Default::default(),
     });
     store.sync_config(&model()).await.unwrap();
     let queue: Arc<dyn Queue> = Arc::new(InMemoryQueue::with_update_capacity(10_000));
@@ -803,7 +810,7 @@ async fn run_applies_a_backlog_in_batches_with_coalesced_aggregates() {
     let processor = Processor::new(dyn_store, Arc::clone(&queue)).with_lanes(2);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(processor.run(async move {
-        let _ = stopped.await;
+        stopped.await.ok();
     }));
     let mut done = false;
     for _ in 0..500 {
@@ -874,7 +881,7 @@ async fn future_results_are_poisoned_and_outputs_capped() {
     let processor = Processor::new(store.clone(), Arc::new(queue.clone())).with_limits(limits);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(processor.run(async move {
-        let _ = stopped.await;
+        stopped.await.ok();
     }));
     let h = CheckId::host(SITE, "h");
     let now = chrono::Utc::now();
@@ -905,5 +912,48 @@ async fn future_results_are_poisoned_and_outputs_capped() {
         poisoned[0].1.contains("ahead of this node's clock"),
         "{}",
         poisoned[0].1
+    );
+}
+
+/// A recovery's alert update names the alert the transition closed
+/// (`Transition::closed_alert`): publishing reads no alert records back
+/// (before, one store query per event of a check without an open alert).
+#[tokio::test]
+async fn a_recovery_names_its_alert_without_a_store_query() {
+    use std::sync::atomic::Ordering;
+    let store = Arc::new(FailingFirst {
+        inner: InMemoryStore::new(),
+        failures: 0.into(),
+        aggregate_queries: Default::default(),
+        alert_reads: Default::default(),
+    });
+    store.sync_config(&model()).await.unwrap();
+    let queue: Arc<dyn Queue> = Arc::new(InMemoryQueue::new());
+    let mut updates = queue.subscribe_updates().await.unwrap();
+    let processor = Processor::new(store.clone(), Arc::clone(&queue));
+    let h = CheckId::host(SITE, "h");
+    let t = processor
+        .handle_result(&result(h, Status::Critical, 10), at(10))
+        .await
+        .unwrap();
+    let open = t.state.current_alert.expect("alert opened").id;
+    let t = processor
+        .handle_result(&result(h, Status::Ok, 20), at(20))
+        .await
+        .unwrap();
+    assert_eq!(t.closed_alert, Some(open));
+    let ups = drain(&mut updates);
+    let rec = ups
+        .iter()
+        .find_map(|u| match u {
+            Update::Alert(a) if a.event == Event::Recovery => Some(a),
+            _ => None,
+        })
+        .expect("recovery update");
+    assert_eq!(rec.alert_id, open);
+    assert_eq!(
+        store.alert_reads.load(Ordering::SeqCst),
+        0,
+        "alert records read to publish"
     );
 }

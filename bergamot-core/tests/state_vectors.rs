@@ -162,6 +162,7 @@ fn run_step(
                 next_interval: d.next_interval,
                 interval_changed: d.interval_changed,
                 contribution_changed: d.contribution_changed,
+                closed_alert: d.closed_alert,
             }
         } else {
             let t = transition(state, &r, policy, deps, executed_at);

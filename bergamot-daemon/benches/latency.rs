@@ -109,7 +109,7 @@ async fn start_daemon(backends: Backends) -> (Running, tokio::sync::oneshot::Sen
             ..Options::default()
         },
         async move {
-            let _ = stop_rx.await;
+            stop_rx.await.ok();
         },
     )
     .await
@@ -181,8 +181,8 @@ async fn execute_now(name: &str, backends: Backends) {
         loadavg()
     );
     drop(ws);
-    let _ = stop.send(());
-    let _ = running.done.await;
+    stop.send(()).ok();
+    running.done.await.ok();
 }
 
 async fn execute_now_services() {
@@ -219,7 +219,7 @@ async fn execute_now_services() {
         },
     )
     .await;
-    let _ = queue.close().await;
+    queue.close().await.ok();
     store.close();
     // Remove the bench's schema.
     match tokio_postgres::connect(&pg, tokio_postgres::NoTls).await {
@@ -232,7 +232,7 @@ async fn execute_now_services() {
                 eprintln!("could not drop schema {tag}: {e}");
             }
             drop(client);
-            let _ = task.await;
+            task.await.ok();
         }
         Err(e) => eprintln!("could not drop schema {tag}: {e}"),
     }
@@ -486,7 +486,7 @@ async fn fanout_main() {
     while run_start.elapsed() < Duration::from_secs(LOAD_SECS) {
         tick.tick().await;
         for _ in 0..per_tick {
-            let status = if published % 2 == 0 {
+            let status = if published.is_multiple_of(2) {
                 Status::Ok
             } else {
                 Status::Critical
@@ -500,7 +500,7 @@ async fn fanout_main() {
             queue.publish_result(r).await.expect("publish");
             published += 1;
         }
-        if published % 100 == 0 {
+        if published.is_multiple_of(100) {
             rss_peak = rss_peak.max(rss_mib());
         }
     }
@@ -519,8 +519,8 @@ async fn fanout_main() {
         .load(std::sync::atomic::Ordering::Relaxed);
     let bytes = m.ws_bytes_sent.load(std::sync::atomic::Ordering::Relaxed);
     // Stopping the daemon closes every websocket, which ends the clients.
-    let _ = stop.send(());
-    let _ = running.done.await;
+    stop.send(()).ok();
+    running.done.await.ok();
     pipeline_task.abort();
     let mut pipeline = std::mem::take(&mut *pipeline.lock());
     let result = tokio::task::spawn_blocking(move || lines.next())
@@ -528,7 +528,7 @@ async fn fanout_main() {
         .expect("join")
         .and_then(Result::ok)
         .unwrap_or_default();
-    let _ = child.wait();
+    child.wait().ok();
     let r: Value = serde_json::from_str(&result).unwrap_or_default();
     let delivered = r["delivered"].as_u64().unwrap_or(0);
     let mode = if per_update {
@@ -559,7 +559,7 @@ async fn fanout_main() {
          load average before {load_before}, after {load_after}",
         r["rss"].as_f64().unwrap_or(f64::NAN),
     );
-    let _ = std::io::stdout().flush();
+    std::io::stdout().flush().ok();
 }
 
 /// Runs one fan-out pass in a fresh process of this bench.

@@ -233,31 +233,32 @@ fn pick<T>(items: &[(T, u32)], i: usize, n: usize) -> usize {
 /// The config text and the offered rate (results/s).
 fn config_text(a: &Args, port: u16) -> (String, f64) {
     let mut t = String::with_capacity(a.checks * 120);
-    let _ = write!(
+    write!(
         t,
         "site = \"{SITE}\"\n\n[defaults]\nfailed_after = 2\nrecovers_after = 2\ntimeout = \"5s\"\n\n\
          [web]\nlisten = \"127.0.0.1:{port}\"\nanonymous_read = true\n\n[[group]]\nname = \"load\"\n"
-    );
+    ).ok();
     for g in 0..a.groups {
-        let _ = write!(t, "\n[[group]]\nname = \"g{g}\"\nparents = [\"load\"]\n");
+        write!(t, "\n[[group]]\nname = \"g{g}\"\nparents = [\"load\"]\n").ok();
     }
     for (k, (cycle, _)) in a.mix.iter().enumerate() {
         let list: Vec<String> = cycle.iter().map(|s| format!("\"{s}\"")).collect();
-        let _ = write!(
+        write!(
             t,
             "\n[[command]]\nname = \"mix{k}\"\nengine = \"dummy\"\nparams = {{ statuses = [{}] }}\n",
             list.join(", ")
-        );
+        ).ok();
     }
     let mut offered = 0.0;
     let hosts = a.checks.div_ceil(a.per_host);
     let mut n = 0;
     for h in 0..hosts {
-        let _ = write!(
+        write!(
             t,
             "\n[[host]]\nname = \"h{h}\"\ngroups = [\"g{}\"]\n",
             h % a.groups
-        );
+        )
+        .ok();
         for s in 0..a.per_host {
             if n == a.checks {
                 break;
@@ -265,10 +266,10 @@ fn config_text(a: &Args, port: u16) -> (String, f64) {
             let every = &a.every[pick(&a.every, n, a.checks)].0;
             let mix = pick(&a.mix, n.wrapping_add(7919), a.checks);
             offered += 1.0 / seconds_of(every);
-            let _ = write!(
+            write!(
                 t,
                 "[[host.service]]\nname = \"s{s}\"\ncommand = \"mix{mix}\"\nevery = \"{every}\"\nretry_every = \"{every}\"\n"
-            );
+            ).ok();
             n += 1;
         }
     }
@@ -368,7 +369,7 @@ impl Nodes {
         // Scheduler first, web last, as a real shutdown would.
         for n in self.0.iter().rev() {
             let pid = nix::unistd::Pid::from_raw(n.child.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).ok();
         }
         let deadline = Instant::now() + Duration::from_secs(15);
         for n in &mut self.0 {
@@ -378,8 +379,8 @@ impl Nodes {
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            let _ = n.child.kill();
-            let _ = n.child.wait();
+            n.child.kill().ok();
+            n.child.wait().ok();
         }
     }
 
@@ -401,8 +402,8 @@ impl Nodes {
 impl Drop for Nodes {
     fn drop(&mut self) {
         for n in &mut self.0 {
-            let _ = n.child.kill();
-            let _ = n.child.wait();
+            n.child.kill().ok();
+            n.child.wait().ok();
         }
     }
 }
@@ -656,7 +657,7 @@ async fn probe_rate(
         }));
     }
     for t in tasks {
-        let _ = t.await;
+        t.await.ok();
     }
     applied.load(Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64()
 }
@@ -744,7 +745,7 @@ async fn cleanup(args: &Args, schema: &str, prefix: &str) {
             eprintln!("cannot drop schema {schema}: {e}");
         }
         drop(client);
-        let _ = h.await;
+        h.await.ok();
     }
     match AmqpQueue::connect(
         AmqpConfig::new(args.amqp.clone())
@@ -766,7 +767,7 @@ async fn cleanup(args: &Args, schema: &str, prefix: &str) {
             if let Err(e) = q.delete_topology().await {
                 eprintln!("cannot delete the AMQP topology {prefix}.*: {e}");
             }
-            let _ = q.close().await;
+            q.close().await.ok();
         }
         Err(e) => eprintln!("cannot delete the AMQP topology {prefix}.*: {e}"),
     }

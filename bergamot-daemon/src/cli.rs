@@ -184,7 +184,7 @@ pub fn load_config_with(path: &Path, listen: Option<SocketAddr>) -> bergamot_cor
         path.parent().map(Path::to_path_buf).unwrap_or_default()
     };
     for check in &mut config.model.checks {
-        if check.engine != "nagios" {
+        if !bergamot_core::exec::engine::runs_command(&check.engine) {
             continue;
         }
         let Some(serde_json::Value::Array(argv)) = check.params.get_mut("command") else {
@@ -382,10 +382,11 @@ pub async fn backends(
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,warp=warn,hyper=warn"));
-    let _ = tracing_subscriber::fmt()
+    tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .try_init();
+        .try_init()
+        .ok();
 }
 
 /// The whole `bergamotd` binary: parses arguments and runs the subcommand
@@ -521,7 +522,7 @@ fn check_config(path: &Path, executors: &Executors) -> ExitCode {
                 for p in &problems {
                     println!("{}:0: {p}", path.display());
                 }
-                let _ = std::io::stdout().flush();
+                std::io::stdout().flush().ok();
                 eprintln!("{} problem(s) found", problems.len());
                 return ExitCode::FAILURE;
             }
@@ -547,7 +548,7 @@ fn check_config(path: &Path, executors: &Executors) -> ExitCode {
                 };
                 println!("{file}:{}: {}: {}", p.line, p.field, p.message);
             }
-            let _ = std::io::stdout().flush();
+            std::io::stdout().flush().ok();
             eprintln!("{} problem(s) found", errors.0.len());
             ExitCode::FAILURE
         }

@@ -137,17 +137,19 @@ impl Health {
             return;
         }
         let name = "bergamot_peer_last_seen_seconds";
-        let _ = writeln!(
+        writeln!(
             out,
             "# HELP {name} Seconds since a heartbeat of a node of this role was received."
-        );
-        let _ = writeln!(out, "# TYPE {name} gauge");
+        )
+        .ok();
+        writeln!(out, "# TYPE {name} gauge").ok();
         for (role, at) in seen {
-            let _ = writeln!(
+            writeln!(
                 out,
                 "{name}{{role=\"{role}\"}} {}",
                 at.elapsed().as_secs_f64()
-            );
+            )
+            .ok();
         }
     }
 }

@@ -47,7 +47,7 @@ pub fn runtime_problems(config: &Config, executors: &Executors) -> Vec<RuntimePr
                 check.engine,
                 executors.engines().join(", ")
             ))
-        } else if check.engine == "nagios" {
+        } else if bergamot_core::exec::engine::runs_command(&check.engine) {
             let plugin = check
                 .params
                 .get("command")

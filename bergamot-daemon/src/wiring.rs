@@ -249,7 +249,7 @@ pub async fn start(
     let stopped = |rx: &watch::Receiver<bool>| {
         let mut rx = rx.clone();
         async move {
-            let _ = rx.wait_for(|s| *s).await;
+            rx.wait_for(|s| *s).await.ok();
         }
     };
     type Tasks = Vec<(&'static str, tokio::task::JoinHandle<Result<()>>)>;
@@ -277,7 +277,7 @@ pub async fn start(
                 match &r {
                     Err(e) => {
                         m.health.set_role(name, format!("failed: {e}"));
-                        let _ = fail.send(format!("{name}: {e}"));
+                        fail.send(format!("{name}: {e}")).ok();
                     }
                     Ok(()) => m.health.set_role(name, "running"),
                 }
@@ -467,13 +467,13 @@ pub async fn start(
         }
         tracing::info!("shutting down: stopping the scheduler");
         let mut result = Ok(());
-        let _ = stop_tx.send(true);
+        stop_tx.send(true).ok();
         if let Some(t) = scheduler_task {
             scheduler_tasks.insert(0, ("scheduler", t));
         }
         join_phase(scheduler_tasks, &mut result).await;
         tracing::info!("shutting down: workers finish the checks they run");
-        let _ = workers_tx.send(true);
+        workers_tx.send(true).ok();
         join_phase(worker_tasks, &mut result).await;
         if run_processor && run_worker {
             // This node's results reach its own processor: let it take
@@ -481,9 +481,9 @@ pub async fn start(
             drain_results(&drain_metrics).await;
         }
         tracing::info!("shutting down: the processor finishes its batches");
-        let _ = processor_tx.send(true);
+        processor_tx.send(true).ok();
         join_phase(processor_tasks, &mut result).await;
-        let _ = web_tx.send(true);
+        web_tx.send(true).ok();
         join_phase(web_tasks, &mut result).await;
         tracing::info!("stopped");
         result

@@ -398,3 +398,74 @@ async fn passive_results_are_checked_capped_and_checks_reset() {
     let v = wait_state(a, &op, &trap, |s| s["output"] == "after reset").await;
     assert_eq!(v["state"]["status"], "OK");
 }
+
+/// Execute-now reaches the schedulers as a `SchedulerControl::ExecuteNow`
+/// (the scheduler owning the check sends the execute, with its TTL and its
+/// merging of requests): the web node publishes no execute of its own
+/// (before, it published an `ExecuteCheck` straight to the workers).
+#[tokio::test]
+async fn execute_now_is_a_scheduler_control() {
+    use bergamot_core::config::Config;
+    use bergamot_core::model::CheckId;
+    use bergamot_core::queue::{InMemoryQueue, Queue, SchedulerControl};
+    use bergamot_core::store::{InMemoryStore, Store};
+    use bergamot_daemon::web::auth::{hash_token, AuthConfig, Role, TokenEntry};
+    use bergamot_daemon::web::{metrics::Metrics, routes, WebContext};
+    use futures::{FutureExt, StreamExt};
+    use std::sync::Arc;
+
+    let model = Config::from_str_named("t.toml", &common::setup::config_text())
+        .expect("config")
+        .model;
+    let dummy = CheckId::service(common::setup::SITE, "app", "cpu");
+    let check = model
+        .checks
+        .iter()
+        .find(|c| c.id == dummy)
+        .cloned()
+        .expect("the dummy check");
+    let store: Arc<dyn Store> = Arc::new(InMemoryStore::new());
+    store.sync_config(&model).await.expect("sync");
+    let queue: Arc<dyn Queue> = Arc::new(InMemoryQueue::new());
+    let mut executes = queue
+        .consume_executes(&check.pool, std::slice::from_ref(&check.engine))
+        .await
+        .expect("consume executes");
+    let mut control = queue.consume_control().await.expect("consume control");
+    let auth = AuthConfig {
+        tokens: vec![TokenEntry {
+            name: "op".into(),
+            token_hash: hash_token("op-token"),
+            role: Role::Operator,
+        }],
+        ..AuthConfig::default()
+    };
+    let ctx = WebContext::new(
+        store,
+        Arc::clone(&queue),
+        auth,
+        Arc::new(Metrics::default()),
+    )
+    .await
+    .expect("web context");
+    let r = warp::test::request()
+        .method("POST")
+        .path(&format!("/api/checks/{}/execute", check.id))
+        .header("authorization", "Bearer op-token")
+        .reply(&routes(ctx))
+        .await;
+    assert_eq!(r.status(), 202, "{:?}", r.body());
+    let d = tokio::time::timeout(Duration::from_secs(10), control.next())
+        .await
+        .expect("no control message")
+        .expect("a control message")
+        .expect("control");
+    assert_eq!(
+        d.message,
+        SchedulerControl::ExecuteNow { check_id: check.id }
+    );
+    assert!(
+        executes.next().now_or_never().is_none(),
+        "the web node published an execute itself"
+    );
+}

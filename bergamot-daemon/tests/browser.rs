@@ -78,8 +78,8 @@ struct Browser(Child);
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        self.0.kill().ok();
+        self.0.wait().ok();
     }
 }
 
@@ -192,7 +192,7 @@ async fn ui_shows_tree_and_execute_now_updates_live() {
             ..Options::default()
         },
         async move {
-            let _ = stop_rx.await;
+            stop_rx.await.ok();
         },
     )
     .await
@@ -292,7 +292,7 @@ async fn ui_shows_tree_and_execute_now_updates_live() {
     };
     std::fs::write(artifacts.join("ui-check.png"), &png).expect("write ui-check.png");
 
-    let _ = stop_tx.send(());
+    stop_tx.send(()).ok();
     running.done.await.expect("clean stop");
 }
 
@@ -336,7 +336,7 @@ async fn group_page_with_10000_checks_renders_and_updates() {
             ..Options::default()
         },
         async move {
-            let _ = stop_rx.await;
+            stop_rx.await.ok();
         },
     )
     .await
@@ -467,7 +467,7 @@ async fn group_page_with_10000_checks_renders_and_updates() {
          after publishing began; longest gap between animation frames: {load_gap} ms while loading, \
          {burst_gap} ms during the burst"
     );
-    let _ = stop_tx.send(());
+    stop_tx.send(()).ok();
     running.done.await.expect("clean stop");
 }
 
@@ -569,7 +569,7 @@ async fn ui_with_1000_checks_layout_marks_search_and_screenshots() {
             ..Options::default()
         },
         async move {
-            let _ = stop_rx.await;
+            stop_rx.await.ok();
         },
     )
     .await
@@ -806,7 +806,7 @@ async fn ui_with_1000_checks_layout_marks_search_and_screenshots() {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let _ = stop_tx.send(());
+    stop_tx.send(()).ok();
     running.done.await.expect("clean stop");
 }
 
@@ -839,7 +839,7 @@ async fn logged_in_ui_is_live_without_anonymous_read() {
             ..Options::default()
         },
         async move {
-            let _ = stop_rx.await;
+            stop_rx.await.ok();
         },
     )
     .await
@@ -882,6 +882,6 @@ async fn logged_in_ui_is_live_without_anonymous_read() {
         "document.querySelector('#check-output') && document.querySelector('#check-output').textContent.includes('arrived-live')",
     )
     .await;
-    let _ = stop_tx.send(());
+    stop_tx.send(()).ok();
     running.done.await.expect("clean stop");
 }

@@ -200,7 +200,7 @@ async fn demo_runs_every_executor_and_stops_cleanly_on_sigterm() {
             break s;
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
+            child.kill().ok();
             panic!("bergamotd did not exit within 20 s of SIGTERM");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -371,7 +371,7 @@ async fn reload_with_a_fifo_fails_and_sigterm_still_ends_the_daemon() {
             break s;
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
+            child.kill().ok();
             panic!("bergamotd did not exit within 30 s of SIGTERM after a failed reload");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

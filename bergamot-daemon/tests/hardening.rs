@@ -33,8 +33,8 @@ struct Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.kill().ok();
+        self.child.wait().ok();
     }
 }
 
@@ -200,7 +200,9 @@ async fn fresh_client_is_served_while_300_half_open_connections_are_held() {
         let s = TcpSocket::new_v4().expect("socket");
         s.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
         if let Ok(mut c) = s.connect(p.addr).await {
-            let _ = c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await;
+            c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .ok();
             held.push(c);
         }
     }
@@ -214,7 +216,7 @@ async fn fresh_client_is_served_while_300_half_open_connections_are_held() {
             .await
             .expect("write");
         let mut out = Vec::new();
-        let _ = c.read_to_end(&mut out).await;
+        c.read_to_end(&mut out).await.ok();
         String::from_utf8_lossy(&out).to_string()
     };
     let answer = tokio::time::timeout(Duration::from_secs(20), fresh)
@@ -267,7 +269,7 @@ async fn live(text: String) -> Live {
         bergamot_core::exec::Executors::standard(),
         options,
         async move {
-            let _ = rx.await;
+            rx.await.ok();
         },
     )
     .await

@@ -128,7 +128,7 @@ async fn worker_node_metrics_measure_what_they_say() {
             ..Options::default()
         },
         async move {
-            let _ = rx.await;
+            rx.await.ok();
         },
     )
     .await
@@ -192,6 +192,6 @@ async fn worker_node_metrics_measure_what_they_say() {
     assert_eq!(v["roles"]["worker"], "running", "{v}");
     assert_eq!(v["roles"]["processor"], "running", "{v}");
 
-    let _ = tx.send(());
+    tx.send(()).ok();
     running.done.await.expect("clean stop");
 }

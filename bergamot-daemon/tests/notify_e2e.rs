@@ -151,7 +151,7 @@ async fn env() -> Option<Env> {
             ..Options::default()
         },
         async move {
-            let _ = rx.await;
+            rx.await.ok();
         },
     )
     .await
@@ -233,7 +233,7 @@ impl Env {
 
     async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
+            tx.send(()).ok();
         }
         if let Some(r) = self.running.take() {
             r.done.await.expect("daemon stops cleanly");

@@ -122,7 +122,7 @@ async fn shutdown_applies_the_result_of_a_check_in_flight() {
             ..Options::default()
         },
         async move {
-            let _ = rx.await;
+            rx.await.ok();
         },
     )
     .await
@@ -154,7 +154,7 @@ async fn shutdown_applies_the_result_of_a_check_in_flight() {
             .expect("publish");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let _ = tx.send(());
+    tx.send(()).ok();
     running.done.await.expect("clean stop");
     let s = store.state(check).await.expect("state");
     assert_eq!(s.status, Status::Ok, "{s:?}");

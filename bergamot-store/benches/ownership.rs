@@ -93,7 +93,7 @@ async fn main() {
                 let mut rx = stop_tx.subscribe();
                 tokio::spawn(async move {
                     o.run(async move {
-                        let _ = rx.recv().await;
+                        rx.recv().await.ok();
                     })
                     .await
                 })
@@ -145,9 +145,9 @@ async fn main() {
             a_dropped.unwrap_or_default()
         );
         moves.push(moved);
-        let _ = stop_tx.send(());
+        stop_tx.send(()).ok();
         for t in tasks.into_iter().skip(1) {
-            let _ = t.await;
+            t.await.ok();
         }
     }
     println!(

@@ -43,7 +43,7 @@ fn check(id: CheckId, host: &str, name: &str, groups: Vec<GroupId>) -> Check {
 async fn raw(url: &str) -> BoxResult<tokio_postgres::Client> {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
     tokio::spawn(async move {
-        let _ = conn.await;
+        conn.await.ok();
     });
     Ok(client)
 }

@@ -373,7 +373,7 @@ impl PartitionOwner for PgPartitionOwner {
     async fn acquire(&self) -> Result<BTreeSet<u32>> {
         let mut conn = self.conn.lock().await;
         let timeout = self.config.round_timeout;
-        let dead = conn.as_ref().map_or(true, |c| c.client.is_closed());
+        let dead = conn.as_ref().is_none_or(|c| c.client.is_closed());
         if dead {
             self.drop_all(&mut conn);
             match tokio::time::timeout(timeout, self.connect()).await {

@@ -44,7 +44,7 @@ fn t0() -> DateTime<Utc> {
 
 fn result(check: CheckId, status: Status, at: DateTime<Utc>, n: usize) -> CheckResult {
     let mut r = CheckResult::new(check, status, format!("result {n}: {status}"), at);
-    r.long_output = if n % 3 == 0 {
+    r.long_output = if n.is_multiple_of(3) {
         format!("line two of {n}").into()
     } else {
         Default::default()

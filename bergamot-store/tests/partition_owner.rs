@@ -69,7 +69,7 @@ async fn held(admin: &tokio_postgres::Client, class: i32, app: &str) -> BTreeSet
 async fn converge(owners: &[&PgPartitionOwner]) {
     for _ in 0..100 {
         for o in owners {
-            let _ = o.acquire().await;
+            o.acquire().await.ok();
         }
         let sets: Vec<_> = owners.iter().map(|o| o.owned()).collect();
         let total: usize = sets.iter().map(|s| s.len()).sum();
@@ -171,7 +171,7 @@ async fn a_killed_session_drops_everything_and_the_survivor_takes_over() {
     .await;
     // b takes everything on its next rounds (only one live node left).
     eventually("b owns every partition", || async {
-        let _ = b.acquire().await;
+        b.acquire().await.ok();
         b.owned().len() == P as usize
     })
     .await;
@@ -199,7 +199,7 @@ async fn a_dropped_owner_frees_its_partitions_for_a_running_one() {
         let b = b.clone();
         tokio::spawn(async move {
             b.run(async {
-                let _ = stop_rx.await;
+                stop_rx.await.ok();
             })
             .await
         })
@@ -208,7 +208,7 @@ async fn a_dropped_owner_frees_its_partitions_for_a_running_one() {
         // a is dropped without release, like a process that dies.
         let a = owner(&url, class, "a");
         eventually("a and b share", || async {
-            let _ = a.acquire().await;
+            a.acquire().await.ok();
             let (sa, sb) = (a.owned(), b.owned());
             sa.len() == 8 && sb.len() == 8 && sa.is_disjoint(&sb)
         })
@@ -343,7 +343,7 @@ async fn a_scheduler_pair_dispatches_each_check_once_per_interval() {
     let now = origin + t;
     sa.set_owned_partitions(&a.watch().borrow(), now);
     eventually("b owns every partition", || async {
-        let _ = b.acquire().await;
+        b.acquire().await.ok();
         b.owned().len() == P as usize
     })
     .await;

@@ -17,6 +17,7 @@ use super::raw::{
 use super::subst::{Listen, Param, Params, Scope, SubstError};
 use super::web::{WebConfig, WebToken, WebUser};
 use super::{Origin, Problems, DEFAULT_POOL, DEFAULT_SITE};
+use crate::exec::engine;
 use crate::model::{
     Check, CheckId, CheckKind, Group, GroupId, Location, LocationId, Model, Policy,
 };
@@ -334,7 +335,7 @@ impl Conv<'_> {
                 }
                 e
             }
-            None => "nagios".to_string(),
+            None => engine::NAGIOS.to_string(),
         };
         let argv_field = format!("{path}.argv");
         let argv: Vec<(String, Origin)> = match raw.argv {
@@ -346,7 +347,7 @@ impl Conv<'_> {
                     .map(|s| (self.at(&s), s.into_inner()))
                     .map(|(at, s)| (s, at))
                     .collect();
-                if engine != "nagios" {
+                if !engine::runs_command(&engine) {
                     self.problems.at(
                         at,
                         &argv_field,
@@ -358,7 +359,7 @@ impl Conv<'_> {
                 argv
             }
             None => {
-                if engine == "nagios" {
+                if engine::runs_command(&engine) {
                     self.problems.at(
                         name.at,
                         &argv_field,
@@ -373,7 +374,7 @@ impl Conv<'_> {
         for (k, v) in raw.env {
             let at = self.at(&v);
             let field = format!("{path}.env.{k}");
-            if engine != "nagios" {
+            if !engine::runs_command(&engine) {
                 self.problems.at(
                     at,
                     &field,
@@ -1070,7 +1071,7 @@ impl<'a> Gen<'a, '_> {
         let mut out = BTreeMap::new();
         let Some(cmd) = command.and_then(|c| self.commands.get(c.name.as_str())) else {
             // No command (or an unknown one, already reported): passive.
-            return ("passive".to_string(), out);
+            return (engine::PASSIVE.to_string(), out);
         };
         let cmd: &'a CommandDef = &self.defs.commands[*cmd];
         let mut layers = std::mem::take(&mut self.scratch);
@@ -1085,7 +1086,7 @@ impl<'a> Gen<'a, '_> {
             listen: self.listen,
             layers: &layers,
         };
-        if cmd.engine == "nagios" {
+        if engine::runs_command(&cmd.engine) {
             let mut argv = Vec::with_capacity(cmd.argv.len());
             for (arg, at) in &cmd.argv {
                 match scope.string(arg) {

@@ -206,16 +206,16 @@ impl<'a> Scope<'a> {
         match &p.value {
             toml::Value::String(s) => out.push_str(&self.string_at(s, depth + 1).map_err(nested)?),
             toml::Value::Integer(i) => {
-                let _ = write!(out, "{i}");
+                write!(out, "{i}").ok();
             }
             toml::Value::Float(f) => {
-                let _ = write!(out, "{f}");
+                write!(out, "{f}").ok();
             }
             toml::Value::Boolean(b) => {
-                let _ = write!(out, "{b}");
+                write!(out, "{b}").ok();
             }
             toml::Value::Datetime(d) => {
-                let _ = write!(out, "{d}");
+                write!(out, "{d}").ok();
             }
             toml::Value::Array(_) | toml::Value::Table(_) => {
                 return Err(SubstError {

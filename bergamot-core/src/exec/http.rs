@@ -232,7 +232,7 @@ where
         .await
         .map_err(|e| Failure(format!("HTTP handshake failed: {e}")))?;
     let _driver = AbortOnDrop(tokio::spawn(async move {
-        let _ = conn.await;
+        conn.await.ok();
     }));
     let path = p
         .uri
@@ -305,7 +305,7 @@ impl HttpExecutor {
         let tcp = TcpStream::connect((p.host.as_str(), p.port))
             .await
             .map_err(|e| Failure(format!("cannot connect to {}:{}: {e}", p.host, p.port)))?;
-        let _ = tcp.set_nodelay(true);
+        tcp.set_nodelay(true).ok();
         if p.https {
             self.fetch_tls(tcp, p).await
         } else {
@@ -425,7 +425,7 @@ impl Executor for HttpExecutor {
         let mut notes = String::new();
         let mut note = |s: Status, text: String| {
             status = status.max(s);
-            let _ = write!(notes, "; {text}");
+            write!(notes, "; {text}").ok();
         };
         if !p.expect.contains(response.status.as_u16()) {
             note(

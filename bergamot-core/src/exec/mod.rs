@@ -16,9 +16,33 @@ mod tcp;
 
 pub use dummy::DummyExecutor;
 pub use http::HttpExecutor;
-pub use nagios::NagiosExecutor;
+pub use nagios::{NagiosExecutor, DRAIN_LIMIT, STDOUT_LIMIT};
 pub use perfdata::{parse_plugin_output, ParsedOutput};
 pub use tcp::TcpExecutor;
+
+/// The engines the core knows by name, in one place: every other module
+/// names them through these (the executor registry serves the rest).
+pub mod engine {
+    /// The engine of [`NagiosExecutor`](super::NagiosExecutor): runs a
+    /// plugin command (`params.command`, an argv), the config's default.
+    pub const NAGIOS: &str = "nagios";
+    /// The engine of a check nothing runs: its results are submitted
+    /// (`POST /api/checks/{id}/results`). No executor serves it and the
+    /// scheduler does not hold it.
+    pub const PASSIVE: &str = "passive";
+
+    /// Whether `engine` is run by no executor: results are submitted.
+    pub fn is_passive(engine: &str) -> bool {
+        engine == PASSIVE
+    }
+
+    /// Whether `engine` runs a plugin command (`params.command`), whose
+    /// program the daemon resolves against the config directory and the
+    /// preflight checks.
+    pub fn runs_command(engine: &str) -> bool {
+        engine == NAGIOS
+    }
+}
 
 use crate::model::{CheckResult, Perfdata, Status};
 use crate::queue::{Acker, ExecuteCheck, Queue};

@@ -194,7 +194,7 @@ fn signal_name(signal: i32) -> String {
 #[async_trait]
 impl Executor for NagiosExecutor {
     fn engine(&self) -> &str {
-        "nagios"
+        super::engine::NAGIOS
     }
 
     async fn execute(&self, execute: &ExecuteCheck) -> CheckResult {
@@ -296,7 +296,7 @@ impl Executor for NagiosExecutor {
                 // group may still hold them).
                 kill_group(pgid, plugin);
                 if !reads_done {
-                    let _ = tokio::time::timeout(DRAIN_LIMIT, &mut reads).await;
+                    tokio::time::timeout(DRAIN_LIMIT, &mut reads).await.ok();
                 }
             }
             waited
@@ -308,9 +308,11 @@ impl Executor for NagiosExecutor {
                 // Kill the whole group: the plugin and anything it forked,
                 // which may hold the output pipe open.
                 kill_group(pgid, plugin);
-                let _ = child.start_kill();
+                child.start_kill().ok();
                 // Reap it (bounded, in case it is stuck in the kernel).
-                let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+                tokio::time::timeout(Duration::from_secs(5), child.wait())
+                    .await
+                    .ok();
                 let secs = timeout.as_secs_f64();
                 return new_result(
                     execute,
@@ -499,7 +501,7 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL).ok();
         panic!("the plugin's background child {pid} outlived it");
     }
 

@@ -132,7 +132,9 @@ pub struct Check {
 impl Check {
     /// Whether the scheduler should run this check (enabled and not passive).
     pub fn is_scheduled(&self) -> bool {
-        self.enabled && self.kind != CheckKind::Trap && self.engine != "passive"
+        self.enabled
+            && self.kind != CheckKind::Trap
+            && !crate::exec::engine::is_passive(&self.engine)
     }
 
     /// A readable name: `host` for a host check, `host/name` otherwise.

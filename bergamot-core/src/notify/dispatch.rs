@@ -172,7 +172,10 @@ struct Shared {
     config: DispatcherConfig,
 }
 
-/// Sends due notification jobs; see the [module docs](self).
+/// Sends due notification jobs: claims them from a [`NotificationStore`]
+/// and sends each through its channel, with a timeout per send, bounded
+/// concurrency and retries with capped exponential backoff. Delivery is at
+/// least once: a job is marked sent only after its channel accepted it.
 pub struct Dispatcher {
     shared: Arc<Shared>,
 }

@@ -201,9 +201,9 @@ impl NotificationStore for InMemoryNotificationStore {
             .values()
             .filter(|e| {
                 let n = &e.job.notification;
-                filter.alert_id.map_or(true, |a| n.alert_id == Some(a))
-                    && filter.check_id.map_or(true, |c| n.check_id == c)
-                    && filter.status.map_or(true, |s| e.job.status == s)
+                filter.alert_id.is_none_or(|a| n.alert_id == Some(a))
+                    && filter.check_id.is_none_or(|c| n.check_id == c)
+                    && filter.status.is_none_or(|s| e.job.status == s)
             })
             .collect();
         hits.sort_unstable_by(|a, b| {

@@ -96,7 +96,7 @@ impl WeeklyRange {
     fn contains(&self, local: NaiveDateTime) -> bool {
         let wd = local.weekday().num_days_from_monday() as u8;
         let t = local.time();
-        self.days.contains(&wd) && t >= self.start && self.end.map_or(true, |e| t < e)
+        self.days.contains(&wd) && t >= self.start && self.end.is_none_or(|e| t < e)
     }
 }
 

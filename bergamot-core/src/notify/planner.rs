@@ -271,7 +271,7 @@ impl Planner {
             let alert = alerts
                 .iter()
                 .filter(|a| &a.check_id == check)
-                .find(|a| a.opened_at <= h.at && a.closed_at.map_or(true, |c| h.at <= c))
+                .find(|a| a.opened_at <= h.at && a.closed_at.is_none_or(|c| h.at <= c))
                 .map(|a| (a.id, a.opened_at));
             for e in &h.events {
                 let kind = match e {
@@ -367,7 +367,7 @@ impl Planner {
         // The alert's events, from the history (oldest first).
         let mut entries: Vec<_> = history
             .into_iter()
-            .filter(|h| h.at >= alert.opened_at && alert.closed_at.map_or(true, |c| h.at <= c))
+            .filter(|h| h.at >= alert.opened_at && alert.closed_at.is_none_or(|c| h.at <= c))
             .collect();
         entries.sort_by_key(|h| h.version);
         let fact = |h: &crate::store::HistoryEntry| EventFact {

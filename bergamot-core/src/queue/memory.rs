@@ -373,7 +373,7 @@ impl Queue for InMemoryQueue {
 
     async fn publish_update(&self, update: Update) -> Result<()> {
         // No subscriber is not an error: updates are for whoever listens now.
-        let _ = self.shared.updates.send(update);
+        self.shared.updates.send(update).ok();
         Ok(())
     }
 

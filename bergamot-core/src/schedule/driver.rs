@@ -297,7 +297,7 @@ impl Scheduler {
                         let summary = self.schedule.apply_model(&model, Instant::now());
                         tracing::info!(?summary, "scheduler applied a reload");
                         // The caller may have given up waiting; the reload stands.
-                        let _ = reply.send(summary);
+                        reply.send(summary).ok();
                     }
                     None => commands_open = false,
                 },

@@ -171,7 +171,7 @@ impl Dispatch<'_> {
 /// (Enable may turn a config-disabled one on). This is
 /// [`Check::is_scheduled`] without its `enabled` clause.
 fn schedulable(check: &Check) -> bool {
-    check.kind != CheckKind::Trap && check.engine != "passive"
+    check.kind != CheckKind::Trap && !crate::exec::engine::is_passive(&check.engine)
 }
 
 /// splitmix64's finaliser: a cheap, well-mixing bijection on `u64`.
@@ -1006,9 +1006,9 @@ impl Schedule {
         self.stats.late += late;
         if late > 0 {
             self.late_since_warn += late;
-            let quiet = self.last_warn.map_or(true, |t| {
-                now.saturating_sub(t) >= to_ms_raw(self.config.warn_every)
-            });
+            let quiet = self
+                .last_warn
+                .is_none_or(|t| now.saturating_sub(t) >= to_ms_raw(self.config.warn_every));
             if quiet {
                 tracing::warn!(
                     late = self.late_since_warn,

@@ -802,7 +802,7 @@ mod driver {
         );
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(scheduler.run(async {
-            let _ = stop_rx.await;
+            stop_rx.await.ok();
         }));
 
         // Two intervals: every check published twice, 60 s apart, on time.
@@ -880,7 +880,7 @@ mod driver {
         let (scheduler, handle) = Scheduler::new(&m, queue.clone(), SchedulerConfig::default());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(scheduler.run(async {
-            let _ = stop_rx.await;
+            stop_rx.await.ok();
         }));
         tokio::time::sleep(secs(60) - Duration::from_millis(1)).await;
         assert_eq!(handle.stats().publish_errors, 3);
@@ -917,7 +917,7 @@ mod driver {
         let (scheduler, handle) = Scheduler::new(&m, queue.clone(), SchedulerConfig::default());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(scheduler.run(async {
-            let _ = stop_rx.await;
+            stop_rx.await.ok();
         }));
         tokio::time::sleep(secs(20)).await;
         // One publish hangs for 15 s: the scheduler cannot send meanwhile.
@@ -1064,7 +1064,7 @@ mod in_memory {
         let (scheduler, handle) = Scheduler::new(&m, queue.clone(), SchedulerConfig::default());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(scheduler.run(async {
-            let _ = stop_rx.await;
+            stop_rx.await.ok();
         }));
 
         tokio::time::sleep(secs(60) - Duration::from_millis(1)).await;
@@ -1181,7 +1181,7 @@ mod in_memory {
             .with_store(store.clone() as Arc<dyn Store>);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(scheduler.run(async {
-            let _ = stop_rx.await;
+            stop_rx.await.ok();
         }));
 
         tokio::time::sleep(secs(120)).await;
@@ -1324,7 +1324,7 @@ mod partitions {
         for (id, times) in ta.iter().chain(tb.iter()) {
             assert_eq!(times.len(), 5, "{id}");
             let p = partition_of(*id, 64);
-            assert_eq!(ta.contains_key(id), p % 2 == 0);
+            assert_eq!(ta.contains_key(id), p.is_multiple_of(2));
             for w in times.windows(2) {
                 assert_eq!(w[1] - w[0], secs(60));
             }

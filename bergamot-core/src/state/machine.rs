@@ -129,6 +129,7 @@ pub fn transition(
         outcome: Outcome::Applied,
         interval_changed: next_interval != self::next_interval(state, policy),
         contribution_changed: Contribution::of(Some(state)) != Contribution::of(Some(&next)),
+        closed_alert: closed_alert(state.current_alert, &next),
         state: next,
         events,
         next_interval,
@@ -150,6 +151,7 @@ pub fn transition_in_place(
 ) -> Decision {
     let _ = now;
     let before = (Contribution::of(Some(state)), next_interval(state, policy));
+    let open_before = state.current_alert;
     let (outcome, events) = match reject(state, result) {
         Some(outcome) => (outcome, Vec::new()),
         None => (Outcome::Applied, apply_result(state, result, policy, deps)),
@@ -161,6 +163,7 @@ pub fn transition_in_place(
         next_interval: interval,
         interval_changed: interval != before.1,
         contribution_changed: Contribution::of(Some(state)) != before.0,
+        closed_alert: closed_alert(open_before, state),
     }
 }
 
@@ -515,6 +518,7 @@ fn applied(
         outcome: Outcome::Applied,
         interval_changed: next_interval != self::next_interval(before, policy),
         contribution_changed: Contribution::of(Some(before)) != Contribution::of(Some(&next)),
+        closed_alert: closed_alert(before.current_alert, &next),
         state: next,
         events,
         next_interval,
@@ -530,7 +534,15 @@ fn unchanged(state: &CheckState, outcome: Outcome, policy: &Policy) -> Transitio
         next_interval: next_interval(state, policy),
         interval_changed: false,
         contribution_changed: false,
+        closed_alert: None,
     }
+}
+
+/// The alert that was open before and is no longer: the one a recovery closed.
+fn closed_alert(before: Option<OpenAlert>, after: &CheckState) -> Option<Uuid> {
+    before
+        .filter(|b| after.current_alert.map(|a| a.id) != Some(b.id))
+        .map(|b| b.id)
 }
 
 #[cfg(test)]

@@ -174,6 +174,11 @@ pub struct Transition {
     /// aggregate can have changed and none needs recomputing.
     #[serde(default)]
     pub contribution_changed: bool,
+    /// The id of the alert this transition closed (with its
+    /// [`Event::Recovery`]), so that the recovery can name it without
+    /// reading the alert records back.
+    #[serde(default)]
+    pub closed_alert: Option<Uuid>,
 }
 
 impl Transition {
@@ -200,6 +205,9 @@ pub struct Decision {
     /// As [`Transition::contribution_changed`].
     #[serde(default)]
     pub contribution_changed: bool,
+    /// As [`Transition::closed_alert`].
+    #[serde(default)]
+    pub closed_alert: Option<Uuid>,
 }
 
 impl Decision {

@@ -505,7 +505,7 @@ impl Store for InMemoryStore {
         let downtimes = self.downtimes.lock();
         let mut v: Vec<Downtime> = downtimes
             .values()
-            .filter(|d| check.map_or(true, |c| d.check_id == c) && d.ends_at > now)
+            .filter(|d| check.is_none_or(|c| d.check_id == c) && d.ends_at > now)
             .cloned()
             .collect();
         v.sort_by_key(|d| (d.starts_at, d.id));
@@ -532,6 +532,7 @@ impl Store for InMemoryStore {
                         next_interval: state::next_interval(s, p),
                         interval_changed: false,
                         contribution_changed: false,
+                        closed_alert: None,
                     }
                 } else {
                     state::set_downtime(s, on, p, now)
@@ -555,7 +556,7 @@ impl Store for InMemoryStore {
         let e = inner.entries[ci].lock();
         Ok(e.history
             .iter()
-            .filter(|h| page.before_version.map_or(true, |b| h.version < b))
+            .filter(|h| page.before_version.is_none_or(|b| h.version < b))
             .take(page.limit)
             .cloned()
             .collect())
@@ -589,7 +590,7 @@ impl Store for InMemoryStore {
                 e.lock()
                     .alerts
                     .iter()
-                    .filter(|r| r.closed_at.map_or(true, |c| c >= closed_since))
+                    .filter(|r| r.closed_at.is_none_or(|c| c >= closed_since))
                     .cloned()
                     .collect::<Vec<_>>()
             })

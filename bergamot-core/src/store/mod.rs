@@ -22,7 +22,7 @@
 
 mod memory;
 
-pub use memory::InMemoryStore;
+pub use memory::{InMemoryStore, DEFAULT_HISTORY_CAP};
 
 use crate::aggregate::{GroupState, LocationState};
 use crate::error::Result;
@@ -148,11 +148,11 @@ impl StateFilter {
     pub fn matches(&self, s: &CheckState) -> bool {
         self.statuses
             .as_ref()
-            .map_or(true, |st| st.contains(&s.status))
+            .is_none_or(|st| st.contains(&s.status))
             && self
                 .acknowledged
-                .map_or(true, |a| a == (s.acknowledged != Ack::None))
-            && self.in_downtime.map_or(true, |d| d == s.in_downtime)
+                .is_none_or(|a| a == (s.acknowledged != Ack::None))
+            && self.in_downtime.is_none_or(|d| d == s.in_downtime)
     }
 
     /// Whether the filter lets every state through.
@@ -285,7 +285,7 @@ pub trait Store: Send + Sync + 'static {
             .alerts(None, usize::MAX)
             .await?
             .into_iter()
-            .filter(|r| r.closed_at.map_or(true, |c| c >= closed_since))
+            .filter(|r| r.closed_at.is_none_or(|c| c >= closed_since))
             .collect();
         v.sort_by_key(|r| (r.opened_at, r.id));
         Ok(v)

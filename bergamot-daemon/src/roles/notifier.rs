@@ -172,7 +172,7 @@ impl NotifyShared {
 fn stopped(rx: &tokio::sync::watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
     let mut rx = rx.clone();
     async move {
-        let _ = rx.wait_for(|s| *s).await;
+        rx.wait_for(|s| *s).await.ok();
     }
 }
 

@@ -4,9 +4,9 @@
 mod search;
 
 use super::auth::{Principal, Role};
-use super::{publish_transition, ApiError, IntoResponseInner, WebContext};
+use super::{ApiError, IntoResponseInner, WebContext};
 use bergamot_core::model::{Check, CheckId, CheckResult, GroupId, Perfdata, ResultId, Status};
-use bergamot_core::queue::ExecuteCheck;
+use bergamot_core::queue::SchedulerControl;
 use bergamot_core::state::{Ack, CheckState, Outcome, Transition};
 use bergamot_core::store::{Downtime, HistoryPage};
 use chrono::{DateTime, Utc};
@@ -15,7 +15,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 use uuid::Uuid;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
@@ -209,7 +208,7 @@ async fn apply_action(
             t.state.status
         )));
     }
-    publish_transition(ctx.store.as_ref(), ctx.queue.as_ref(), check, &t).await?;
+    ctx.publish_transition(check, &t).await?;
     Ok(json(
         status,
         &ActionResponse {
@@ -511,8 +510,12 @@ async fn get_history(ctx: Arc<WebContext>, c: Creds, id: String) -> Result<Resp,
     ))
 }
 
-/// Publishes an execute-now for a check (shared with the websocket).
-pub(crate) async fn execute_now(ctx: &WebContext, check: &Check) -> Result<Uuid, ApiError> {
+/// Asks the schedulers to run a check now (shared with the websocket):
+/// a [`SchedulerControl::ExecuteNow`], so that the scheduler owning the
+/// check sends the execute as it sends every other (its TTL, its merging of
+/// requests for a check already queued). Passive and disabled checks are
+/// refused here.
+pub(crate) async fn execute_now(ctx: &WebContext, check: &Check) -> Result<(), ApiError> {
     if !check.is_scheduled() {
         return Err(ApiError::bad_request(
             "id",
@@ -522,33 +525,20 @@ pub(crate) async fn execute_now(ctx: &WebContext, check: &Check) -> Result<Uuid,
             ),
         ));
     }
-    let id = Uuid::new_v4();
-    let site = ctx.index().model.site.clone();
     ctx.queue
-        .publish_execute(ExecuteCheck {
-            id,
-            check_id: check.id,
-            site,
-            pool: check.pool.clone(),
-            engine: check.engine.clone(),
-            params: check.params.clone(),
-            timeout: check.policy.timeout,
-            ttl: Duration::from_secs(30),
-            scheduled_at: Utc::now(),
-            execute_now: true,
-        })
+        .publish_control(SchedulerControl::ExecuteNow { check_id: check.id })
         .await?;
-    Ok(id)
+    Ok(())
 }
 
 async fn post_execute(ctx: Arc<WebContext>, c: Creds, id: String) -> Result<Resp, ApiError> {
     let p = c.principal(&ctx, Role::Operator).await?;
     let check = parse_check_id(&ctx, &id)?;
-    let exec = execute_now(&ctx, &check).await?;
+    execute_now(&ctx, &check).await?;
     tracing::info!(check = %check.display_name(), by = %p.name, "execute now");
     Ok(json(
         StatusCode::ACCEPTED,
-        &serde_json::json!({ "execute_id": exec, "check_id": check.id }),
+        &serde_json::json!({ "check_id": check.id }),
     ))
 }
 
@@ -658,7 +648,7 @@ async fn post_downtime(
     tracing::info!(check = %check.display_name(), by = %p.name, %starts_at, %ends_at, "downtime scheduled");
     let state = match t {
         Some(t) => {
-            publish_transition(ctx.store.as_ref(), ctx.queue.as_ref(), check.id, &t).await?;
+            ctx.publish_transition(check.id, &t).await?;
             t.state
         }
         None => ctx.store.state(check.id).await?,
@@ -696,7 +686,7 @@ async fn delete_downtime(ctx: Arc<WebContext>, c: Creds, id: String) -> Result<R
     let t = ctx.store.cancel_downtime(dt, now).await?;
     tracing::info!(downtime = %dt, by = %p.name, "downtime cancelled");
     if let Some((check, t)) = &t {
-        publish_transition(ctx.store.as_ref(), ctx.queue.as_ref(), *check, t).await?;
+        ctx.publish_transition(*check, t).await?;
     }
     Ok(json(
         StatusCode::OK,

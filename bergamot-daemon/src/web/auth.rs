@@ -169,7 +169,7 @@ fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        let _ = write!(s, "{b:02x}");
+        write!(s, "{b:02x}").ok();
     }
     s
 }

@@ -32,17 +32,17 @@ impl Histogram {
     }
 
     fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} histogram");
+        writeln!(out, "# HELP {name} {help}").ok();
+        writeln!(out, "# TYPE {name} histogram").ok();
         for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
             let v = self.buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {v}");
+            writeln!(out, "{name}_bucket{{le=\"{le}\"}} {v}").ok();
         }
         let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}").ok();
         let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum {sum}");
-        let _ = writeln!(out, "{name}_count {count}");
+        writeln!(out, "{name}_sum {sum}").ok();
+        writeln!(out, "{name}_count {count}").ok();
     }
 }
 
@@ -121,14 +121,14 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         let counter = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} counter");
-            let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
+            writeln!(out, "# HELP {name} {help}").ok();
+            writeln!(out, "# TYPE {name} counter").ok();
+            writeln!(out, "{name} {}", v.load(Ordering::Relaxed)).ok();
         };
         let gauge = |out: &mut String, name: &str, help: &str, v: f64| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} gauge");
-            let _ = writeln!(out, "{name} {v}");
+            writeln!(out, "# HELP {name} {help}").ok();
+            writeln!(out, "# TYPE {name} gauge").ok();
+            writeln!(out, "{name} {v}").ok();
         };
         counter(
             &mut out,
@@ -264,19 +264,20 @@ impl Metrics {
             &self.webhook_echo_received,
         );
         let notifier = self.notifier.read().clone();
-        let _ = writeln!(
+        writeln!(
             out,
             "# HELP bergamot_notifications_total Notification send attempts by channel and outcome (sent, retried, failed, cancelled)."
-        );
-        let _ = writeln!(out, "# TYPE bergamot_notifications_total counter");
+        ).ok();
+        writeln!(out, "# TYPE bergamot_notifications_total counter").ok();
         if let Some(d) = notifier.and_then(|n| n.dispatcher()) {
             for (channel, outcome, n) in d.counters() {
                 let channel = channel.replace('\\', "\\\\").replace('"', "\\\"");
-                let _ = writeln!(
+                writeln!(
                     out,
                     "bergamot_notifications_total{{channel=\"{channel}\",outcome=\"{}\"}} {n}",
                     outcome.as_str()
-                );
+                )
+                .ok();
             }
         }
         out

@@ -19,10 +19,10 @@ pub use index::ModelIndex;
 use async_trait::async_trait;
 use bergamot_core::model::CheckId;
 use bergamot_core::model::Model;
-use bergamot_core::queue::{GroupUpdate, LocationUpdate, Queue, Update};
+use bergamot_core::processor::Processor;
+use bergamot_core::queue::Queue;
 use bergamot_core::state::Transition;
 use bergamot_core::store::{Store, SyncReport};
-use chrono::Utc;
 use metrics::Metrics;
 use parking_lot::RwLock;
 use serde::Serialize;
@@ -165,6 +165,9 @@ pub struct WebContext {
     reloader: RwLock<Option<Arc<dyn Reloader>>>,
     result_limits: RwLock<bergamot_core::model::ResultLimits>,
     notify: RwLock<Option<Arc<crate::roles::notifier::NotifyShared>>>,
+    /// Publishes what operator actions change: the processor's path,
+    /// without its memory of published aggregates.
+    publisher: Processor,
 }
 
 impl WebContext {
@@ -178,7 +181,9 @@ impl WebContext {
         let model = store.model().await?;
         let index = Arc::new(RwLock::new(Arc::new(ModelIndex::new(model))));
         let hub = ws::Hub::new(index.clone(), metrics.clone());
+        let publisher = Processor::new(store.clone(), queue.clone()).without_memory();
         Ok(Arc::new(WebContext {
+            publisher,
             store,
             queue,
             auth: auth::Auth::new(auth),
@@ -237,6 +242,18 @@ impl WebContext {
         tracing::info!(websockets_closed = closed, "web authentication reloaded");
     }
 
+    /// Publishes what a state change from an operator action means, as the
+    /// processor publishes a result's ([`Processor::publish_transition`]):
+    /// the check update, alert events, and, when the check's contribution
+    /// to aggregates changed, the aggregates of its groups and locations.
+    pub async fn publish_transition(
+        &self,
+        check: CheckId,
+        transition: &Transition,
+    ) -> bergamot_core::Result<()> {
+        self.publisher.publish_transition(check, transition).await
+    }
+
     /// Replaces the model index.
     pub fn set_model(&self, model: Model) {
         // Through the hub, which shares the index: it also forgets the
@@ -254,50 +271,6 @@ impl WebContext {
         let hub = self.hub.clone();
         Ok(tokio::spawn(hub.run(updates, shutdown)))
     }
-}
-
-/// Publishes what a state change (from an operator action) means: the check
-/// update, alert events, and, when the check's contribution to aggregates
-/// changed, the new aggregates of its groups and locations.
-pub async fn publish_transition(
-    store: &dyn Store,
-    queue: &dyn Queue,
-    check_id: CheckId,
-    transition: &Transition,
-) -> bergamot_core::Result<()> {
-    if !transition.is_applied() {
-        return Ok(());
-    }
-    let now = Utc::now();
-    for u in bergamot_core::processor::transition_updates(store, check_id, transition, now).await? {
-        queue.publish_update(u).await?;
-    }
-    // The groups and locations only change with the check's contribution
-    // (effective status, ignore flags): e.g. not on a sticky/normal switch.
-    if !transition.contribution_changed {
-        return Ok(());
-    }
-    let groups = store.ancestor_groups(check_id).await?;
-    for g in store.group_states_of(&groups).await? {
-        queue
-            .publish_update(Update::Group(GroupUpdate {
-                group_id: g.id,
-                aggregate: g.aggregate,
-                at: now,
-            }))
-            .await?;
-    }
-    let locations = store.ancestor_locations(check_id).await?;
-    for l in store.location_states_of(&locations).await? {
-        queue
-            .publish_update(Update::Location(LocationUpdate {
-                location_id: l.id,
-                aggregate: l.aggregate,
-                at: now,
-            }))
-            .await?;
-    }
-    Ok(())
 }
 
 const INDEX_HTML: &str = include_str!("assets/index.html");

@@ -114,7 +114,7 @@ pub fn serve(
                 tracing::debug!(%peer, "connection refused: max_connections_per_address reached");
                 continue;
             };
-            let _ = stream.set_nodelay(true);
+            stream.set_nodelay(true).ok();
             let svc = service.clone();
             let request_timeout = limits.request_timeout;
             let handler = hyper014::service::service_fn(move |mut req| {
@@ -153,11 +153,13 @@ pub fn serve(
             });
         }
         drop(listener);
-        let _ = stop_tx.send(true);
+        stop_tx.send(true).ok();
         // Wait for the open connections (bounded: a stuck one is dropped).
         let wait = limits.request_timeout + limits.header_read_timeout;
         let all = u32::try_from(total).unwrap_or(u32::MAX);
-        let _ = tokio::time::timeout(wait, permits.acquire_many(all)).await;
+        tokio::time::timeout(wait, permits.acquire_many(all))
+            .await
+            .ok();
     };
     Ok((bound, fut))
 }

@@ -469,7 +469,7 @@ impl Hub {
 
     /// Disconnects every client.
     pub fn close_all(&self) {
-        let _ = self.shutdown.send(true);
+        self.shutdown.send(true).ok();
     }
 
     fn register(&self, principal: Principal) -> (u64, Arc<Client>) {
@@ -517,7 +517,7 @@ fn encode(update: &Update, seq: u64) -> Option<Arc<str>> {
     // with the closing brace of a non-empty object.
     if text.len() > 2 && text.ends_with('}') {
         text.pop();
-        let _ = write!(text, ",\"seq\":{seq}}}");
+        write!(text, ",\"seq\":{seq}}}").ok();
     }
     Some(Arc::from(text))
 }
@@ -695,18 +695,18 @@ async fn session(ctx: Arc<WebContext>, principal: Principal, socket: WebSocket) 
                 _ = writer_shutdown.changed() => break,
             }
             if writer_client.revoked.load(Ordering::Relaxed) {
-                let _ = sink
-                    .send(Message::close_with(1008u16, "credentials revoked"))
-                    .await;
+                sink.send(Message::close_with(1008u16, "credentials revoked"))
+                    .await
+                    .ok();
                 break;
             }
             if writer_client.dropped.load(Ordering::Relaxed) {
-                let _ = sink
-                    .send(Message::close_with(
-                        1008u16,
-                        "too slow: update queue overflowed",
-                    ))
-                    .await;
+                sink.send(Message::close_with(
+                    1008u16,
+                    "too slow: update queue overflowed",
+                ))
+                .await
+                .ok();
                 break;
             }
             // Let the tasks that are ready run first (on an idle server
@@ -735,7 +735,7 @@ async fn session(ctx: Arc<WebContext>, principal: Principal, socket: WebSocket) 
                 metrics.ws_messages_sent.fetch_add(n, Ordering::Relaxed);
             }
         }
-        let _ = sink.close().await;
+        sink.close().await.ok();
     };
     let reader_ctx = ctx.clone();
     let reader_client = client.clone();

@@ -49,15 +49,15 @@ pub struct Node {
 impl Node {
     /// `kill -9`, and reap it.
     pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.kill().ok();
+        self.child.wait().ok();
     }
 
     /// SIGTERM, then wait up to `within` for a clean exit (SIGKILL after).
     /// Returns the exit status when it stopped by itself.
     pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).ok();
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -294,7 +294,7 @@ impl Drop for Cluster {
         );
         // Clean up from a plain thread with its own runtime (Drop may run
         // inside a runtime, or during a panic).
-        let _ = std::thread::spawn(move || {
+        std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -307,13 +307,14 @@ impl Drop for Cluster {
                         tokio_postgres::connect(&pg, tokio_postgres::NoTls).await
                     {
                         let h = tokio::spawn(conn);
-                        let _ = client
+                        client
                             .batch_execute(&format!(
                                 "SET lock_timeout = '20s'; DROP SCHEMA IF EXISTS {schema} CASCADE"
                             ))
-                            .await;
+                            .await
+                            .ok();
                         drop(client);
-                        let _ = h.await;
+                        h.await.ok();
                     }
                     if let Ok(q) = AmqpQueue::connect(
                         AmqpConfig::new(amqp)
@@ -329,14 +330,17 @@ impl Drop for Cluster {
                         if let Ok(stream) = q.consume_executes("default", &engines).await {
                             drop(stream);
                         }
-                        let _ = q.delete_topology().await;
-                        let _ = q.close().await;
+                        q.delete_topology().await.ok();
+                        q.close().await.ok();
                     }
                 };
-                let _ = tokio::time::timeout(Duration::from_secs(30), cleanup).await;
+                tokio::time::timeout(Duration::from_secs(30), cleanup)
+                    .await
+                    .ok();
             });
         })
-        .join();
+        .join()
+        .ok();
     }
 }
 

@@ -146,7 +146,7 @@ pub async fn daemon() -> Daemon {
         bergamot_core::exec::Executors::standard(),
         options,
         async move {
-            let _ = rx.await;
+            rx.await.ok();
         },
     )
     .await

@@ -73,7 +73,7 @@ impl Smtp {
             .flatten()
         {
             let p = e.path();
-            if p.extension().map_or(true, |x| x != "json") {
+            if p.extension().is_none_or(|x| x != "json") {
                 continue;
             }
             let v: serde_json::Value =

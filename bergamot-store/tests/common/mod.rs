@@ -56,7 +56,7 @@ pub async fn raw_client(schema: Option<&str>) -> tokio_postgres::Client {
         .await
         .expect("connect to the test server");
     tokio::spawn(async move {
-        let _ = conn.await;
+        conn.await.ok();
     });
     client
 }
@@ -66,7 +66,7 @@ pub fn drop_schema_blocking(schema: String) {
     let Some(url) = std::env::var("BERGAMOT_TEST_POSTGRES_URL").ok() else {
         return;
     };
-    let _ = std::thread::spawn(move || {
+    std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -74,17 +74,19 @@ pub fn drop_schema_blocking(schema: String) {
         rt.block_on(async move {
             if let Ok((client, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    conn.await.ok();
                 });
-                let _ = client
+                client
                     .batch_execute(&format!(
                         "SET lock_timeout = '20s'; DROP SCHEMA IF EXISTS {schema} CASCADE"
                     ))
-                    .await;
+                    .await
+                    .ok();
             }
         });
     })
-    .join();
+    .join()
+    .ok();
 }
 
 /// A [`PostgresStore`] in its own schema, dropped with the store.

@@ -55,7 +55,7 @@ impl CommandChannel {
         let argv = s.string_list("command");
         match &argv {
             None if !present => s.problem("command", "is required (a list: program and arguments)"),
-            Some(a) if a.first().map_or(true, |p| p.trim().is_empty()) => {
+            Some(a) if a.first().is_none_or(|p| p.trim().is_empty()) => {
                 s.problem("command", "must name a program first")
             }
             _ => {}
@@ -211,8 +211,8 @@ impl Notifier for CommandChannel {
             let write = async {
                 if let Some(mut stdin) = stdin {
                     // A program that does not read its stdin is fine.
-                    let _ = stdin.write_all(payload.as_bytes()).await;
-                    let _ = stdin.shutdown().await;
+                    stdin.write_all(payload.as_bytes()).await.ok();
+                    stdin.shutdown().await.ok();
                 }
             };
             let (_, err, status) =
@@ -223,10 +223,12 @@ impl Notifier for CommandChannel {
             Ok(done) => done,
             Err(_) => {
                 if let Some(pgid) = pgid {
-                    let _ = killpg(pgid, Signal::SIGKILL);
+                    killpg(pgid, Signal::SIGKILL).ok();
                 }
-                let _ = child.start_kill();
-                let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+                child.start_kill().ok();
+                tokio::time::timeout(Duration::from_secs(5), child.wait())
+                    .await
+                    .ok();
                 return Err(SendError::transient(format!(
                     "command channel {}: {program} timed out after {}s and was killed",
                     self.name,

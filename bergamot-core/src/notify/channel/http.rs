@@ -167,7 +167,7 @@ impl Poster {
         let tcp = TcpStream::connect((t.host.as_str(), t.port))
             .await
             .map_err(|e| format!("cannot connect to {}:{}: {e}", t.host, t.port))?;
-        let _ = tcp.set_nodelay(true);
+        tcp.set_nodelay(true).ok();
         if t.https {
             self.exchange_tls(tcp, t, headers, body).await
         } else {
@@ -218,7 +218,7 @@ where
         .await
         .map_err(|e| format!("HTTP handshake failed: {e}"))?;
     let _driver = AbortOnDrop(tokio::spawn(async move {
-        let _ = conn.await;
+        conn.await.ok();
     }));
     let mut request = Request::builder()
         .method(hyper::Method::POST)

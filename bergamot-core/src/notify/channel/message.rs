@@ -59,39 +59,42 @@ pub(crate) fn default_subject(n: &Notification) -> String {
 pub(crate) fn text_body(n: &Notification) -> String {
     use std::fmt::Write as _;
     let mut b = String::new();
-    let _ = writeln!(
+    writeln!(
         b,
         "{} is {} ({}).",
         n.check,
         n.status.as_str(),
         kind_words(n.kind)
-    );
-    let _ = writeln!(b);
-    let _ = writeln!(b, "Check:      {}", n.check);
-    let _ = writeln!(b, "Host:       {}", n.host);
-    let _ = writeln!(b, "Status:     {}", n.status.as_str());
-    let _ = writeln!(b, "Output:     {}", n.output);
-    let _ = writeln!(
+    )
+    .ok();
+    writeln!(b).ok();
+    writeln!(b, "Check:      {}", n.check).ok();
+    writeln!(b, "Host:       {}", n.host).ok();
+    writeln!(b, "Status:     {}", n.status.as_str()).ok();
+    writeln!(b, "Output:     {}", n.output).ok();
+    writeln!(
         b,
         "Event:      {} at {}",
         kind_words(n.kind),
         n.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-    );
+    )
+    .ok();
     if let Some(id) = n.alert_id {
-        let _ = writeln!(b, "Alert:      {id}");
+        writeln!(b, "Alert:      {id}").ok();
     }
     if let Some(t) = n.alert_opened_at {
-        let _ = writeln!(
+        writeln!(
             b,
             "Opened:     {}",
             t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        );
+        )
+        .ok();
     }
     if n.escalation > 0 {
-        let _ = writeln!(b, "Escalation: step {}", n.escalation);
+        writeln!(b, "Escalation: step {}", n.escalation).ok();
     }
     if n.sequence > 0 {
-        let _ = writeln!(b, "Repeat:     {}", n.sequence);
+        writeln!(b, "Repeat:     {}", n.sequence).ok();
     }
     if let Some(a) = &n.author {
         let by = match n.kind {
@@ -99,17 +102,18 @@ pub(crate) fn text_body(n: &Notification) -> String {
             NotificationKind::Test => "Asked by",
             _ => "By",
         };
-        let _ = writeln!(b, "{by:<11} {a}");
+        writeln!(b, "{by:<11} {a}").ok();
     }
     if let Some(c) = &n.comment {
-        let _ = writeln!(b, "Comment:    {c}");
+        writeln!(b, "Comment:    {c}").ok();
     }
-    let _ = writeln!(b);
-    let _ = writeln!(
+    writeln!(b).ok();
+    writeln!(
         b,
         "Sent to {} through channel {} (notification {}).",
         n.recipient.name, n.channel, n.id
-    );
+    )
+    .ok();
     b
 }
 

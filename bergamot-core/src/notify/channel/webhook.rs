@@ -106,7 +106,7 @@ pub(crate) fn signature(secret: &[u8], body: &[u8]) -> String {
     mac.update(body);
     let mut out = String::from("sha256=");
     for b in mac.finalize().into_bytes() {
-        let _ = write!(out, "{b:02x}");
+        write!(out, "{b:02x}").ok();
     }
     out
 }

@@ -883,3 +883,41 @@ fn encompassed_check_never_realerts() {
         assert!(t.events.is_empty(), "{status:?}: {:?}", t.events);
     }
 }
+
+/// A recovery names the alert it closed (by a result, by leaving a
+/// downtime, in place); no other transition names one.
+#[test]
+fn a_recovery_carries_the_closed_alert() {
+    // Never flapping: the flips here must not hold anything back.
+    let mut sim = Sim::new(Policy {
+        flap_high: 101.0,
+        flap_low: 100.0,
+        ..policy(1, 1)
+    });
+    sim.hard_failing(Critical);
+    let open = sim.state.current_alert.expect("alert open").id;
+    let t = sim.result(Critical);
+    assert_eq!(t.closed_alert, None, "still failing");
+    let t = sim.result(OkS);
+    assert_eq!(t.events, vec![Event::Recovery]);
+    assert_eq!(t.closed_alert, Some(open));
+    assert_eq!(sim.result(OkS).closed_alert, None, "closed only once");
+
+    // Recovered during a downtime: the recovery (and the id) comes when it ends.
+    sim.hard_failing(Warning);
+    let open = sim.state.current_alert.expect("alert open").id;
+    assert_eq!(sim.downtime(true).closed_alert, None);
+    assert_eq!(sim.result(OkS).closed_alert, None, "held back");
+    let t = sim.downtime(false);
+    assert_eq!(t.events, vec![Event::Recovery]);
+    assert_eq!(t.closed_alert, Some(open));
+
+    // transition_in_place decides the same.
+    sim.hard_failing(Critical);
+    let open = sim.state.current_alert.expect("alert open").id;
+    let at = sim.now();
+    let r = CheckResult::new(CheckId::random(), OkS, "ok", at);
+    let d = transition_in_place(&mut sim.state, &r, &sim.policy, &[], at);
+    assert_eq!(d.events, vec![Event::Recovery]);
+    assert_eq!(d.closed_alert, Some(open));
+}
