@@ -237,7 +237,10 @@ async fn result_pools_fail_over_with_batches_without_loss() {
     a.close().await.unwrap();
 
     let mut applied_b = HashSet::new();
-    while !all.iter().all(|id| applied_a.contains(id) || applied_b.contains(id)) {
+    while !all
+        .iter()
+        .all(|id| applied_a.contains(id) || applied_b.contains(id))
+    {
         let d = within("a result on B", b_stream.next())
             .await
             .unwrap()
