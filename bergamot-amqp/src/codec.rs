@@ -106,21 +106,26 @@ pub(crate) fn split(body: &[u8], v2: bool) -> Vec<Split> {
     }
 }
 
-/// The v1 bytes of items `indices` of a delivery body (all of a v1 body).
-/// Only for items taken out of a batch, so the body is parsed again.
+/// The v1 bytes of items `indices` of a delivery body (the body itself for
+/// a v1 body), one per index. Only for items taken out of a batch, so the
+/// body is parsed again (the JSON is the same, its keys may be reordered).
 pub(crate) fn item_bytes(body: &[u8], v2: bool, indices: &[usize]) -> Vec<Vec<u8>> {
-    if !v2 {
-        return vec![body.to_vec()];
-    }
-    match serde_json::from_slice::<Envelope<serde_json::Value>>(body) {
-        Ok(e) => indices
-            .iter()
-            .filter_map(|&i| e.items.get(i))
-            .map(|v| serde_json::to_vec(v).unwrap_or_default())
-            .collect(),
-        // It was read once, so this does not happen; keep the whole body.
-        Err(_) => vec![body.to_vec()],
-    }
+    let items = if v2 {
+        serde_json::from_slice::<Envelope<serde_json::Value>>(body)
+            .map(|e| e.items)
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    indices
+        .iter()
+        .map(|&i| match items.get(i) {
+            Some(v) => serde_json::to_vec(v).unwrap_or_else(|_| body.to_vec()),
+            // A v1 body (or, which cannot happen, an envelope that no longer
+            // reads): the whole body.
+            None => body.to_vec(),
+        })
+        .collect()
 }
 
 /// The poisoned copy of an undecodable message, with the reason as a header.

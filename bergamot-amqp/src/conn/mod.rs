@@ -553,14 +553,14 @@ impl Worker {
     /// Each item of a batch expires on its own: its copy goes alone.
     fn expire_due(&mut self, live: &mut Live) -> Result<bool, Exit> {
         let now = Instant::now();
-        let mut worked = false;
+        // (consumer, tag) -> items due, so a batch is parsed once.
+        let mut due: BTreeMap<(u64, u64), Vec<usize>> = BTreeMap::new();
         while let Some(entry) = live.expiry.first_entry() {
             if entry.key().0 > now {
                 break;
             }
             let ((_, cid, tag, item), claim) = entry.remove_entry();
             live.expiry_index.remove(&(cid, tag, item));
-            worked = true;
             let Some(h) = live.active.get_mut(&cid).and_then(|a| a.held.get_mut(&tag)) else {
                 continue; // Its channel closed: the broker has it back.
             };
@@ -568,17 +568,26 @@ impl Worker {
                 continue; // Taken (or already settled) by the worker.
             }
             h.items[item] = ItemState::Copying;
-            let body = item_body(h, item);
-            let copy = codec::dead_copy(self.names.dead_check(), body, "expired");
-            self.publish(
-                live,
-                copy,
-                Pending::Copy {
-                    consumer: cid,
-                    tag,
-                    item,
-                },
-            )?;
+            due.entry((cid, tag)).or_default().push(item);
+        }
+        let worked = !due.is_empty();
+        for ((cid, tag), items) in due {
+            let Some(h) = live.active.get(&cid).and_then(|a| a.held.get(&tag)) else {
+                continue;
+            };
+            let bodies = codec::item_bytes(&h.delivery.body, h.v2, &items);
+            for (item, body) in items.into_iter().zip(bodies) {
+                let copy = codec::dead_copy(self.names.dead_check(), body, "expired");
+                self.publish(
+                    live,
+                    copy,
+                    Pending::Copy {
+                        consumer: cid,
+                        tag,
+                        item,
+                    },
+                )?;
+            }
         }
         Ok(worked)
     }
