@@ -28,20 +28,20 @@ fn result_in_pool(q: &AmqpQueue, pool: u16) -> CheckResult {
 /// items decoded).
 fn drain_raw(ch: &Channel, queue: &str) -> Vec<(Option<String>, Vec<Message>)> {
     let mut out = Vec::new();
-    while let Some(g) = ch.basic_get(queue, true).unwrap() {
+    while let Some(g) = ch.basic_get(queue, true).expect("basic.get") {
         let ct = g.delivery.properties.content_type().clone();
         let body = &g.delivery.body;
         let items = if ct.as_deref() == Some(CONTENT_TYPE_V2) {
-            let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+            let v: serde_json::Value = serde_json::from_slice(body).expect("a JSON envelope");
             assert_eq!(v["v"], 2, "{v}");
             v["items"]
                 .as_array()
-                .unwrap()
+                .expect("items")
                 .iter()
-                .map(|i| serde_json::from_value(i.clone()).unwrap())
+                .map(|i| serde_json::from_value(i.clone()).expect("an item"))
                 .collect()
         } else {
-            vec![Message::decode(body).unwrap()]
+            vec![Message::decode(body).expect("a v1 message")]
         };
         out.push((ct, items));
     }
@@ -55,7 +55,7 @@ async fn wait_count(ch: &Channel, queue: &str, n: u32) {
         loop {
             let count = ch
                 .queue_declare_passive(queue)
-                .unwrap()
+                .expect("the queue")
                 .declared_message_count();
             if count == Some(n) {
                 return;

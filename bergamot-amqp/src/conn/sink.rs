@@ -53,7 +53,7 @@ pub(crate) trait Item: Sized + Send + 'static {
     const EXPECTED: &'static str;
     /// The item, or the message back when it is of another type. `headers`
     /// are the AMQP message's (a dead check's reason is in them).
-    fn from_message(m: Message, headers: Option<&FieldTable>) -> Result<Self, Message>;
+    fn from_message(m: Message, headers: Option<&FieldTable>) -> Result<Self, Box<Message>>;
     /// When the connection thread must take the item back if the caller has
     /// not taken it from the stream (executes: `scheduled_at + ttl`).
     fn deadline(&self) -> Option<Instant> {
@@ -63,10 +63,10 @@ pub(crate) trait Item: Sized + Send + 'static {
 
 impl Item for ExecuteCheck {
     const EXPECTED: &'static str = "execute_check";
-    fn from_message(m: Message, _: Option<&FieldTable>) -> Result<Self, Message> {
+    fn from_message(m: Message, _: Option<&FieldTable>) -> Result<Self, Box<Message>> {
         match m {
             Message::ExecuteCheck(e) => Ok(e),
-            other => Err(other),
+            other => Err(Box::new(other)),
         }
     }
     fn deadline(&self) -> Option<Instant> {
@@ -80,7 +80,7 @@ impl Item for ExecuteCheck {
 
 impl Item for DeadCheck {
     const EXPECTED: &'static str = "execute_check";
-    fn from_message(m: Message, headers: Option<&FieldTable>) -> Result<Self, Message> {
+    fn from_message(m: Message, headers: Option<&FieldTable>) -> Result<Self, Box<Message>> {
         match m {
             Message::ExecuteCheck(execute) => Ok(DeadCheck {
                 execute,
@@ -88,27 +88,27 @@ impl Item for DeadCheck {
                 at: Utc::now(),
             }),
             Message::DeadCheck(d) => Ok(d),
-            other => Err(other),
+            other => Err(Box::new(other)),
         }
     }
 }
 
 impl Item for CheckResult {
     const EXPECTED: &'static str = "check_result";
-    fn from_message(m: Message, _: Option<&FieldTable>) -> Result<Self, Message> {
+    fn from_message(m: Message, _: Option<&FieldTable>) -> Result<Self, Box<Message>> {
         match m {
             Message::CheckResult(r) => Ok(r),
-            other => Err(other),
+            other => Err(Box::new(other)),
         }
     }
 }
 
 impl Item for SchedulerControl {
     const EXPECTED: &'static str = "scheduler_control";
-    fn from_message(m: Message, _: Option<&FieldTable>) -> Result<Self, Message> {
+    fn from_message(m: Message, _: Option<&FieldTable>) -> Result<Self, Box<Message>> {
         match m {
             Message::SchedulerControl(c) => Ok(c),
-            other => Err(other),
+            other => Err(Box::new(other)),
         }
     }
 }
@@ -122,7 +122,10 @@ pub(crate) enum Handed {
         deadline: Option<Instant>,
     },
     /// Not this stream's type: poison it with the reason.
-    Wrong { reason: String, message: Message },
+    Wrong {
+        reason: String,
+        message: Box<Message>,
+    },
     /// The stream is gone.
     Closed,
 }
@@ -223,7 +226,7 @@ impl Sink for Updates {
             },
             other => Handed::Wrong {
                 reason: format!("expected update, got {}", crate::codec::type_name(&other)),
-                message: other,
+                message: Box::new(other),
             },
         }
     }
