@@ -8,11 +8,10 @@ use bergamot_amqp::{AmqpQueue, CONTENT_TYPE_V1, CONTENT_TYPE_V2, POISON_REASON_H
 use bergamot_core::model::{CheckId, CheckResult, Status};
 use bergamot_core::queue::{ExecuteCheck, Message, Queue};
 use chrono::Utc;
-use common::{amqp_url, config, connect, within};
+use common::{amqp_url, config, connect, execute, within};
 use futures::StreamExt;
 use std::collections::HashSet;
 use std::time::Duration;
-use uuid::Uuid;
 
 /// A result of a check in result pool `pool` (of `pools`).
 fn result_in_pool(q: &AmqpQueue, pool: u16) -> CheckResult {
@@ -245,21 +244,6 @@ async fn a_poison_item_inside_a_batch_goes_to_the_poison_queue_alone() {
     q.close().await.unwrap();
 }
 
-fn execute(ttl: Duration) -> ExecuteCheck {
-    ExecuteCheck {
-        id: Uuid::new_v4(),
-        check_id: CheckId::random(),
-        site: "site1".into(),
-        pool: "p1".into(),
-        engine: "dummy".into(),
-        params: Default::default(),
-        timeout: Duration::from_secs(10),
-        ttl,
-        scheduled_at: Utc::now(),
-        execute_now: false,
-    }
-}
-
 /// An execute message is settled per item: the items a worker gave back go
 /// out again alone (not the ones it ran), and results of a partly settled
 /// message come back whole, in their place.
@@ -274,7 +258,9 @@ async fn items_of_a_batch_are_settled_one_by_one() {
         .await
         .unwrap();
     // Three executes sent at once: one message (nothing was in flight).
-    let es: Vec<ExecuteCheck> = (0..3).map(|_| execute(Duration::from_secs(60))).collect();
+    let es: Vec<ExecuteCheck> = (0..3)
+        .map(|_| execute("p1", "dummy", Duration::from_secs(60)))
+        .collect();
     futures::future::try_join_all(es.iter().map(|e| q.publish_execute(e.clone())))
         .await
         .unwrap();
@@ -346,7 +332,7 @@ async fn executes_of_a_batch_are_dead_lettered_item_by_item() {
         .await
         .unwrap();
     let es: Vec<ExecuteCheck> = (0..3)
-        .map(|_| execute(Duration::from_millis(600)))
+        .map(|_| execute("p1", "dummy", Duration::from_millis(600)))
         .collect();
     futures::future::try_join_all(es.iter().map(|e| q.publish_execute(e.clone())))
         .await
@@ -364,7 +350,9 @@ async fn executes_of_a_batch_are_dead_lettered_item_by_item() {
     assert_eq!(expired, HashSet::from([es[1].id, es[2].id]));
     taken.ack().await.unwrap();
 
-    let mut lost: Vec<ExecuteCheck> = (0..3).map(|_| execute(Duration::from_secs(60))).collect();
+    let mut lost: Vec<ExecuteCheck> = (0..3)
+        .map(|_| execute("p1", "dummy", Duration::from_secs(60)))
+        .collect();
     for e in &mut lost {
         e.pool = "nopool".into();
     }

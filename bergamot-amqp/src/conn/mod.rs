@@ -357,51 +357,17 @@ impl Worker {
             Source::Results => (0..self.config.result_pools)
                 .map(|p| self.names.result_queue(p))
                 .collect(),
-            Source::Control => {
-                // Every scheduler node gets every control message: a private
-                // queue per consumer (acked; gone with the connection).
-                let q = ch
-                    .queue_declare(
-                        "",
-                        QueueDeclareOptions {
-                            exclusive: true,
-                            auto_delete: true,
-                            ..QueueDeclareOptions::default()
-                        },
-                    )
-                    .map_err(|e| AmqpError::broker("declaring a control queue", e))?;
-                let name = q.name().to_string();
-                ch.queue_bind(
-                    name.as_str(),
-                    self.names.scheduler_exchange(),
-                    topology::CONTROL_KEY,
-                    FieldTable::new(),
-                )
-                .map_err(|e| AmqpError::broker("binding a control queue", e))?;
-                vec![name]
-            }
+            // Every scheduler node gets every control message: a private
+            // queue per consumer (acked; gone with the connection).
+            Source::Control => vec![private_queue(
+                &ch,
+                &self.names.scheduler_exchange(),
+                topology::CONTROL_KEY,
+            )?],
             Source::Updates => {
                 // Updates are transient fan-out: a private queue, no acks.
                 no_ack = true;
-                let q = ch
-                    .queue_declare(
-                        "",
-                        QueueDeclareOptions {
-                            exclusive: true,
-                            auto_delete: true,
-                            ..QueueDeclareOptions::default()
-                        },
-                    )
-                    .map_err(|e| AmqpError::broker("declaring an update queue", e))?;
-                let name = q.name().to_string();
-                ch.queue_bind(
-                    name.as_str(),
-                    self.names.update_exchange(),
-                    "#",
-                    FieldTable::new(),
-                )
-                .map_err(|e| AmqpError::broker("binding an update queue", e))?;
-                vec![name]
+                vec![private_queue(&ch, &self.names.update_exchange(), "#")?]
             }
         };
         let mut receivers = Vec::new();
@@ -1090,6 +1056,25 @@ impl Worker {
         }
         Ok(())
     }
+}
+
+/// Declares a server-named exclusive auto-delete queue bound to `exchange`
+/// with `key`; returns its name.
+fn private_queue(ch: &Channel, exchange: &str, key: &str) -> Result<String, AmqpError> {
+    let q = ch
+        .queue_declare(
+            "",
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+        )
+        .map_err(|e| AmqpError::broker(format!("declaring a queue for {exchange}"), e))?;
+    let name = q.name().to_string();
+    ch.queue_bind(name.as_str(), exchange, key, FieldTable::new())
+        .map_err(|e| AmqpError::broker(format!("binding a queue to {exchange}"), e))?;
+    Ok(name)
 }
 
 /// The v1 bytes of one item of a held message.

@@ -61,14 +61,26 @@ pub(crate) trait Item: Sized + Send + 'static {
     }
 }
 
-impl Item for ExecuteCheck {
-    const EXPECTED: &'static str = "execute_check";
-    fn from_message(m: Message, _: Option<&FieldTable>) -> Result<Self, Box<Message>> {
-        match m {
-            Message::ExecuteCheck(e) => Ok(e),
-            other => Err(Box::new(other)),
+/// An [`Item`] that is one variant of [`Message`].
+macro_rules! variant_item {
+    ($t:ty, $variant:ident, $expected:literal $(, $deadline:item)?) => {
+        impl Item for $t {
+            const EXPECTED: &'static str = $expected;
+            fn from_message(m: Message, _: Option<&FieldTable>) -> Result<Self, Box<Message>> {
+                match m {
+                    Message::$variant(x) => Ok(x),
+                    other => Err(Box::new(other)),
+                }
+            }
+            $($deadline)?
         }
-    }
+    };
+}
+
+variant_item!(
+    ExecuteCheck,
+    ExecuteCheck,
+    "execute_check",
     fn deadline(&self) -> Option<Instant> {
         let left = (self.scheduled_at + self.ttl)
             .signed_duration_since(Utc::now())
@@ -76,8 +88,12 @@ impl Item for ExecuteCheck {
             .unwrap_or(Duration::ZERO);
         Some(Instant::now() + left)
     }
-}
+);
+variant_item!(CheckResult, CheckResult, "check_result");
+variant_item!(SchedulerControl, SchedulerControl, "scheduler_control");
 
+/// A dead check: a dead-lettered or unroutable execute (its reason from the
+/// headers), or one published as a dead check.
 impl Item for DeadCheck {
     const EXPECTED: &'static str = "execute_check";
     fn from_message(m: Message, headers: Option<&FieldTable>) -> Result<Self, Box<Message>> {
@@ -88,26 +104,6 @@ impl Item for DeadCheck {
                 at: Utc::now(),
             }),
             Message::DeadCheck(d) => Ok(d),
-            other => Err(Box::new(other)),
-        }
-    }
-}
-
-impl Item for CheckResult {
-    const EXPECTED: &'static str = "check_result";
-    fn from_message(m: Message, _: Option<&FieldTable>) -> Result<Self, Box<Message>> {
-        match m {
-            Message::CheckResult(r) => Ok(r),
-            other => Err(Box::new(other)),
-        }
-    }
-}
-
-impl Item for SchedulerControl {
-    const EXPECTED: &'static str = "scheduler_control";
-    fn from_message(m: Message, _: Option<&FieldTable>) -> Result<Self, Box<Message>> {
-        match m {
-            Message::SchedulerControl(c) => Ok(c),
             other => Err(Box::new(other)),
         }
     }
