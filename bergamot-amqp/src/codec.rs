@@ -1,14 +1,30 @@
-//! Wire format: core [`Message`] JSON bodies, AMQP properties and headers.
+//! Wire format: core [`Message`] JSON bodies (v1, one item per AMQP
+//! message) and v2 envelopes (several items per message), AMQP properties
+//! and headers.
+//!
+//! A v2 envelope is `{"v":2,"items":[<v1 message>, ...]}` with content type
+//! [`CONTENT_TYPE_V2`]: each item is exactly the v1 JSON of one message, so
+//! an item taken out of a batch (poisoned, expired, requeued) is published
+//! on its own as a v1 message without re-encoding. Consumers read both.
 
 use amiquip::{AmqpProperties, AmqpValue, FieldTable};
-use bergamot_core::queue::{DeadCheck, DeadReason, Message};
-use chrono::Utc;
+use bergamot_core::queue::{DeadReason, Message};
 use std::time::Duration;
 
 /// Header naming why a message was moved to the poison queue.
 pub const POISON_REASON_HEADER: &str = "x-bergamot-poison-reason";
 /// Header naming the queue a poisoned message came from.
 pub const POISON_QUEUE_HEADER: &str = "x-bergamot-poison-source";
+
+/// Content type of a v1 message (one item).
+pub const CONTENT_TYPE_V1: &str = "application/json";
+/// Content type of a v2 envelope (several items).
+pub const CONTENT_TYPE_V2: &str = "application/vnd.bergamot.batch+json";
+/// The envelope version this build writes (and the highest it reads).
+pub const WIRE_VERSION: u32 = 2;
+/// Header marking a message that carries the items of a batch whose other
+/// items were settled (read as a redelivery).
+pub(crate) const REQUEUED_HEADER: &str = "x-bergamot-requeued";
 
 /// A message ready to publish (stays inside the crate).
 pub(crate) struct Outgoing {
@@ -21,7 +37,7 @@ pub(crate) struct Outgoing {
 /// JSON, persistent or not, with an optional per-message expiration.
 pub(crate) fn properties(persistent: bool, expiration: Option<Duration>) -> AmqpProperties {
     let mut p = AmqpProperties::default()
-        .with_content_type("application/json".to_string())
+        .with_content_type(CONTENT_TYPE_V1.to_string())
         .with_delivery_mode(if persistent { 2 } else { 1 });
     if let Some(ttl) = expiration {
         p = p.with_expiration(ttl.as_millis().to_string());
@@ -29,20 +45,87 @@ pub(crate) fn properties(persistent: bool, expiration: Option<Duration>) -> Amqp
     p
 }
 
-/// Builds an [`Outgoing`] for a core message.
-pub(crate) fn outgoing(
-    exchange: String,
-    routing_key: String,
-    message: &Message,
-    persistent: bool,
-    expiration: Option<Duration>,
-) -> bergamot_core::Result<Outgoing> {
-    Ok(Outgoing {
-        exchange,
-        routing_key,
-        body: message.encode()?,
-        properties: properties(persistent, expiration),
-    })
+/// A v2 envelope of already encoded v1 items.
+pub(crate) fn envelope<'a>(items: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut body = Vec::with_capacity(64);
+    body.extend_from_slice(b"{\"v\":2,\"items\":[");
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(item);
+    }
+    body.extend_from_slice(b"]}");
+    body
+}
+
+#[derive(serde::Deserialize)]
+struct Envelope<T> {
+    v: u32,
+    items: Vec<T>,
+}
+
+/// One item of a delivery: decoded, or why not with its own bytes (to
+/// poison it alone).
+pub(crate) type Split = Result<Message, (String, Vec<u8>)>;
+
+/// The items of a delivery: one for a v1 body, every item of a v2
+/// envelope. A body that cannot be read at all is one undecodable item
+/// (the whole body).
+pub(crate) fn split(body: &[u8], v2: bool) -> Vec<Split> {
+    if !v2 {
+        return vec![Message::decode(body).map_err(|e| (e.to_string(), body.to_vec()))];
+    }
+    // Fast path: every item decodes.
+    if let Ok(e) = serde_json::from_slice::<Envelope<Message>>(body) {
+        if e.v == WIRE_VERSION {
+            return e.items.into_iter().map(Ok).collect();
+        }
+    }
+    // Slow path: find what is wrong, item by item.
+    match serde_json::from_slice::<Envelope<serde_json::Value>>(body) {
+        Err(e) => vec![Err((
+            format!("undecodable batch envelope: {e}"),
+            body.to_vec(),
+        ))],
+        Ok(e) if e.v != WIRE_VERSION => vec![Err((
+            format!(
+                "unsupported envelope version {} (this build reads 1 and 2)",
+                e.v
+            ),
+            body.to_vec(),
+        ))],
+        Ok(e) => e
+            .items
+            .into_iter()
+            .map(|v| {
+                let raw = serde_json::to_vec(&v).unwrap_or_default();
+                serde_json::from_value::<Message>(v).map_err(|e| (e.to_string(), raw))
+            })
+            .collect(),
+    }
+}
+
+/// The v1 bytes of items `indices` of a delivery body (the body itself for
+/// a v1 body), one per index. Only for items taken out of a batch, so the
+/// body is parsed again (the JSON is the same, its keys may be reordered).
+pub(crate) fn item_bytes(body: &[u8], v2: bool, indices: &[usize]) -> Vec<Vec<u8>> {
+    let items = if v2 {
+        serde_json::from_slice::<Envelope<serde_json::Value>>(body)
+            .map(|e| e.items)
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    indices
+        .iter()
+        .map(|&i| match items.get(i) {
+            Some(v) => serde_json::to_vec(v).unwrap_or_else(|_| body.to_vec()),
+            // A v1 body (or, which cannot happen, an envelope that no longer
+            // reads): the whole body.
+            None => body.to_vec(),
+        })
+        .collect()
 }
 
 /// The poisoned copy of an undecodable message, with the reason as a header.
@@ -69,13 +152,15 @@ pub(crate) fn poison(
     }
 }
 
-/// The dead copy of an execute that expired in a worker's prefetch buffer:
-/// marked like a broker dead-lettering so it reads as `Expired`.
-pub(crate) fn expired(dead_check_exchange: String, body: Vec<u8>) -> Outgoing {
+/// The dead copy of one execute taken out of a delivery by the consumer
+/// side: `expired` in a worker's prefetch buffer, or `rejected` (nacked
+/// without requeue) out of a batch. Marked like a broker dead-lettering
+/// (`x-first-death-reason`) so it reads as the same [`DeadReason`].
+pub(crate) fn dead_copy(dead_check_exchange: String, body: Vec<u8>, reason: &str) -> Outgoing {
     let mut headers = FieldTable::new();
     headers.insert(
         "x-first-death-reason".into(),
-        AmqpValue::LongString("expired".into()),
+        AmqpValue::LongString(reason.into()),
     );
     headers.insert(
         "x-bergamot-expired-by".into(),
@@ -121,23 +206,6 @@ pub(crate) fn dead_reason(headers: Option<&FieldTable>) -> DeadReason {
         Some(other) => DeadReason::Rejected {
             reason: format!("dead-lettered by the broker ({other})"),
         },
-    }
-}
-
-/// Decodes a dead-check delivery: a dead-lettered or unroutable execute, or
-/// an explicitly published [`DeadCheck`].
-pub(crate) fn decode_dead(body: &[u8], headers: Option<&FieldTable>) -> Result<DeadCheck, String> {
-    match Message::decode(body).map_err(|e| e.to_string())? {
-        Message::ExecuteCheck(execute) => Ok(DeadCheck {
-            execute,
-            reason: dead_reason(headers),
-            at: Utc::now(),
-        }),
-        Message::DeadCheck(d) => Ok(d),
-        other => Err(format!(
-            "expected an execute_check, got {}",
-            type_name(&other)
-        )),
     }
 }
 
@@ -188,8 +256,46 @@ mod tests {
     }
 
     #[test]
-    fn undecodable_dead_check_names_the_problem() {
-        let e = decode_dead(b"{not json", None).unwrap_err();
-        assert!(!e.is_empty());
+    fn v1_and_v2_bodies_split_into_items() {
+        use bergamot_core::model::{CheckId, CheckResult, Status};
+        use chrono::Utc;
+        let r = |o: &str| {
+            Message::CheckResult(CheckResult::new(
+                CheckId::random(),
+                Status::Ok,
+                o,
+                Utc::now(),
+            ))
+        };
+        let (a, b) = (r("a"), r("b"));
+        let one = a.encode().unwrap();
+        assert_eq!(
+            split(&one, false)
+                .into_iter()
+                .map(Result::unwrap)
+                .collect::<Vec<_>>(),
+            vec![a.clone()]
+        );
+        let two = envelope([one.as_slice(), b.encode().unwrap().as_slice()]);
+        let items: Vec<_> = split(&two, true).into_iter().map(Result::unwrap).collect();
+        assert_eq!(items, vec![a.clone(), b.clone()]);
+        // The same JSON (keys may come in another order).
+        let taken = item_bytes(&two, true, &[1]);
+        assert_eq!(taken.len(), 1);
+        assert_eq!(Message::decode(&taken[0]).unwrap(), b);
+        // One bad item: the others still decode, the bad one keeps its bytes.
+        let bad = envelope([one.as_slice(), br#"{"type":"nope"}"#.as_slice()]);
+        let items = split(&bad, true);
+        assert_eq!(items[0].as_ref().unwrap(), &a);
+        let (reason, raw) = items[1].as_ref().unwrap_err();
+        assert!(!reason.is_empty());
+        assert_eq!(raw, br#"{"type":"nope"}"#);
+        // An unreadable envelope or another version is one undecodable item.
+        for body in [b"{not json".as_slice(), br#"{"v":3,"items":[]}"#.as_slice()] {
+            let items = split(body, true);
+            assert_eq!(items.len(), 1);
+            assert_eq!(items[0].as_ref().unwrap_err().1, body);
+        }
+        assert!(split(&envelope([]), true).is_empty());
     }
 }

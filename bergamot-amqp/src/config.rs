@@ -43,6 +43,16 @@ pub struct AmqpConfig {
     /// stream holds for a slow subscriber; beyond that the oldest are
     /// dropped (as in the in-memory queue), so memory stays bounded.
     pub update_buffer: usize,
+    /// Most items one AMQP message carries (wire v2, see
+    /// `docs/amqp-topology.md`): executes, results, updates and control
+    /// messages published to the same routing key are collected into one
+    /// envelope. 1 publishes every item as its own v1 message, as before
+    /// v2 (for a rolling upgrade: consumers of this version read both).
+    pub batch_max: u16,
+    /// Under load, how long a routing key waits after its last message
+    /// before it sends the next (a lone item with nothing sent lately goes
+    /// at once; a full batch goes at once).
+    pub batch_linger: Duration,
 }
 
 impl std::fmt::Debug for AmqpConfig {
@@ -58,6 +68,8 @@ impl std::fmt::Debug for AmqpConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("max_backoff", &self.max_backoff)
             .field("delete_topology_on_close", &self.delete_topology_on_close)
+            .field("batch_max", &self.batch_max)
+            .field("batch_linger", &self.batch_linger)
             .finish()
     }
 }
@@ -66,7 +78,8 @@ impl AmqpConfig {
     /// A config for `url` with the defaults: prefetch 64, result prefetch
     /// 1024, 32 result pools,
     /// prefix `bergamot`, site `default`, heartbeat 10 s, connect timeout
-    /// 5 s, backoff capped at 2 s.
+    /// 5 s, backoff capped at 2 s, batches of up to 256 items with a
+    /// linger of 5 ms.
     pub fn new(url: impl Into<String>) -> Self {
         AmqpConfig {
             url: url.into(),
@@ -80,6 +93,8 @@ impl AmqpConfig {
             max_backoff: Duration::from_secs(2),
             delete_topology_on_close: false,
             update_buffer: bergamot_core::queue::DEFAULT_UPDATE_CAPACITY,
+            batch_max: 256,
+            batch_linger: Duration::from_millis(5),
         }
     }
 
@@ -119,6 +134,19 @@ impl AmqpConfig {
         self
     }
 
+    /// Sets [`batch_max`](Self::batch_max) (1: wire v1, one item per
+    /// message).
+    pub fn with_batch_max(mut self, items: u16) -> Self {
+        self.batch_max = items;
+        self
+    }
+
+    /// Sets [`batch_linger`](Self::batch_linger).
+    pub fn with_batch_linger(mut self, linger: Duration) -> Self {
+        self.batch_linger = linger;
+        self
+    }
+
     /// Sets [`delete_topology_on_close`](Self::delete_topology_on_close).
     pub fn with_delete_topology_on_close(mut self, delete: bool) -> Self {
         self.delete_topology_on_close = delete;
@@ -134,6 +162,15 @@ impl AmqpConfig {
         }
         if self.result_prefetch == 0 {
             return bad("result_prefetch", "must be at least 1".into());
+        }
+        if self.batch_max == 0 {
+            return bad("batch_max", "must be at least 1".into());
+        }
+        if self.batch_linger > Duration::from_secs(1) {
+            return bad(
+                "batch_linger",
+                format!("must be at most 1 s, got {:?}", self.batch_linger),
+            );
         }
         if self.result_pools == 0 {
             return bad("result_pools", "must be at least 1".into());

@@ -31,8 +31,12 @@
 //!   leaves this crate.
 //! - The TCP stream is opened here with `TCP_NODELAY` (a confirmed publish
 //!   otherwise waits ~40 ms on delayed ACKs).
-//! - Every publish waits for its publisher confirm; [`AmqpQueue::publish_results`]
-//!   pipelines many.
+//! - Every publish waits for its publisher confirm. Items published to the
+//!   same routing key travel together (wire v2): one AMQP message and one
+//!   confirm for up to [`AmqpConfig::batch_max`] items, collected while
+//!   the key's previous message is in flight (a lone item goes at once).
+//!   Consumers split a message into one delivery per item and ack the
+//!   message once every item is settled; they read v1 and v2.
 //! - Deliveries are acked manually, through the connection thread, when the
 //!   caller acks the [`Delivery`](bergamot_core::queue::Delivery); a delivery
 //!   dropped unacked is requeued. Prefetch is bounded per stream.
@@ -51,16 +55,14 @@
 
 mod codec;
 mod config;
-// The `let _ =` of these two modules are left to the split of conn.rs
-// (issue 12 item 9), which rewrites them; lint them again after it.
-#[allow(clippy::let_underscore_must_use)]
 mod conn;
 mod error;
-#[allow(clippy::let_underscore_must_use)]
 mod queue;
 mod topology;
 
-pub use codec::{POISON_QUEUE_HEADER, POISON_REASON_HEADER};
+pub use codec::{
+    CONTENT_TYPE_V1, CONTENT_TYPE_V2, POISON_QUEUE_HEADER, POISON_REASON_HEADER, WIRE_VERSION,
+};
 pub use config::AmqpConfig;
 pub use error::AmqpError;
 pub use queue::AmqpQueue;

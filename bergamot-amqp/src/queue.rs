@@ -1,8 +1,9 @@
 //! [`AmqpQueue`]: the [`Queue`] trait over RabbitMQ.
 
-use crate::codec::{self, Outgoing};
 use crate::config::AmqpConfig;
-use crate::conn::{self, Cmd, Kind};
+use crate::conn::batcher::{BatchKey, Item};
+use crate::conn::sink::{self, Source};
+use crate::conn::{self, Cmd};
 use crate::error::AmqpError;
 use crate::topology::{self, Names};
 use async_trait::async_trait;
@@ -101,13 +102,14 @@ impl AmqpQueue {
     }
 
     /// Publishes many results and returns once the broker confirmed all of
-    /// them: confirms are pipelined, so this is much faster than one
-    /// [`Queue::publish_result`] after another. On error some may have been
-    /// taken; publishing again is safe (results are deduplicated by id).
+    /// them: they travel in as few messages as the batch size allows, so
+    /// this is much faster than one [`Queue::publish_result`] after
+    /// another. On error some may have been taken; publishing again is safe
+    /// (results are deduplicated by id).
     pub async fn publish_results(&self, results: Vec<CheckResult>) -> Result<()> {
         let items = results
             .into_iter()
-            .map(|r| self.result_outgoing(r))
+            .map(|r| self.result_item(r))
             .collect::<Result<Vec<_>>>()?;
         self.publish(items).await
     }
@@ -117,15 +119,36 @@ impl AmqpQueue {
         topology::result_pool(result.check_id, self.inner.config.result_pools)
     }
 
-    fn result_outgoing(&self, r: CheckResult) -> Result<Outgoing> {
+    fn result_item(&self, r: CheckResult) -> Result<Item> {
         let pool = self.result_pool_of(&r);
-        codec::outgoing(
+        self.item(
             self.inner.names.result_exchange(),
             pool.to_string(),
-            &Message::CheckResult(r),
+            Message::CheckResult(r),
             true,
             None,
         )
+    }
+
+    /// One item to publish: routed by `exchange` and `routing_key`, batched
+    /// with the other items of the same key.
+    fn item(
+        &self,
+        exchange: String,
+        routing_key: String,
+        message: Message,
+        persistent: bool,
+        expiration: Option<std::time::Duration>,
+    ) -> Result<Item> {
+        Ok(Item {
+            key: BatchKey {
+                exchange,
+                routing_key,
+                persistent,
+                expiration,
+            },
+            body: message.encode()?,
+        })
     }
 
     async fn call(
@@ -141,21 +164,26 @@ impl AmqpQueue {
         Ok(())
     }
 
-    async fn publish(&self, items: Vec<Outgoing>) -> Result<()> {
+    async fn publish(&self, items: Vec<Item>) -> Result<()> {
         self.call(|reply| Cmd::Publish { items, reply }).await
     }
 
-    async fn consume<T: Send + 'static>(
-        &self,
-        make: impl FnOnce(conn::Tx<T>) -> Kind,
-    ) -> Result<DeliveryStream<T>> {
+    /// A stream of `T` from `source`. An item the connection thread took
+    /// back (an execute that expired while it waited here) is skipped
+    /// (dropping it settles nothing).
+    async fn consume<T: sink::Item>(&self, source: Source) -> Result<DeliveryStream<T>> {
         let (tx, rx) = mpsc::unbounded_channel();
         self.call(|reply| Cmd::Consume {
-            kind: make(tx),
+            source,
+            sink: Box::new(sink::Stream::<T>(tx)),
             reply,
         })
         .await?;
-        Ok(UnboundedReceiverStream::new(rx).boxed())
+        Ok(UnboundedReceiverStream::new(rx)
+            .filter_map(
+                |(claim, d): (sink::Claim, Result<_>)| async move { claim.take().then_some(d) },
+            )
+            .boxed())
     }
 }
 
@@ -167,10 +195,12 @@ impl Queue for AmqpQueue {
         topology::check_word("engine", &execute.engine)?;
         let key = topology::execute_key(&execute.site, &execute.pool, &execute.engine, execute.ttl);
         let ttl = execute.ttl;
-        let item = codec::outgoing(
+        // Keyed by the exact TTL too: a batch of executes is homogeneous in
+        // it, so the message's expiration is every item's own.
+        let item = self.item(
             self.inner.names.check_exchange(),
             key,
-            &Message::ExecuteCheck(execute),
+            Message::ExecuteCheck(execute),
             true,
             Some(ttl),
         )?;
@@ -186,33 +216,24 @@ impl Queue for AmqpQueue {
         for e in engines {
             topology::check_word("engine", e)?;
         }
-        let (pool, engines) = (pool.to_string(), engines.to_vec());
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.call(|reply| Cmd::Consume {
-            kind: Kind::Executes { pool, engines, tx },
-            reply,
+        self.consume(Source::Executes {
+            pool: pool.to_string(),
+            engines: engines.to_vec(),
         })
-        .await?;
-        // An execute the connection thread dead-lettered as expired while it
-        // waited here is skipped (dropping it settles nothing).
-        Ok(UnboundedReceiverStream::new(rx)
-            .filter_map(
-                |(claim, d): (conn::Claim, Result<_>)| async move { claim.take().then_some(d) },
-            )
-            .boxed())
+        .await
     }
 
     async fn consume_dead_checks(&self) -> Result<DeliveryStream<DeadCheck>> {
-        self.consume(Kind::DeadChecks).await
+        self.consume(Source::DeadChecks).await
     }
 
     async fn publish_result(&self, result: CheckResult) -> Result<()> {
-        let item = self.result_outgoing(result)?;
+        let item = self.result_item(result)?;
         self.publish(vec![item]).await
     }
 
     async fn consume_results(&self) -> Result<DeliveryStream<CheckResult>> {
-        self.consume(Kind::Results).await
+        self.consume(Source::Results).await
     }
 
     async fn publish_update(&self, update: Update) -> Result<()> {
@@ -223,11 +244,17 @@ impl Queue for AmqpQueue {
             Update::Alert(u) => ("alert", u.check_id.to_string()),
             Update::Heartbeat(h) => ("heartbeat", h.role.clone()),
         };
-        let key = format!("{}.{kind}.{id}", self.inner.config.site);
-        let item = codec::outgoing(
+        // v1: keyed per object; v2: one key per site, so that a node's
+        // updates travel together (every subscriber binds `#`).
+        let key = if self.inner.config.batch_max > 1 {
+            format!("{}.batch", self.inner.config.site)
+        } else {
+            format!("{}.{kind}.{id}", self.inner.config.site)
+        };
+        let item = self.item(
             self.inner.names.update_exchange(),
             key,
-            &Message::Update(update),
+            Message::Update(update),
             false,
             None,
         )?;
@@ -239,7 +266,8 @@ impl Queue for AmqpQueue {
         // oldest updates (logged), never grows memory without limit.
         let (tx, rx) = tokio::sync::broadcast::channel(self.inner.config.update_buffer.max(1));
         self.call(|reply| Cmd::Consume {
-            kind: Kind::Updates(tx),
+            source: Source::Updates,
+            sink: Box::new(sink::Updates(tx)),
             reply,
         })
         .await?;
@@ -261,10 +289,10 @@ impl Queue for AmqpQueue {
     }
 
     async fn publish_control(&self, control: SchedulerControl) -> Result<()> {
-        let item = codec::outgoing(
+        let item = self.item(
             self.inner.names.scheduler_exchange(),
             topology::CONTROL_KEY.to_string(),
-            &Message::SchedulerControl(control),
+            Message::SchedulerControl(control),
             true,
             None,
         )?;
@@ -272,6 +300,6 @@ impl Queue for AmqpQueue {
     }
 
     async fn consume_control(&self) -> Result<DeliveryStream<SchedulerControl>> {
-        self.consume(Kind::Control).await
+        self.consume(Source::Control).await
     }
 }

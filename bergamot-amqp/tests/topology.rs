@@ -7,28 +7,13 @@ mod common;
 use amiquip::{AmqpValue, Connection, Publish};
 use bergamot_amqp::{AmqpQueue, POISON_QUEUE_HEADER, POISON_REASON_HEADER};
 use bergamot_core::model::{CheckId, CheckResult, Status};
-use bergamot_core::queue::{DeadReason, ExecuteCheck, Queue, SchedulerControl};
+use bergamot_core::queue::{DeadReason, Queue, SchedulerControl};
 use chrono::Utc;
-use common::{amqp_url, config, connect, within};
+use common::{amqp_url, config, connect, execute, within};
 use futures::StreamExt;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
-
-fn execute(pool: &str, engine: &str, ttl: Duration) -> ExecuteCheck {
-    ExecuteCheck {
-        id: Uuid::new_v4(),
-        check_id: CheckId::random(),
-        site: "site1".into(),
-        pool: pool.into(),
-        engine: engine.into(),
-        params: Default::default(),
-        timeout: Duration::from_secs(10),
-        ttl,
-        scheduled_at: Utc::now(),
-        execute_now: false,
-    }
-}
 
 #[tokio::test]
 async fn unroutable_checks_become_dead_checks_naming_pool_and_engine() {
@@ -152,21 +137,19 @@ fn result() -> CheckResult {
     CheckResult::new(CheckId::random(), Status::Ok, "ok", Utc::now())
 }
 
-#[tokio::test]
-async fn result_pools_fail_over_to_the_other_processor_without_loss_or_duplicates() {
-    let Some(url) = amqp_url("failover") else {
-        return;
-    };
-    let cfg = config(&url);
+/// Two processors on every result pool: A applies (acks) 200 of 400
+/// results, then closes; B gets the rest. Returns what each applied.
+async fn fail_over(url: &str, batch_max: u16) -> (HashSet<Uuid>, HashSet<Uuid>, HashSet<Uuid>) {
+    let cfg = config(url).with_batch_max(batch_max);
     // A keeps the topology when it closes; B deletes it at the end.
     let a = connect(cfg.clone().with_delete_topology_on_close(false)).await;
     let b = connect(cfg).await;
-    let mut a_stream = a.consume_results().await.unwrap();
-    let mut b_stream = b.consume_results().await.unwrap();
+    let mut a_stream = a.consume_results().await.expect("consume on A");
+    let mut b_stream = b.consume_results().await.expect("consume on B");
 
     let results: Vec<CheckResult> = (0..400).map(|_| result()).collect();
     let all: HashSet<Uuid> = results.iter().map(|r| r.id.0).collect();
-    b.publish_results(results).await.unwrap();
+    b.publish_results(results).await.expect("publish");
 
     // A is the single active consumer of every pool (it subscribed first):
     // it applies (and acks) half of them, then its connection closes with
@@ -175,33 +158,65 @@ async fn result_pools_fail_over_to_the_other_processor_without_loss_or_duplicate
     while applied_a.len() < 200 {
         let d = within("a result on A", a_stream.next())
             .await
-            .unwrap()
-            .unwrap();
+            .expect("A's stream ended")
+            .expect("a delivery on A");
         assert!(applied_a.insert(d.message.id.0), "A got a result twice");
-        d.ack().await.unwrap();
+        d.ack().await.expect("ack");
     }
-    a.close().await.unwrap();
+    a.close().await.expect("close A");
 
     let mut applied_b = HashSet::new();
-    while applied_a.len() + applied_b.len() < all.len() {
+    while !all
+        .iter()
+        .all(|id| applied_a.contains(id) || applied_b.contains(id))
+    {
         let d = within("a result on B", b_stream.next())
             .await
-            .unwrap()
-            .unwrap();
-        let id = d.message.id.0;
-        assert!(!applied_a.contains(&id), "B got a result A had applied");
-        assert!(applied_b.insert(id), "B got a result twice");
-        d.ack().await.unwrap();
+            .expect("B's stream ended")
+            .expect("a delivery on B");
+        assert!(applied_b.insert(d.message.id.0), "B got a result twice");
+        d.ack().await.expect("ack");
     }
-    let union: HashSet<Uuid> = applied_a.union(&applied_b).copied().collect();
-    assert_eq!(union, all);
     // Nothing more arrives.
     assert!(
         tokio::time::timeout(Duration::from_millis(300), b_stream.next())
             .await
             .is_err()
     );
-    b.close().await.unwrap();
+    b.close().await.expect("close B");
+    (all, applied_a, applied_b)
+}
+
+/// Wire v1, one result per message: A's acks settle exactly what it
+/// applied, so B gets exactly the rest.
+#[tokio::test]
+async fn result_pools_fail_over_to_the_other_processor_without_loss_or_duplicates() {
+    let Some(url) = amqp_url("failover") else {
+        return;
+    };
+    let (all, applied_a, applied_b) = fail_over(&url, 1).await;
+    assert!(
+        applied_a.is_disjoint(&applied_b),
+        "B got a result A had applied"
+    );
+    let union: HashSet<Uuid> = applied_a.union(&applied_b).copied().collect();
+    assert_eq!(union, all);
+}
+
+/// With batches (wire v2) a message is acked once every result in it is:
+/// the messages A had not finished go back whole, so B gets every result A
+/// did not apply, each once, and may get again some A applied from those
+/// messages (the store rejects them as duplicates by result id).
+#[tokio::test]
+async fn result_pools_fail_over_with_batches_without_loss() {
+    let Some(url) = amqp_url("failover_v2") else {
+        return;
+    };
+    let (all, applied_a, applied_b) = fail_over(&url, 256).await;
+    let union: HashSet<Uuid> = applied_a.union(&applied_b).copied().collect();
+    assert_eq!(union, all);
+    let again = applied_a.intersection(&applied_b).count();
+    assert!(again < 200, "A's finished messages came again ({again})");
 }
 
 #[tokio::test]

@@ -70,6 +70,8 @@ options (defaults in brackets):
   --result-pools R        result processing pools [32]
   --worker-concurrency C  checks one worker runs at a time [256]
   --processor-lanes L     lanes of each processor [4]
+  --batch-max B           items per RabbitMQ message, 1 = wire v1 [256]
+  --batch-linger-ms T     linger of a busy routing key [5]
   --services-per-host M   [100]
   --groups G              groups the hosts are spread over [20]
   --pg URL / --amqp URL   services [env BERGAMOT_TEST_POSTGRES_URL / BERGAMOT_TEST_AMQP_URL,
@@ -92,6 +94,8 @@ struct Args {
     result_pools: u16,
     worker_concurrency: usize,
     processor_lanes: usize,
+    batch_max: u16,
+    batch_linger_ms: u64,
     per_host: usize,
     groups: usize,
     pg: String,
@@ -130,6 +134,8 @@ fn parse_args() -> Args {
         result_pools: 32,
         worker_concurrency: 256,
         processor_lanes: bergamot_core::processor::DEFAULT_LANES,
+        batch_max: 256,
+        batch_linger_ms: 5,
         per_host: 100,
         groups: 20,
         pg: env("BERGAMOT_TEST_POSTGRES_URL")
@@ -170,6 +176,8 @@ fn parse_args() -> Args {
             "--result-pools" => a.result_pools = num(value()) as u16,
             "--worker-concurrency" => a.worker_concurrency = num(value()) as usize,
             "--processor-lanes" => a.processor_lanes = (num(value()) as usize).max(1),
+            "--batch-max" => a.batch_max = (num(value()) as u16).max(1),
+            "--batch-linger-ms" => a.batch_linger_ms = num(value()),
             "--services-per-host" => a.per_host = (num(value()) as usize).max(1),
             "--groups" => a.groups = (num(value()) as usize).max(1),
             "--pg" => a.pg = value(),
@@ -438,6 +446,11 @@ fn spawn(ctx: &Ctx<'_>, role: &str, name: &str) -> Node {
             &ctx.args.worker_concurrency.to_string(),
         ])
         .args(["--processor-lanes", &ctx.args.processor_lanes.to_string()])
+        .args(["--amqp-batch-max", &ctx.args.batch_max.to_string()])
+        .args([
+            "--amqp-batch-linger-ms",
+            &ctx.args.batch_linger_ms.to_string(),
+        ])
         .env(
             "RUST_LOG",
             "warn,bergamot_daemon=info,bergamot_core::exec=info",
@@ -846,12 +859,14 @@ async fn main() {
     );
     println!(
         "load: {} worker(s), {} processor(s) of {} lanes, 1 scheduler, 1 web; {} result pools, worker concurrency {}; \
-         schema {schema}, prefix {prefix}; machine: {} cores, load {}",
+         batches of up to {} items, linger {} ms; schema {schema}, prefix {prefix}; machine: {} cores, load {}",
         args.workers,
         args.processors,
         args.processor_lanes,
         args.result_pools,
         args.worker_concurrency,
+        args.batch_max,
+        args.batch_linger_ms,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         loadavg()
     );
@@ -1048,7 +1063,13 @@ async fn measure(run: &Run<'_>) {
     println!("CPU seconds over the {elapsed:.1} s window (cores busy = seconds / window):");
     for (i, n) in nodes.0.iter().enumerate() {
         let c = cpu1[i] - cpu0[i];
-        println!("  {:<12} {:>7.1} s  {:>5.2} cores", n.name, c, c / elapsed);
+        println!(
+            "  {:<12} {:>7.1} s  {:>5.2} cores  {:>5.0} us per applied result",
+            n.name,
+            c,
+            c / elapsed,
+            c / (applied1 - applied0).max(1) as f64 * 1e6
+        );
     }
     let c = bench1 - bench0;
     println!(
@@ -1057,13 +1078,15 @@ async fn measure(run: &Run<'_>) {
         c,
         c / elapsed
     );
+    let applied = (applied1 - applied0).max(1) as f64;
     for (k, name) in ["rabbitmq", "postgresql"].iter().enumerate() {
         let c = cpu_delta(&svc0[k], &svc1[k]);
         println!(
-            "  {:<12} {:>7.1} s  {:>5.2} cores  (all {} processes; shared server)",
+            "  {:<12} {:>7.1} s  {:>5.2} cores  {:>5.0} us per applied result  (all {} processes; shared server)",
             name,
             c,
             c / elapsed,
+            c / applied * 1e6,
             services[k]
         );
     }

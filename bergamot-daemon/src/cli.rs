@@ -97,6 +97,18 @@ pub struct NodeArgs {
     /// node of one deployment uses the same.
     #[arg(long, env = "BERGAMOT_RESULT_POOLS", default_value_t = 32)]
     pub result_pools: u16,
+    /// Most items per RabbitMQ message (wire v2; with `--queue amqp://…`).
+    /// 1 sends one item per message in the v1 format, for a rolling
+    /// upgrade from a version before v2 (docs/amqp-topology.md).
+    #[arg(long, env = "BERGAMOT_AMQP_BATCH_MAX", default_value_t = 256,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub amqp_batch_max: u16,
+    /// Under load, milliseconds a routing key waits after its last
+    /// message before it sends the next (with `--queue amqp://…`; a lone
+    /// item goes at once). At most 1000.
+    #[arg(long, env = "BERGAMOT_AMQP_BATCH_LINGER_MS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub amqp_batch_linger_ms: u64,
     /// This node's name among the scheduler nodes (default: host name and
     /// process id). At most 40 bytes.
     #[arg(long, env = "BERGAMOT_NODE")]
@@ -360,6 +372,8 @@ pub async fn backends(
             let config = AmqpConfig::new(url.clone())
                 .with_prefix(args.amqp_prefix.clone())
                 .with_result_pools(args.result_pools)
+                .with_batch_max(args.amqp_batch_max)
+                .with_batch_linger(std::time::Duration::from_millis(args.amqp_batch_linger_ms))
                 .with_prefetch(prefetch)
                 .with_site(site);
             let queue = AmqpQueue::connect(config)

@@ -2,7 +2,11 @@
 #![allow(dead_code)]
 
 use bergamot_amqp::{AmqpConfig, AmqpQueue};
+use bergamot_core::model::CheckId;
+use bergamot_core::queue::ExecuteCheck;
+use chrono::Utc;
 use std::time::Duration;
+use uuid::Uuid;
 
 /// The broker URL, or `None` (after saying so) when the test should skip.
 /// With `BERGAMOT_REQUIRE_SERVICES=1` a missing URL fails the test.
@@ -48,4 +52,20 @@ pub async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T
     tokio::time::timeout(PATIENCE, f)
         .await
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// An execute for `pool` and `engine` on site `site1`.
+pub fn execute(pool: &str, engine: &str, ttl: Duration) -> ExecuteCheck {
+    ExecuteCheck {
+        id: Uuid::new_v4(),
+        check_id: CheckId::random(),
+        site: "site1".into(),
+        pool: pool.into(),
+        engine: engine.into(),
+        params: Default::default(),
+        timeout: Duration::from_secs(10),
+        ttl,
+        scheduled_at: Utc::now(),
+        execute_now: false,
+    }
 }
