@@ -38,12 +38,12 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let _ = self.cmd.send(Cmd::Shutdown { reply: None });
+        self.cmd.send(Cmd::Shutdown { reply: None }).ok();
         if self.config.delete_topology_on_close {
             // Tests: wait for the topology to be deleted before the process
             // may exit.
             if let Some(t) = self.thread.lock().take() {
-                let _ = t.join();
+                t.join().ok();
             }
         }
     }
@@ -84,7 +84,7 @@ impl AmqpQueue {
     /// unacked deliveries go back to the broker, streams end. Waits until
     /// the connection thread has finished.
     pub async fn close(&self) -> Result<()> {
-        let _ = self.inner.cmd.send(Cmd::Shutdown { reply: None });
+        self.inner.cmd.send(Cmd::Shutdown { reply: None }).ok();
         let thread = self.inner.thread.lock().take();
         if let Some(t) = thread {
             tokio::task::spawn_blocking(move || t.join())

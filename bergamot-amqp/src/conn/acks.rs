@@ -75,9 +75,9 @@ impl Acker for AmqpAcker {
 impl Drop for AmqpAcker {
     fn drop(&mut self) {
         if !self.settled {
-            let _ = self
-                .cmd
-                .send(self.command(Settle::Nack { requeue: true }, None));
+            self.cmd
+                .send(self.command(Settle::Nack { requeue: true }, None))
+                .ok();
         }
     }
 }

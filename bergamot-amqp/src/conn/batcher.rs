@@ -85,7 +85,7 @@ impl Batcher {
     /// every one is confirmed (or one failed).
     pub fn add(&mut self, items: Vec<Item>, reply: Reply<()>) {
         if items.is_empty() {
-            let _ = reply.send(Ok(()));
+            reply.send(Ok(())).ok();
             return;
         }
         let id = self.next_waiter;
@@ -113,8 +113,7 @@ impl Batcher {
             while !b.items.is_empty() {
                 let full = b.items.len() >= max_items || b.bytes >= max_bytes;
                 let quiet = b.in_flight == 0
-                    && b.last_flush
-                        .map_or(true, |t| now.duration_since(t) >= linger);
+                    && b.last_flush.is_none_or(|t| now.duration_since(t) >= linger);
                 if !(full || quiet || max_items == 1) {
                     break;
                 }
@@ -141,8 +140,7 @@ impl Batcher {
             // Forget idle keys (update keys of v1 are per object).
             !(b.items.is_empty()
                 && b.in_flight == 0
-                && b.last_flush
-                    .map_or(true, |t| now.duration_since(t) >= linger))
+                && b.last_flush.is_none_or(|t| now.duration_since(t) >= linger))
         });
         out
     }
@@ -174,11 +172,13 @@ impl Batcher {
             };
             if done {
                 if let Some(x) = self.waiters.remove(&w) {
-                    let _ = x.reply.send(if x.nacked {
-                        Err(AmqpError::Nacked)
-                    } else {
-                        Ok(())
-                    });
+                    x.reply
+                        .send(if x.nacked {
+                            Err(AmqpError::Nacked)
+                        } else {
+                            Ok(())
+                        })
+                        .ok();
                 }
             }
         }
@@ -189,7 +189,7 @@ impl Batcher {
     pub fn fail_all(&mut self, err: impl Fn() -> AmqpError) {
         self.buffers.clear();
         for (_, w) in self.waiters.drain() {
-            let _ = w.reply.send(Err(err()));
+            w.reply.send(Err(err())).ok();
         }
     }
 }

@@ -203,7 +203,7 @@ impl Worker {
             match self.connect() {
                 Ok(live) => {
                     if let Some(r) = ready.take() {
-                        let _ = r.send(Ok(()));
+                        r.send(Ok(())).ok();
                     }
                     backoff = Duration::from_millis(50);
                     match self.serve(live) {
@@ -216,7 +216,7 @@ impl Worker {
                 }
                 Err(e) => {
                     if let Some(r) = ready.take() {
-                        let _ = r.send(Err(e));
+                        r.send(Err(e)).ok();
                         return;
                     }
                     warn!(error = %e, ?backoff, "AMQP reconnect failed");
@@ -240,7 +240,7 @@ impl Worker {
             };
             match cmd {
                 Cmd::Publish { reply, .. } | Cmd::DeleteTopology { reply } => {
-                    let _ = reply.send(Err(AmqpError::NotConnected));
+                    reply.send(Err(AmqpError::NotConnected)).ok();
                 }
                 Cmd::Consume {
                     source,
@@ -251,17 +251,17 @@ impl Worker {
                     let id = self.next_id;
                     self.next_id += 1;
                     self.specs.push(Spec { id, source, sink });
-                    let _ = reply.send(Ok(()));
+                    reply.send(Ok(())).ok();
                 }
                 Cmd::Settle { reply, .. } => {
                     if let Some(r) = reply {
-                        let _ = r.send(Err(AmqpError::StaleDelivery));
+                        r.send(Err(AmqpError::StaleDelivery)).ok();
                     }
                 }
                 Cmd::Shutdown { reply } => {
                     self.specs.clear();
                     if let Some(r) = reply {
-                        let _ = r.send(Ok(()));
+                        r.send(Ok(())).ok();
                     }
                     return true;
                 }
@@ -293,7 +293,7 @@ impl Worker {
             self.config.result_pools,
             &mut self.declared,
         )?;
-        let _ = admin.close();
+        admin.close().ok();
         let publish = conn
             .open_channel(None)
             .map_err(|e| AmqpError::broker("opening the publish channel", e))?;
@@ -407,9 +407,9 @@ impl Worker {
         live.expiry.retain(|(_, c, _, _), _| *c != id);
         live.expiry_index.retain(|(c, _, _), _| *c != id);
         if let Some(mut a) = live.active.remove(&id) {
-            let _ = a.acks.flush(&a.channel);
+            a.acks.flush(&a.channel).ok();
             // Closing the channel requeues its unacked deliveries.
-            let _ = a.channel.close();
+            a.channel.close().ok();
         }
         self.specs.retain(|s| s.id != id);
     }
@@ -447,7 +447,7 @@ impl Worker {
             if let Some(due) = self.batcher.next_due() {
                 wait = wait.min(due.saturating_duration_since(Instant::now()));
             }
-            let _ = sel.ready_timeout(wait);
+            sel.ready_timeout(wait).ok();
         }
     }
 
@@ -509,7 +509,7 @@ impl Worker {
         for a in live.active.values_mut() {
             // A failed ack means the channel died; its consumer messages say
             // so and the broker requeues.
-            let _ = a.acks.flush(&a.channel);
+            a.acks.flush(&a.channel).ok();
         }
         Ok(worked)
     }
@@ -628,8 +628,8 @@ impl Worker {
         self.fail_pending(&mut live, || AmqpError::Closed);
         for (_, mut a) in live.active.drain() {
             // Acks callers were told about go out before the channel closes.
-            let _ = a.acks.flush(&a.channel);
-            let _ = a.channel.close();
+            a.acks.flush(&a.channel).ok();
+            a.channel.close().ok();
         }
         if self.config.delete_topology_on_close {
             if let Err(e) = self.delete_topology(&mut live) {
@@ -637,8 +637,8 @@ impl Worker {
             }
         }
         self.specs.clear();
-        let _ = live.publish.close();
-        let _ = live.conn.close();
+        live.publish.close().ok();
+        live.conn.close().ok();
     }
 
     fn delete_topology(&mut self, live: &mut Live) -> Result<(), AmqpError> {
@@ -647,7 +647,7 @@ impl Worker {
             .open_channel(None)
             .map_err(|e| AmqpError::broker("opening a channel", e))?;
         let r = topology::delete_all(&ch, &mut self.declared);
-        let _ = ch.close();
+        ch.close().ok();
         r
     }
 
@@ -668,14 +668,14 @@ impl Worker {
                 match self.start_consumer(live, id, &source) {
                     Ok(()) => {
                         self.specs.push(Spec { id, source, sink });
-                        let _ = reply.send(Ok(()));
+                        reply.send(Ok(())).ok();
                     }
                     Err(e) => {
                         // A failed declare may have killed the channel; make
                         // sure nothing half-started stays behind.
                         live.recv.retain(|(c, _, _)| *c != id);
                         live.active.remove(&id);
-                        let _ = reply.send(Err(e));
+                        reply.send(Err(e)).ok();
                     }
                 }
                 Ok(())
@@ -739,7 +739,7 @@ impl Worker {
                     Err(AmqpError::StaleDelivery)
                 };
                 if let Some(reply) = reply {
-                    let _ = reply.send(r);
+                    reply.send(r).ok();
                 }
                 if let Some(copy) = copy {
                     self.publish(
@@ -755,14 +755,14 @@ impl Worker {
                 self.resolve(live, consumer, tag)
             }
             Cmd::DeleteTopology { reply } => {
-                let _ = reply.send(self.delete_topology(live));
+                reply.send(self.delete_topology(live)).ok();
                 Ok(())
             }
             Cmd::Shutdown { reply } => {
                 // Acknowledged before the shutdown work; `AmqpQueue::close`
                 // waits for it by joining the thread.
                 if let Some(r) = reply {
-                    let _ = r.send(Ok(()));
+                    r.send(Ok(())).ok();
                 }
                 Err(Exit::Shutdown)
             }
@@ -790,7 +790,7 @@ impl Worker {
                 if let Some(h) = a.held.remove(&tag) {
                     a.acks.settled(tag);
                     // A failure means the channel died: the broker requeues.
-                    let _ = h.delivery.nack(&a.channel, requeue);
+                    h.delivery.nack(&a.channel, requeue).ok();
                 }
                 return Ok(());
             }
@@ -891,7 +891,7 @@ impl Worker {
                         } else if let Some(h) = a.held.remove(&tag) {
                             // Back whole: the done items come again.
                             a.acks.settled(tag);
-                            let _ = h.delivery.nack(&a.channel, true);
+                            h.delivery.nack(&a.channel, true).ok();
                         }
                     }
                     self.resolve(live, consumer, tag)?;

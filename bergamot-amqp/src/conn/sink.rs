@@ -155,7 +155,7 @@ impl<T: Item> Sink for Stream<T> {
         self.0.is_closed()
     }
     fn fail(&self, e: AmqpError) {
-        let _ = self.0.send((Claim::default(), Err(e.into())));
+        self.0.send((Claim::default(), Err(e.into()))).ok();
     }
     fn hand(
         &self,
@@ -200,7 +200,9 @@ impl Sink for Updates {
         self.0.receiver_count() == 0
     }
     fn fail(&self, e: AmqpError) {
-        let _ = self.0.send(Err(bergamot_core::Error::from(e).to_string()));
+        self.0
+            .send(Err(bergamot_core::Error::from(e).to_string()))
+            .ok();
     }
     fn acked(&self) -> bool {
         false

@@ -19,7 +19,7 @@ impl Target {
             // Never echo a password into logs or errors.
             let shown = match url::Url::parse(raw) {
                 Ok(mut u) => {
-                    let _ = u.set_password(None);
+                    u.set_password(None).ok();
                     u.to_string()
                 }
                 Err(_) => "<unparsable>".to_string(),
