@@ -23,10 +23,9 @@ use amiquip::{
     ConsumerOptions, FieldTable, Publish, QueueDeclareOptions,
 };
 use async_trait::async_trait;
+use bergamot_core::backend::Acker;
 use bergamot_core::model::CheckResult;
-use bergamot_core::queue::{
-    Acker, DeadCheck, Delivery, ExecuteCheck, Message, SchedulerControl, Update,
-};
+use bergamot_core::queue::{DeadCheck, Delivery, ExecuteCheck, Message, SchedulerControl, Update};
 use crossbeam_channel::{Receiver, Select, Sender};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::ToSocketAddrs;

@@ -66,16 +66,9 @@ fn notification(recipient: &str, email: Option<&str>) -> Notification {
     }
 }
 
-/// Polls `cond` every 20 ms until it holds or 10 s pass.
+/// Polls `cond` until it holds, for up to 10 s.
 async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    bergamot_testkit::wait_until(what, Duration::from_secs(10), || std::future::ready(cond())).await
 }
 
 fn problems(r: bergamot_core::Result<Arc<dyn Notifier>>) -> Vec<String> {
@@ -252,25 +245,10 @@ async fn registered_kinds_build_and_send() {
 /// Debian's python3 with aiosmtpd, or None (the caller skips, or fails when
 /// BERGAMOT_REQUIRE_SERVICES=1).
 fn python_with_aiosmtpd() -> Option<&'static str> {
-    let found = ["/usr/bin/python3", "python3"].into_iter().find(|py| {
-        std::process::Command::new(py)
-            .args(["-c", "import aiosmtpd"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var("BERGAMOT_REQUIRE_SERVICES").as_deref() != Ok("1"),
-            "python3-aiosmtpd is not installed and BERGAMOT_REQUIRE_SERVICES=1 \
-             (apt-get install -y python3-aiosmtpd)"
-        );
-        eprintln!(
-            "SKIPPED: python3-aiosmtpd is not installed (apt-get install -y python3-aiosmtpd)"
-        );
-    }
-    found
+    bergamot_testkit::require_python_module(
+        "aiosmtpd",
+        "email channel (apt-get install -y python3-aiosmtpd)",
+    )
 }
 
 /// A running SMTP sink; dropped, it exits (its stdin closes).

@@ -565,13 +565,13 @@ struct RequeueAtBack {
 }
 
 struct BackOfLine {
-    inner: Box<dyn bergamot_core::queue::Acker>,
+    inner: Box<dyn bergamot_core::backend::Acker>,
     queue: Arc<InMemoryQueue>,
     message: bergamot_core::model::CheckResult,
 }
 
 #[async_trait::async_trait]
-impl bergamot_core::queue::Acker for BackOfLine {
+impl bergamot_core::backend::Acker for BackOfLine {
     async fn ack(self: Box<Self>) -> bergamot_core::Result<()> {
         self.inner.ack().await
     }

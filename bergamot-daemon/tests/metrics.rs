@@ -34,24 +34,10 @@ name = "cpu"
 command = "ok"
 "#;
 
-/// Whether promtool is there; without it the test skips, unless
-/// `BERGAMOT_REQUIRE_SERVICES` is set.
+/// Whether promtool (Debian package prometheus) is there; without it the
+/// test skips, unless `BERGAMOT_REQUIRE_SERVICES=1`.
 fn have_promtool() -> bool {
-    let found = Command::new(PROMTOOL)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if found {
-        return true;
-    }
-    assert!(
-        std::env::var_os("BERGAMOT_REQUIRE_SERVICES").is_none(),
-        "{PROMTOOL} is missing (Debian package prometheus) and BERGAMOT_REQUIRE_SERVICES is set"
-    );
-    eprintln!("skipped: {PROMTOOL} not installed");
-    false
+    bergamot_testkit::require_program(PROMTOOL, &["--version"], "promtool test")
 }
 
 /// `promtool check metrics` on `text`: its verdict and what it said.

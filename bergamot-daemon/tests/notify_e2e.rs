@@ -20,22 +20,7 @@ use warp::Filter;
 const SITE: &str = "e";
 
 fn python_with_aiosmtpd() -> Option<&'static str> {
-    let found = ["/usr/bin/python3", "python3"].into_iter().find(|py| {
-        std::process::Command::new(py)
-            .args(["-c", "import aiosmtpd"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var("BERGAMOT_REQUIRE_SERVICES").as_deref() != Ok("1"),
-            "python3-aiosmtpd is not installed and BERGAMOT_REQUIRE_SERVICES=1"
-        );
-        eprintln!("SKIPPED: python3-aiosmtpd is not installed");
-    }
-    found
+    bergamot_testkit::require_python_module("aiosmtpd", "email end to end")
 }
 
 /// The aiosmtpd sink; exits when dropped (its stdin closes).

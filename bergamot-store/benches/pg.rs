@@ -23,21 +23,10 @@ use uuid::Uuid;
 type BoxResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 fn check(id: CheckId, host: &str, name: &str, groups: Vec<GroupId>) -> Check {
-    Check {
-        id,
-        kind: CheckKind::Service,
-        host: host.into(),
-        name: name.into(),
-        host_id: None,
-        engine: "dummy".into(),
-        pool: "default".into(),
-        params: BTreeMap::new(),
-        policy: Policy::default(),
-        groups,
-        location: None,
-        dependencies: vec![],
-        enabled: true,
-    }
+    Check::builder(id, CheckKind::Service, host, name)
+        .engine("dummy")
+        .groups(groups)
+        .build()
 }
 
 async fn raw(url: &str) -> BoxResult<tokio_postgres::Client> {

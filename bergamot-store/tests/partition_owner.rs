@@ -13,16 +13,7 @@ use tokio_postgres::NoTls;
 const P: u32 = 16;
 
 fn url() -> Option<String> {
-    match std::env::var("BERGAMOT_TEST_POSTGRES_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            if std::env::var("BERGAMOT_REQUIRE_SERVICES").as_deref() == Ok("1") {
-                panic!("BERGAMOT_TEST_POSTGRES_URL is not set and BERGAMOT_REQUIRE_SERVICES=1");
-            }
-            eprintln!("skipped: BERGAMOT_TEST_POSTGRES_URL is not set");
-            None
-        }
-    }
+    bergamot_testkit::require_env("BERGAMOT_TEST_POSTGRES_URL", "partition owner")
 }
 
 fn class() -> i32 {
@@ -98,20 +89,13 @@ async fn kill(admin: &tokio_postgres::Client, app: &str) {
     assert_eq!(n, 1, "exactly one session named {app}");
 }
 
-/// Polls `f` every 100 ms for up to 30 s.
-async fn eventually<F, Fut>(what: &str, mut f: F)
+/// Polls `f` for up to 30 s.
+async fn eventually<F, Fut>(what: &str, f: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while std::time::Instant::now() < deadline {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for: {what}");
+    bergamot_testkit::wait_until(what, Duration::from_secs(30), f).await
 }
 
 #[tokio::test]
@@ -243,24 +227,15 @@ fn model(n: usize) -> Model {
     let checks = (0..n)
         .map(|i| {
             let host = format!("host{i}");
-            Check {
-                id: CheckId::service("site", &host, "svc"),
-                kind: CheckKind::Service,
-                host: host.clone(),
-                name: "svc".into(),
-                host_id: None,
-                engine: "dummy".into(),
-                pool: "default".into(),
-                params: Default::default(),
-                policy: Policy {
-                    every: Duration::from_secs(60),
-                    ..Policy::default()
-                },
-                groups: vec![],
-                location: None,
-                dependencies: vec![],
-                enabled: true,
-            }
+            Check::builder(
+                CheckId::service("site", &host, "svc"),
+                CheckKind::Service,
+                host.clone(),
+                "svc",
+            )
+            .engine("dummy")
+            .policy(Policy::builder().every(Duration::from_secs(60)).build())
+            .build()
         })
         .collect();
     Model {

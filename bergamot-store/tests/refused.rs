@@ -14,25 +14,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 fn check(site: &str, host: &str) -> Check {
-    Check {
-        id: CheckId::host(site, host),
-        kind: CheckKind::Host,
-        host: host.into(),
-        name: host.into(),
-        host_id: None,
-        engine: "dummy".into(),
-        pool: "default".into(),
-        params: BTreeMap::new(),
-        policy: Policy {
-            failed_after: 1,
-            recovers_after: 1,
-            ..Policy::default()
-        },
-        groups: vec![],
-        location: None,
-        dependencies: vec![],
-        enabled: true,
-    }
+    Check::host(site, host)
+        .engine("dummy")
+        .policy(Policy::builder().failed_after(1).recovers_after(1).build())
+        .build()
 }
 
 /// Second resolution, like passive results.

@@ -17,27 +17,21 @@ fn model(n: usize) -> Model {
     let checks = (0..n)
         .map(|i| {
             let host = format!("host{i}");
-            Check {
-                id: CheckId::service("site", &host, "svc"),
-                kind: CheckKind::Service,
-                host: host.clone(),
-                name: "svc".into(),
-                host_id: None,
-                engine: "dummy".into(),
-                pool: "default".into(),
-                params: Default::default(),
-                policy: Policy {
-                    every: Duration::from_secs(60),
-                    retry_every: Duration::from_secs(15),
-                    changing_every: None,
-                    failed_after: 3,
-                    ..Policy::default()
-                },
-                groups: vec![],
-                location: None,
-                dependencies: vec![],
-                enabled: true,
-            }
+            let policy = Policy::builder()
+                .every(Duration::from_secs(60))
+                .retry_every(Duration::from_secs(15))
+                .changing_every(None)
+                .failed_after(3)
+                .build();
+            Check::builder(
+                CheckId::service("site", &host, "svc"),
+                CheckKind::Service,
+                host.clone(),
+                "svc",
+            )
+            .engine("dummy")
+            .policy(policy)
+            .build()
         })
         .collect();
     Model {

@@ -18,16 +18,7 @@ use uuid::Uuid;
 /// The test server URL; None (and a note) when unset, a failure when
 /// `BERGAMOT_REQUIRE_SERVICES=1`.
 pub fn test_url() -> Option<String> {
-    match std::env::var("BERGAMOT_TEST_POSTGRES_URL") {
-        Ok(u) if !u.trim().is_empty() => Some(u),
-        _ => {
-            if std::env::var("BERGAMOT_REQUIRE_SERVICES").as_deref() == Ok("1") {
-                panic!("BERGAMOT_TEST_POSTGRES_URL is not set but BERGAMOT_REQUIRE_SERVICES=1");
-            }
-            eprintln!("skipped: BERGAMOT_TEST_POSTGRES_URL is not set");
-            None
-        }
-    }
+    bergamot_testkit::require_env("BERGAMOT_TEST_POSTGRES_URL", "postgres test")
 }
 
 /// A fresh schema name, unique per test.
