@@ -10,7 +10,6 @@ macro_rules! setters {
     ($inner:ident;) => {};
     ($inner:ident; $(#[$doc:meta])* $field:ident: into $ty:ty $(, $($rest:tt)*)?) => {
         $(#[$doc])*
-        #[must_use]
         pub fn $field(mut self, value: impl Into<$ty>) -> Self {
             self.$inner.$field = value.into();
             self
@@ -19,7 +18,6 @@ macro_rules! setters {
     };
     ($inner:ident; $(#[$doc:meta])* $field:ident: $ty:ty $(, $($rest:tt)*)?) => {
         $(#[$doc])*
-        #[must_use]
         pub fn $field(mut self, value: $ty) -> Self {
             self.$inner.$field = value;
             self

@@ -79,7 +79,7 @@ pub fn is_stale_mark(status: Status, output: &str) -> bool {
 
 /// The stale mark of `check` in `state` at `now`, if it is overdue. `since`
 /// stands in for the last result of a check that never had one.
-pub fn stale_mark(
+pub(crate) fn stale_mark(
     config: &FreshnessConfig,
     check: &Check,
     state: &CheckState,

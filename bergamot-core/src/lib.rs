@@ -55,6 +55,8 @@
 //! (crates `bergamot-store`, `bergamot-amqp`); backends prove they honour the
 //! contracts with the conformance suites (feature `conformance`).
 
+#![warn(unreachable_pub)]
+
 pub mod aggregate;
 pub mod backend;
 mod builder;

@@ -250,69 +250,7 @@ fn python_with_aiosmtpd() -> Option<&'static str> {
         "email channel (apt-get install -y python3-aiosmtpd)",
     )
 }
-
-/// A running SMTP sink; dropped, it exits (its stdin closes).
-struct Sink {
-    port: u16,
-    dir: tempfile::TempDir,
-    _child: tokio::process::Child,
-}
-
-impl Sink {
-    async fn start(python: &str, args: &[&str]) -> Sink {
-        use tokio::io::AsyncBufReadExt;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut child = tokio::process::Command::new(python)
-            // aiosmtpd warns (rightly) about AUTH without TLS; the test wants that.
-            .args(["-W", "ignore"])
-            .arg(data_dir().join("smtp_sink.py"))
-            .arg(dir.path())
-            .args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start smtp_sink.py");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        tokio::time::timeout(
-            Duration::from_secs(20),
-            tokio::io::BufReader::new(stdout).read_line(&mut line),
-        )
-        .await
-        .expect("smtp sink prints its port")
-        .expect("read port");
-        let port = line
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("bad port line {line:?}"));
-        Sink {
-            port,
-            dir,
-            _child: child,
-        }
-    }
-
-    /// The messages delivered so far, in order.
-    fn messages(&self) -> Vec<serde_json::Value> {
-        let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(self.dir.path())
-            .expect("read sink dir")
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let p = e.path();
-                let n = p.file_stem()?.to_str()?.parse().ok()?;
-                (p.extension()? == "json").then_some((n, p))
-            })
-            .collect();
-        files.sort();
-        files
-            .into_iter()
-            .map(|(_, p)| {
-                serde_json::from_str(&std::fs::read_to_string(p).expect("read")).expect("json")
-            })
-            .collect()
-    }
-}
+use bergamot_testkit::SmtpSink as Sink;
 
 fn smtp(port: u16, extra: serde_json::Value) -> serde_json::Value {
     let mut s = serde_json::json!({

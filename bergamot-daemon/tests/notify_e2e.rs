@@ -11,7 +11,6 @@ use bergamot_daemon::{start, Backends, Options, Roles, Running};
 use chrono::Utc;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
@@ -23,67 +22,22 @@ fn python_with_aiosmtpd() -> Option<&'static str> {
     bergamot_testkit::require_python_module("aiosmtpd", "email end to end")
 }
 
-/// The aiosmtpd sink; exits when dropped (its stdin closes).
-struct Smtp {
-    port: u16,
-    dir: tempfile::TempDir,
-    _child: tokio::process::Child,
-}
+/// The aiosmtpd sink, and `(recipient, subject, message id)` of every
+/// message it has so far.
+type Smtp = bergamot_testkit::SmtpSink;
 
-impl Smtp {
-    async fn start(python: &str) -> Smtp {
-        use tokio::io::AsyncBufReadExt;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../bergamot-core/tests/data/notify/smtp_sink.py");
-        let mut child = tokio::process::Command::new(python)
-            .args(["-W", "ignore"])
-            .arg(script)
-            .arg(dir.path())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start smtp_sink.py");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        tokio::time::timeout(
-            Duration::from_secs(20),
-            tokio::io::BufReader::new(stdout).read_line(&mut line),
-        )
-        .await
-        .expect("sink prints its port")
-        .expect("read port");
-        Smtp {
-            port: line.trim().parse().expect("port"),
-            dir,
-            _child: child,
+fn smtp_messages(smtp: &Smtp) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for v in smtp.messages() {
+        for r in v["rcpt_tos"].as_array().expect("rcpt_tos") {
+            out.push((
+                r.as_str().unwrap_or_default().to_string(),
+                v["subject"].as_str().unwrap_or_default().to_string(),
+                v["message_id"].as_str().unwrap_or_default().to_string(),
+            ));
         }
     }
-
-    /// `(recipient, subject, message id)` of every message so far.
-    fn messages(&self) -> Vec<(String, String, String)> {
-        let mut out = Vec::new();
-        for e in std::fs::read_dir(self.dir.path())
-            .expect("read sink dir")
-            .flatten()
-        {
-            let p = e.path();
-            if p.extension().map_or(true, |x| x != "json") {
-                continue;
-            }
-            let v: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(&p).expect("read")).expect("json");
-            for r in v["rcpt_tos"].as_array().expect("rcpt_tos") {
-                out.push((
-                    r.as_str().unwrap_or_default().to_string(),
-                    v["subject"].as_str().unwrap_or_default().to_string(),
-                    v["message_id"].as_str().unwrap_or_default().to_string(),
-                ));
-            }
-        }
-        out
-    }
+    out
 }
 
 /// A local HTTP receiver: keeps every JSON body POSTed to `/hook`.
@@ -190,7 +144,7 @@ struct Env {
 
 async fn env() -> Option<Env> {
     let python = python_with_aiosmtpd()?;
-    let smtp = Smtp::start(python).await;
+    let smtp = Smtp::start(python, &[]).await;
     let (hook, hooks) = receiver().await;
     let config = Config::from_str_named("notify.toml", &config(smtp.port, hook)).expect("config");
     let backends = Backends::in_memory();
@@ -256,8 +210,7 @@ impl Env {
     }
 
     fn mails_to(&self, who: &str, kind: &str) -> usize {
-        self.smtp
-            .messages()
+        smtp_messages(&self.smtp)
             .iter()
             .filter(|(r, s, _)| {
                 r == &format!("{who}@example.org") && s.ends_with(&format!(": {kind}"))
@@ -272,7 +225,7 @@ impl Env {
                 tokio::time::Instant::now() < deadline,
                 "timed out waiting for {what}; webhooks: {:?}; mails: {:?}",
                 self.hook_keys(),
-                self.smtp.messages()
+                smtp_messages(&self.smtp)
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -288,7 +241,7 @@ impl Env {
         let twice: Vec<_> = ids.iter().filter(|(_, n)| **n > 1).collect();
         assert!(twice.is_empty(), "webhooks delivered twice: {twice:?}");
         let mut mids: BTreeMap<(String, String), usize> = BTreeMap::new();
-        for (r, _, m) in self.smtp.messages() {
+        for (r, _, m) in smtp_messages(&self.smtp) {
             *mids.entry((r, m)).or_default() += 1;
         }
         let twice: Vec<_> = mids.iter().filter(|(_, n)| **n > 1).collect();

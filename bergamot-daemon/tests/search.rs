@@ -3,9 +3,7 @@
 //! the cursor visits every match once, and the time of each kind of request
 //! is printed (for docs/api.md; no timing is asserted).
 
-use bergamot_core::model::{
-    Check, CheckId, CheckKind, CheckResult, Group, GroupId, Model, Policy, Status,
-};
+use bergamot_core::model::{Check, CheckId, CheckResult, Group, GroupId, Model, Policy, Status};
 use bergamot_core::queue::InMemoryQueue;
 use bergamot_core::state::Ack;
 use bergamot_core::store::{Downtime, InMemoryStore, Store};

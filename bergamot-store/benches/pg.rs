@@ -7,15 +7,12 @@
 
 mod old_query;
 
-use bergamot_core::model::{
-    Check, CheckId, CheckKind, CheckResult, Group, GroupId, Model, Policy, Status,
-};
+use bergamot_core::model::{Check, CheckId, CheckKind, CheckResult, Group, GroupId, Model, Status};
 use bergamot_core::store::Store;
 use bergamot_store::{PostgresConfig, PostgresStore};
 use chrono::{Duration, TimeZone, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 use uuid::Uuid;

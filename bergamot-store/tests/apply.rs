@@ -3,9 +3,7 @@
 
 mod common;
 
-use bergamot_core::model::{
-    Check, CheckId, CheckKind, CheckResult, Model, Policy, ResultId, Status,
-};
+use bergamot_core::model::{Check, CheckId, CheckResult, Model, Policy, ResultId, Status};
 use bergamot_core::state::{self, Ack, CheckState, Outcome, Transition};
 use bergamot_core::store::{Downtime, HistoryPage, Store};
 use bergamot_store::PostgresStore;
@@ -14,7 +12,7 @@ use common::TestStore;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 

@@ -5,14 +5,14 @@ mod common;
 
 use bergamot_core::aggregate;
 use bergamot_core::model::{
-    Check, CheckId, CheckKind, Group, GroupId, Location, LocationId, Model, Policy, Status,
+    Check, CheckId, CheckKind, Group, GroupId, Location, LocationId, Model, Status,
 };
 use bergamot_core::state::CheckState;
 use bergamot_core::store::Store;
 use common::{raw_client, TestStore};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use uuid::Uuid;
 
 fn check(id: CheckId, kind: CheckKind, host: &str, name: &str) -> Check {

@@ -2,7 +2,9 @@
 //! Each test uses its own random advisory-lock class, so tests run in
 //! parallel without seeing each other.
 
-use bergamot_core::model::{Check, CheckId, CheckKind, Model, Policy};
+mod common;
+
+use bergamot_core::model::{CheckId, Model, Policy};
 use bergamot_core::schedule::{PartitionOwner, Schedule, ScheduleConfig};
 use bergamot_store::{PgOwnerConfig, PgPartitionOwner};
 use std::collections::{BTreeSet, HashMap};
@@ -13,7 +15,7 @@ use tokio_postgres::NoTls;
 const P: u32 = 16;
 
 fn url() -> Option<String> {
-    bergamot_testkit::require_env("BERGAMOT_TEST_POSTGRES_URL", "partition owner")
+    common::test_url()
 }
 
 fn class() -> i32 {
@@ -224,25 +226,7 @@ async fn bad_settings_are_refused() {
 }
 
 fn model(n: usize) -> Model {
-    let checks = (0..n)
-        .map(|i| {
-            let host = format!("host{i}");
-            Check::builder(
-                CheckId::service("site", &host, "svc"),
-                CheckKind::Service,
-                host.clone(),
-                "svc",
-            )
-            .engine("dummy")
-            .policy(Policy::builder().every(Duration::from_secs(60)).build())
-            .build()
-        })
-        .collect();
-    Model {
-        site: "site".into(),
-        checks,
-        ..Model::default()
-    }
+    common::services_model(n, &Policy::builder().every(Duration::from_secs(60)).build())
 }
 
 /// Two schedules following two owners' watch channels dispatch each check

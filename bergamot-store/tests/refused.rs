@@ -3,14 +3,14 @@
 
 mod common;
 
-use bergamot_core::model::{Check, CheckId, CheckKind, CheckResult, Model, Policy, Status};
+use bergamot_core::model::{Check, CheckId, CheckResult, Model, Policy, Status};
 use bergamot_core::processor::Processor;
 use bergamot_core::queue::{InMemoryQueue, Queue};
 use bergamot_core::state::Outcome;
 use bergamot_core::store::{HistoryPage, Store};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use common::TestStore;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 fn check(site: &str, host: &str) -> Check {

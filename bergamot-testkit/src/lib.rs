@@ -134,3 +134,75 @@ pub fn require_python_module(module: &str, test: &str) -> Option<&'static str> {
     }
     found
 }
+
+/// A local SMTP server (aiosmtpd, `bergamot-core/tests/data/notify/smtp_sink.py`)
+/// that saves every message it receives as `<n>.json`; it exits when dropped
+/// (its stdin closes).
+pub struct SmtpSink {
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+    dir: tempfile::TempDir,
+    _child: tokio::process::Child,
+}
+
+impl SmtpSink {
+    /// Starts the sink under `python` (see [`require_python_module`]) with
+    /// the script's extra `args` (say `--auth user:password`); panics when it
+    /// does not print its port within 20 s.
+    pub async fn start(python: &str, args: &[&str]) -> SmtpSink {
+        use tokio::io::AsyncBufReadExt;
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../bergamot-core/tests/data/notify/smtp_sink.py");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut child = tokio::process::Command::new(python)
+            // aiosmtpd warns (rightly) about AUTH without TLS; the tests want that.
+            .args(["-W", "ignore"])
+            .arg(script)
+            .arg(dir.path())
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start smtp_sink.py");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            tokio::io::BufReader::new(stdout).read_line(&mut line),
+        )
+        .await
+        .expect("smtp sink prints its port")
+        .expect("read port");
+        let port = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("bad port line {line:?}"));
+        SmtpSink {
+            port,
+            dir,
+            _child: child,
+        }
+    }
+
+    /// The messages delivered so far, in order, as the script saved them
+    /// (`rcpt_tos`, `subject`, `message_id`, ...).
+    pub fn messages(&self) -> Vec<serde_json::Value> {
+        let mut files: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(self.dir.path())
+            .expect("read sink dir")
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let p = e.path();
+                let n = p.file_stem()?.to_str()?.parse().ok()?;
+                (p.extension()? == "json").then_some((n, p))
+            })
+            .collect();
+        files.sort();
+        files
+            .into_iter()
+            .map(|(_, p)| {
+                serde_json::from_str(&std::fs::read_to_string(p).expect("read")).expect("json")
+            })
+            .collect()
+    }
+}

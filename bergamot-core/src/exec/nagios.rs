@@ -14,13 +14,13 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
 /// How much of a plugin's stdout is kept; the rest is read and discarded.
-pub const STDOUT_LIMIT: usize = 64 * 1024;
+pub(super) const STDOUT_LIMIT: usize = 64 * 1024;
 /// How much of a plugin's stderr is kept (shown when stdout is empty or the
 /// plugin failed).
 const STDERR_LIMIT: usize = 4 * 1024;
 /// How long the pipes are still read once the plugin has exited and its
 /// process group was killed (a child that left the group may hold them).
-pub const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+pub(super) const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 /// `PATH` for plugins when the daemon has none.
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 

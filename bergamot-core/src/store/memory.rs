@@ -32,7 +32,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 /// History entries (and alert records) kept per check by default.
-pub const DEFAULT_HISTORY_CAP: usize = 1_000;
+pub(super) const DEFAULT_HISTORY_CAP: usize = 1_000;
 
 /// A [`Store`] held in memory: for embedding, tests and the demo.
 ///

@@ -9,7 +9,6 @@ use bergamot_core::queue::Queue as _;
 use bergamot_core::store::{HistoryEntry, HistoryPage, Store};
 use bergamot_store::{PostgresConfig, PostgresStore};
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
