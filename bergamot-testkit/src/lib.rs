@@ -10,7 +10,7 @@
 //!   a bound instead of sleeping a guessed time; the bound is a failure
 //!   message, not a timing assertion.
 //!
-//! ```
+//! ```no_run
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! use std::time::Duration;
