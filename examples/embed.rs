@@ -17,33 +17,15 @@ use std::sync::Arc;
 const SITE: &str = "embedded";
 
 fn check(kind: CheckKind, host: &str, name: &str, group: GroupId) -> Check {
-    let (id, host_id) = match kind {
-        CheckKind::Host => (CheckId::host(SITE, host), None),
-        _ => (
-            CheckId::service(SITE, host, name),
-            Some(CheckId::host(SITE, host)),
-        ),
+    let builder = match kind {
+        CheckKind::Host => Check::host(SITE, host),
+        _ => Check::service(SITE, host, name),
     };
-    Check {
-        id,
-        kind,
-        host: host.into(),
-        name: name.into(),
-        host_id,
-        engine: "passive".into(),
-        pool: "default".into(),
-        params: Default::default(),
+    builder
         // Alert on the second bad result, recover on the first good one.
-        policy: Policy {
-            failed_after: 2,
-            recovers_after: 1,
-            ..Policy::default()
-        },
-        groups: vec![group],
-        location: None,
-        dependencies: vec![],
-        enabled: true,
-    }
+        .policy(Policy::builder().failed_after(2).recovers_after(1).build())
+        .group(group)
+        .build()
 }
 
 #[tokio::main]

@@ -6,7 +6,7 @@
 //! Run: `cargo bench -p bergamot-core --bench scheduler`.
 //! `BENCH_CHECKS` overrides the number of checks.
 
-use bergamot_core::model::{Check, CheckId, CheckKind, Model, Policy};
+use bergamot_core::model::{Check, CheckId, Model, Policy};
 use bergamot_core::schedule::{spread_offset, Schedule, ScheduleConfig};
 use nix::time::{clock_gettime, ClockId};
 use std::collections::BTreeMap;
@@ -28,30 +28,17 @@ fn model_id(i: usize) -> CheckId {
 }
 
 fn model(n: usize) -> Model {
-    let policy = Policy {
-        every: Duration::from_secs(60),
-        ..Policy::default()
-    };
+    let policy = Policy::builder().every(Duration::from_secs(60)).build();
     let params = BTreeMap::from([("status".to_string(), serde_json::json!("ok"))]);
     let checks = (0..n)
         .map(|i| {
             let host = format!("host{}", i / 10);
             let name = format!("svc{}", i % 10);
-            Check {
-                id: CheckId::service("bench", &host, &name),
-                kind: CheckKind::Service,
-                host_id: Some(CheckId::host("bench", &host)),
-                host,
-                name,
-                engine: "dummy".into(),
-                pool: "default".into(),
-                params: params.clone(),
-                policy: policy.clone(),
-                groups: vec![],
-                location: None,
-                dependencies: vec![],
-                enabled: true,
-            }
+            Check::service("bench", &host, &name)
+                .engine("dummy")
+                .params(params.clone())
+                .policy(policy.clone())
+                .build()
         })
         .collect();
     Model {

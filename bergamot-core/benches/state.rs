@@ -128,17 +128,12 @@ fn main() {
     // has a dependency (its host), which is mostly hard ok.
     let policies = [
         Policy::default(),
-        Policy {
-            failed_after: 1,
-            recovers_after: 1,
-            ..Policy::default()
-        },
-        Policy {
-            failed_after: 5,
-            recovers_after: 2,
-            changing_every: Some(Duration::from_secs(30)),
-            ..Policy::default()
-        },
+        Policy::builder().failed_after(1).recovers_after(1).build(),
+        Policy::builder()
+            .failed_after(5)
+            .recovers_after(2)
+            .changing_every(Some(Duration::from_secs(30)))
+            .build(),
     ];
     struct Check {
         policy: usize,

@@ -2,10 +2,9 @@
 //!
 //! `cargo bench -p bergamot-core --bench store`. Prints what it measured.
 
-use bergamot_core::aggregate::{self, GraphIndex};
-use bergamot_core::model::{
-    Check, CheckId, CheckKind, CheckResult, Group, GroupId, Model, Policy, Status,
-};
+use bergamot_core::aggregate;
+use bergamot_core::backend::GraphIndex;
+use bergamot_core::model::{Check, CheckId, CheckKind, CheckResult, Group, GroupId, Model, Status};
 use bergamot_core::state::{self, CheckState};
 use bergamot_core::store::{InMemoryStore, Store};
 use chrono::{Duration as ChronoDuration, TimeZone, Utc};
@@ -18,21 +17,14 @@ const SITE: &str = "bench";
 fn svc(i: usize, groups: Vec<GroupId>) -> Check {
     let host = format!("host{}", i / 10);
     let name = format!("svc{i}");
-    Check {
-        id: CheckId::service(SITE, &host, &name),
-        kind: CheckKind::Service,
+    Check::builder(
+        CheckId::service(SITE, &host, &name),
+        CheckKind::Service,
         host,
         name,
-        host_id: None,
-        engine: "passive".into(),
-        pool: "default".into(),
-        params: Default::default(),
-        policy: Policy::default(),
-        groups,
-        location: None,
-        dependencies: vec![],
-        enabled: true,
-    }
+    )
+    .groups(groups)
+    .build()
 }
 
 /// `n_groups` groups: a root, then each group has one or two parents among

@@ -79,7 +79,7 @@ pub fn is_stale_mark(status: Status, output: &str) -> bool {
 
 /// The stale mark of `check` in `state` at `now`, if it is overdue. `since`
 /// stands in for the last result of a check that never had one.
-pub fn stale_mark(
+pub(crate) fn stale_mark(
     config: &FreshnessConfig,
     check: &Check,
     state: &CheckState,
@@ -204,25 +204,15 @@ mod tests {
     use crate::store::InMemoryStore;
 
     fn check(name: &str) -> Check {
-        Check {
-            id: CheckId::service("s", "h", name),
-            kind: CheckKind::Service,
-            host: "h".into(),
-            name: name.into(),
-            host_id: None,
-            engine: "dummy".into(),
-            pool: "default".into(),
-            params: Default::default(),
-            policy: Policy {
-                failed_after: 1,
-                recovers_after: 1,
-                ..Policy::default()
-            },
-            groups: vec![],
-            location: None,
-            dependencies: vec![],
-            enabled: true,
-        }
+        Check::builder(
+            CheckId::service("s", "h", name),
+            CheckKind::Service,
+            "h",
+            name,
+        )
+        .engine("dummy")
+        .policy(Policy::builder().failed_after(1).recovers_after(1).build())
+        .build()
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! publishes what changed:
 //!
 //! ```
-//! use bergamot_core::model::{Check, CheckId, CheckKind, CheckResult, Group, GroupId, Model, Policy, Status};
+//! use bergamot_core::model::{Check, CheckResult, Group, GroupId, Model, Policy, Status};
 //! use bergamot_core::processor::Processor;
 //! use bergamot_core::queue::{InMemoryQueue, Queue, Update};
 //! use bergamot_core::store::{InMemoryStore, Store};
@@ -19,21 +19,10 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> bergamot_core::Result<()> {
 //! let group = GroupId::named("site", "web");
-//! let host = Check {
-//!     id: CheckId::host("site", "web1"),
-//!     kind: CheckKind::Host,
-//!     host: "web1".into(),
-//!     name: "web1".into(),
-//!     host_id: None,
-//!     engine: "passive".into(),
-//!     pool: "default".into(),
-//!     params: Default::default(),
-//!     policy: Policy { failed_after: 1, ..Policy::default() },
-//!     groups: vec![group],
-//!     location: None,
-//!     dependencies: vec![],
-//!     enabled: true,
-//! };
+//! let host = Check::host("site", "web1")
+//!     .policy(Policy::builder().failed_after(1).build())
+//!     .group(group)
+//!     .build();
 //! let model = Model {
 //!     site: "site".into(),
 //!     checks: vec![host.clone()],
@@ -66,7 +55,11 @@
 //! (crates `bergamot-store`, `bergamot-amqp`); backends prove they honour the
 //! contracts with the conformance suites (feature `conformance`).
 
+#![warn(unreachable_pub)]
+
 pub mod aggregate;
+pub mod backend;
+mod builder;
 pub mod config;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;

@@ -129,14 +129,13 @@ fn directory_with_templates_loads_to_the_expected_model() {
     );
     assert_eq!(
         host.policy,
-        Policy {
-            failed_after: 4,                               // host's own
-            recovers_after: 2,                             // monitored
-            every: Duration::from_secs(60),                // base beats monitored (10m)
-            retry_every: Duration::from_secs(30),          // [defaults]
-            changing_every: Some(Duration::from_secs(30)), // linux
-            ..Policy::default()
-        }
+        Policy::builder()
+            .failed_after(4) // host's own
+            .recovers_after(2) // monitored
+            .every(Duration::from_secs(60)) // base beats monitored (10m)
+            .retry_every(Duration::from_secs(30)) // [defaults]
+            .changing_every(Duration::from_secs(30)) // linux
+            .build()
     );
     assert_eq!(host.pool, "base-pool");
     assert_eq!(
@@ -258,11 +257,10 @@ fn directory_with_templates_loads_to_the_expected_model() {
     assert_eq!(peer.pool, "default");
     assert_eq!(
         peer.policy,
-        Policy {
-            every: Duration::from_secs(120),
-            retry_every: Duration::from_secs(30),
-            ..Policy::default()
-        }
+        Policy::builder()
+            .every(Duration::from_secs(120))
+            .retry_every(Duration::from_secs(30))
+            .build()
     );
     assert!(peer.groups.is_empty());
     assert_eq!(m.checks.len(), 5 + 4 + 1);

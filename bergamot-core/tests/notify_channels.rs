@@ -66,16 +66,9 @@ fn notification(recipient: &str, email: Option<&str>) -> Notification {
     }
 }
 
-/// Polls `cond` every 20 ms until it holds or 10 s pass.
+/// Polls `cond` until it holds, for up to 10 s.
 async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    bergamot_testkit::wait_until(what, Duration::from_secs(10), || std::future::ready(cond())).await
 }
 
 fn problems(r: bergamot_core::Result<Arc<dyn Notifier>>) -> Vec<String> {
@@ -252,89 +245,12 @@ async fn registered_kinds_build_and_send() {
 /// Debian's python3 with aiosmtpd, or None (the caller skips, or fails when
 /// BERGAMOT_REQUIRE_SERVICES=1).
 fn python_with_aiosmtpd() -> Option<&'static str> {
-    let found = ["/usr/bin/python3", "python3"].into_iter().find(|py| {
-        std::process::Command::new(py)
-            .args(["-c", "import aiosmtpd"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var("BERGAMOT_REQUIRE_SERVICES").as_deref() != Ok("1"),
-            "python3-aiosmtpd is not installed and BERGAMOT_REQUIRE_SERVICES=1 \
-             (apt-get install -y python3-aiosmtpd)"
-        );
-        eprintln!(
-            "SKIPPED: python3-aiosmtpd is not installed (apt-get install -y python3-aiosmtpd)"
-        );
-    }
-    found
+    bergamot_testkit::require_python_module(
+        "aiosmtpd",
+        "email channel (apt-get install -y python3-aiosmtpd)",
+    )
 }
-
-/// A running SMTP sink; dropped, it exits (its stdin closes).
-struct Sink {
-    port: u16,
-    dir: tempfile::TempDir,
-    _child: tokio::process::Child,
-}
-
-impl Sink {
-    async fn start(python: &str, args: &[&str]) -> Sink {
-        use tokio::io::AsyncBufReadExt;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut child = tokio::process::Command::new(python)
-            // aiosmtpd warns (rightly) about AUTH without TLS; the test wants that.
-            .args(["-W", "ignore"])
-            .arg(data_dir().join("smtp_sink.py"))
-            .arg(dir.path())
-            .args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start smtp_sink.py");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        tokio::time::timeout(
-            Duration::from_secs(20),
-            tokio::io::BufReader::new(stdout).read_line(&mut line),
-        )
-        .await
-        .expect("smtp sink prints its port")
-        .expect("read port");
-        let port = line
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("bad port line {line:?}"));
-        Sink {
-            port,
-            dir,
-            _child: child,
-        }
-    }
-
-    /// The messages delivered so far, in order.
-    fn messages(&self) -> Vec<serde_json::Value> {
-        let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(self.dir.path())
-            .expect("read sink dir")
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let p = e.path();
-                let n = p.file_stem()?.to_str()?.parse().ok()?;
-                (p.extension()? == "json").then_some((n, p))
-            })
-            .collect();
-        files.sort();
-        files
-            .into_iter()
-            .map(|(_, p)| {
-                serde_json::from_str(&std::fs::read_to_string(p).expect("read")).expect("json")
-            })
-            .collect()
-    }
-}
+use bergamot_testkit::SmtpSink as Sink;
 
 fn smtp(port: u16, extra: serde_json::Value) -> serde_json::Value {
     let mut s = serde_json::json!({

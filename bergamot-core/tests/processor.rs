@@ -344,18 +344,12 @@ async fn unknown_check_result_does_not_stop_the_loop() {
         .publish_result(result(h, Status::Critical, 2))
         .await
         .unwrap();
-    let mut applied = false;
-    for _ in 0..500 {
-        if f.store.state(h).await.unwrap().status == Status::Critical {
-            applied = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(
-        applied,
-        "the valid result after an unknown check's one was applied"
-    );
+    bergamot_testkit::wait_until(
+        "the valid result after an unknown check's one to be applied",
+        Duration::from_secs(5),
+        || async { f.store.state(h).await.unwrap().status == Status::Critical },
+    )
+    .await;
     stop.send(()).unwrap();
     run.await.unwrap().expect("run returns Ok on shutdown");
     // Both were acked: a new consumer gets nothing.
@@ -534,18 +528,12 @@ async fn store_errors_are_retried_with_backoff_until_applied() {
         .await
         .unwrap();
     // Backoff 100 + 200 + 400 ms on the paused clock, then applied.
-    let mut applied = false;
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if store.state(h).await.unwrap().version == 1 {
-            applied = true;
-            break;
-        }
-    }
-    assert!(
-        applied,
-        "the result was retried after each failure and applied once the store recovered"
-    );
+    bergamot_testkit::wait_until(
+        "the result to be retried after each failure and applied once the store recovered",
+        Duration::from_secs(10),
+        || async { store.state(h).await.unwrap().version == 1 },
+    )
+    .await;
     stop.send(()).unwrap();
     run.await.unwrap().unwrap();
     let hist = store
@@ -569,13 +557,13 @@ struct RequeueAtBack {
 }
 
 struct BackOfLine {
-    inner: Box<dyn bergamot_core::queue::Acker>,
+    inner: Box<dyn bergamot_core::backend::Acker>,
     queue: Arc<InMemoryQueue>,
     message: bergamot_core::model::CheckResult,
 }
 
 #[async_trait::async_trait]
-impl bergamot_core::queue::Acker for BackOfLine {
+impl bergamot_core::backend::Acker for BackOfLine {
     async fn ack(self: Box<Self>) -> bergamot_core::Result<()> {
         self.inner.ack().await
     }
@@ -812,17 +800,15 @@ async fn run_applies_a_backlog_in_batches_with_coalesced_aggregates() {
     let run = tokio::spawn(processor.run(async move {
         stopped.await.ok();
     }));
-    let mut done = false;
-    for _ in 0..500 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        if store.state(h).await.unwrap().version == 200
-            && store.state(s).await.unwrap().version == 200
-        {
-            done = true;
-            break;
-        }
-    }
-    assert!(done, "the backlog was not applied");
+    bergamot_testkit::wait_until(
+        "the backlog to be applied",
+        Duration::from_secs(5),
+        || async {
+            store.state(h).await.unwrap().version == 200
+                && store.state(s).await.unwrap().version == 200
+        },
+    )
+    .await;
     // Let the aggregate task publish the last change.
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.send(()).unwrap();

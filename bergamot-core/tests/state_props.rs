@@ -60,16 +60,15 @@ fn policy() -> impl Strategy<Value = Policy> {
         0.0f64..40.0,
         prop::option::of(1u64..120),
     )
-        .prop_map(
-            |(failed_after, recovers_after, flap_low, gap, changing)| Policy {
-                failed_after,
-                recovers_after,
-                flap_low,
-                flap_high: flap_low + gap,
-                changing_every: changing.map(Duration::from_secs),
-                ..Policy::default()
-            },
-        )
+        .prop_map(|(failed_after, recovers_after, flap_low, gap, changing)| {
+            Policy::builder()
+                .failed_after(failed_after)
+                .recovers_after(recovers_after)
+                .flap_low(flap_low)
+                .flap_high(flap_low + gap)
+                .changing_every(changing.map(Duration::from_secs))
+                .build()
+        })
 }
 
 fn epoch() -> DateTime<Utc> {

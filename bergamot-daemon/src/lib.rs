@@ -21,9 +21,11 @@
 //! Layout: [`cli`] (the command line), [`wiring`] (roles over backends),
 //! [`roles`], [`web`] (REST API, websocket, auth, metrics, embedded UI).
 
+#![warn(unreachable_pub)]
+
 pub mod cli;
 pub mod health;
-pub mod preflight;
+pub(crate) mod preflight;
 pub mod roles;
 pub mod web;
 pub mod wiring;

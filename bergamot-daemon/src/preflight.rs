@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 /// One run-time problem: what is wrong, and the checks it hits.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuntimeProblem {
+pub(crate) struct RuntimeProblem {
     /// What is wrong (names the engine or plugin).
     pub message: String,
     /// Display names of the checks affected (the first few).
@@ -36,7 +36,7 @@ const NAMED: usize = 3;
 
 /// The run-time problems of `config` for a daemon with `executors`, one per
 /// distinct cause, in a stable order.
-pub fn runtime_problems(config: &Config, executors: &Executors) -> Vec<RuntimeProblem> {
+pub(crate) fn runtime_problems(config: &Config, executors: &Executors) -> Vec<RuntimeProblem> {
     let mut by_cause: BTreeMap<String, RuntimeProblem> = BTreeMap::new();
     let mut plugins: BTreeMap<String, Result<(), String>> = BTreeMap::new();
     let path_var = std::env::var_os("PATH");

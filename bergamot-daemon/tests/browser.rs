@@ -91,17 +91,9 @@ fn repo_root() -> PathBuf {
 }
 
 /// Whether Chromium is there; without it the tests skip, unless
-/// `BERGAMOT_REQUIRE_SERVICES` is set.
+/// `BERGAMOT_REQUIRE_SERVICES=1`.
 fn have_chromium() -> bool {
-    if Path::new(CHROMIUM).exists() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("BERGAMOT_REQUIRE_SERVICES").is_none(),
-        "{CHROMIUM} is missing and BERGAMOT_REQUIRE_SERVICES is set"
-    );
-    eprintln!("skipped: {CHROMIUM} not installed");
-    false
+    bergamot_testkit::require(Path::new(CHROMIUM).exists(), CHROMIUM, "browser test")
 }
 
 /// Headless Chromium with a fresh profile, and a CDP session on its page.

@@ -513,12 +513,12 @@ async fn notifier_killed_mid_send_delivers_every_job_once() {
     let Some((pg, amqp)) = service_urls("notifier_kill") else {
         return;
     };
-    let Some(python) = common::smtp::python_with_aiosmtpd() else {
+    let Some(python) = bergamot_testkit::require_python_module("aiosmtpd", "notifier_kill") else {
         return;
     };
     let site = "nk";
     let (hook, got) = slow_receiver();
-    let smtp = common::smtp::Smtp::start(python).await;
+    let smtp = bergamot_testkit::SmtpSink::start(python, &[]).await;
     let mut cluster = Cluster::new(&pg, &amqp, site, &notify_config(site, hook, smtp.port));
     let jobs = 2 * NOTIFY_ALERTS;
     // Deliveries per job id, at both receivers (the e-mail's Message-ID is
@@ -526,8 +526,10 @@ async fn notifier_killed_mid_send_delivers_every_job_once() {
     let counts = || {
         let mut all = got.lock().clone();
         let mut mails = 0;
-        for (_, _, message_id) in smtp.messages() {
-            let id = message_id
+        for m in smtp.messages() {
+            let id = m["message_id"]
+                .as_str()
+                .unwrap_or_default()
                 .trim_start_matches('<')
                 .trim_end_matches("@bergamot>")
                 .to_string();

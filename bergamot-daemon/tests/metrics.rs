@@ -4,7 +4,6 @@
 
 mod common;
 
-use bergamot_core::config::Config;
 use bergamot_core::model::CheckId;
 use bergamot_core::queue::{ExecuteCheck, Queue};
 use bergamot_daemon::{start, Backends, Options, Roles};
@@ -17,41 +16,10 @@ use std::time::Duration;
 
 const PROMTOOL: &str = "promtool";
 
-const CONFIG: &str = r#"
-site = "m"
-
-[[command]]
-name = "ok"
-engine = "dummy"
-params = { status = "OK" }
-
-[[host]]
-name = "h"
-every = "1h"
-
-[[host.service]]
-name = "cpu"
-command = "ok"
-"#;
-
-/// Whether promtool is there; without it the test skips, unless
-/// `BERGAMOT_REQUIRE_SERVICES` is set.
+/// Whether promtool (Debian package prometheus) is there; without it the
+/// test skips, unless `BERGAMOT_REQUIRE_SERVICES=1`.
 fn have_promtool() -> bool {
-    let found = Command::new(PROMTOOL)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if found {
-        return true;
-    }
-    assert!(
-        std::env::var_os("BERGAMOT_REQUIRE_SERVICES").is_none(),
-        "{PROMTOOL} is missing (Debian package prometheus) and BERGAMOT_REQUIRE_SERVICES is set"
-    );
-    eprintln!("skipped: {PROMTOOL} not installed");
-    false
+    bergamot_testkit::require_program(PROMTOOL, &["--version"], "promtool test")
 }
 
 /// `promtool check metrics` on `text`: its verdict and what it said.
@@ -107,7 +75,7 @@ async fn worker_node_metrics_measure_what_they_say() {
     let (ok, _) = promtool_check("# HELP x_count A counter.\n# TYPE x_count counter\nx_count 1\n");
     assert!(!ok, "promtool accepts a badly named counter");
 
-    let config = Config::from_str_named("m.toml", CONFIG).expect("config");
+    let config = common::one_service_config("m");
     let check = CheckId::service("m", "h", "cpu");
     let backends = Backends::in_memory();
     let queue = backends.queue.clone();

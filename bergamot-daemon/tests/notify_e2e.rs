@@ -11,7 +11,6 @@ use bergamot_core::state::Ack;
 use bergamot_core::store::Downtime;
 use bergamot_daemon::{start, Backends, Options, Roles, Running};
 use chrono::Utc;
-use common::smtp::{python_with_aiosmtpd, Smtp};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,6 +19,28 @@ use uuid::Uuid;
 use warp::Filter;
 
 const SITE: &str = "e";
+
+fn python_with_aiosmtpd() -> Option<&'static str> {
+    bergamot_testkit::require_python_module("aiosmtpd", "email end to end")
+}
+
+/// The aiosmtpd sink, and `(recipient, subject, message id)` of every
+/// message it has so far.
+type Smtp = bergamot_testkit::SmtpSink;
+
+fn smtp_messages(smtp: &Smtp) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for v in smtp.messages() {
+        for r in v["rcpt_tos"].as_array().expect("rcpt_tos") {
+            out.push((
+                r.as_str().unwrap_or_default().to_string(),
+                v["subject"].as_str().unwrap_or_default().to_string(),
+                v["message_id"].as_str().unwrap_or_default().to_string(),
+            ));
+        }
+    }
+    out
+}
 
 /// A local HTTP receiver: keeps every JSON body POSTed to `/hook`.
 async fn receiver() -> (u16, Arc<Mutex<Vec<serde_json::Value>>>) {
@@ -125,7 +146,7 @@ struct Env {
 
 async fn env() -> Option<Env> {
     let python = python_with_aiosmtpd()?;
-    let smtp = Smtp::start(python).await;
+    let smtp = Smtp::start(python, &[]).await;
     let (hook, hooks) = receiver().await;
     let config = Config::from_str_named("notify.toml", &config(smtp.port, hook)).expect("config");
     let backends = Backends::in_memory();
@@ -192,8 +213,7 @@ impl Env {
     }
 
     fn mails_to(&self, who: &str, kind: &str) -> usize {
-        self.smtp
-            .messages()
+        smtp_messages(&self.smtp)
             .iter()
             .filter(|(r, s, _)| {
                 r == &format!("{who}@example.org") && s.ends_with(&format!(": {kind}"))
@@ -208,7 +228,7 @@ impl Env {
                 tokio::time::Instant::now() < deadline,
                 "timed out waiting for {what}; webhooks: {:?}; mails: {:?}",
                 self.hook_keys(),
-                self.smtp.messages()
+                smtp_messages(&self.smtp)
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -224,7 +244,7 @@ impl Env {
         let twice: Vec<_> = ids.iter().filter(|(_, n)| **n > 1).collect();
         assert!(twice.is_empty(), "webhooks delivered twice: {twice:?}");
         let mut mids: BTreeMap<(String, String), usize> = BTreeMap::new();
-        for (r, _, m) in self.smtp.messages() {
+        for (r, _, m) in smtp_messages(&self.smtp) {
             *mids.entry((r, m)).or_default() += 1;
         }
         let twice: Vec<_> = mids.iter().filter(|(_, n)| **n > 1).collect();
@@ -336,7 +356,7 @@ async fn critical_escalation_ack_recovery_reach_the_right_people_once() {
             .find_map(|l| l.strip_prefix(&key))
             .map_or(0, |v| v.trim().parse().expect("a count"))
     };
-    let mails = env.smtp.messages().len();
+    let mails = smtp_messages(&env.smtp).len();
     let hooks = env.hooks.lock().len();
     // A send is counted just after its receiver accepted it: wait for the last.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -5,7 +5,6 @@
 mod common;
 
 use async_trait::async_trait;
-use bergamot_core::config::Config;
 use bergamot_core::model::{CheckId, CheckResult, Status};
 use bergamot_core::queue::{
     DeadCheck, DeliveryStream, ExecuteCheck, InMemoryQueue, Queue, SchedulerControl, Update,
@@ -17,23 +16,6 @@ use futures::StreamExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-
-const CONFIG: &str = r#"
-site = "r"
-
-[[command]]
-name = "ok"
-engine = "dummy"
-params = { status = "OK" }
-
-[[host]]
-name = "h"
-every = "1h"
-
-[[host.service]]
-name = "cpu"
-command = "ok"
-"#;
 
 /// The in-memory queue, except that its update stream ends at once (a
 /// broker cancelling the web node's subscription).
@@ -78,7 +60,7 @@ impl Queue for EndingUpdates {
 
 #[tokio::test]
 async fn a_hub_whose_update_stream_ends_fails_the_node() {
-    let config = Config::from_str_named("r.toml", CONFIG).expect("config");
+    let config = common::one_service_config("r");
     let running = start(
         config.model,
         Backends {
@@ -108,7 +90,7 @@ async fn a_hub_whose_update_stream_ends_fails_the_node() {
 /// the processor of the same node applies its result before it stops.
 #[tokio::test]
 async fn shutdown_applies_the_result_of_a_check_in_flight() {
-    let config = Config::from_str_named("r.toml", CONFIG).expect("config");
+    let config = common::one_service_config("r");
     let check = CheckId::service("r", "h", "cpu");
     let backends = Backends::in_memory();
     let (store, queue) = (backends.store.clone(), backends.queue.clone());

@@ -3,9 +3,7 @@
 //! the cursor visits every match once, and the time of each kind of request
 //! is printed (for docs/api.md; no timing is asserted).
 
-use bergamot_core::model::{
-    Check, CheckId, CheckKind, CheckResult, Group, GroupId, Model, Policy, Status,
-};
+use bergamot_core::model::{Check, CheckId, CheckResult, Group, GroupId, Model, Policy, Status};
 use bergamot_core::queue::InMemoryQueue;
 use bergamot_core::state::Ack;
 use bergamot_core::store::{Downtime, InMemoryStore, Store};
@@ -24,34 +22,14 @@ const HOSTS: usize = 1_000;
 const SERVICES: usize = 99;
 
 fn check(host: &str, service: Option<&str>, group: GroupId) -> Check {
-    let (id, kind, name, host_id) = match service {
-        None => (CheckId::host(SITE, host), CheckKind::Host, host, None),
-        Some(s) => (
-            CheckId::service(SITE, host, s),
-            CheckKind::Service,
-            s,
-            Some(CheckId::host(SITE, host)),
-        ),
-    };
-    Check {
-        id,
-        kind,
-        host: host.to_string(),
-        name: name.to_string(),
-        host_id,
-        engine: "dummy".to_string(),
-        pool: "default".to_string(),
-        params: Default::default(),
-        policy: Policy {
-            failed_after: 1,
-            recovers_after: 1,
-            ..Policy::default()
-        },
-        groups: vec![group],
-        location: None,
-        dependencies: Vec::new(),
-        enabled: true,
+    match service {
+        None => Check::host(SITE, host),
+        Some(s) => Check::service(SITE, host, s),
     }
+    .engine("dummy")
+    .policy(Policy::builder().failed_after(1).recovers_after(1).build())
+    .group(group)
+    .build()
 }
 
 /// 1,000 hosts `host0000`… with services `svc00`…`svc98`, in 10 groups
@@ -298,16 +276,8 @@ async fn search_100000_checks_in_memory() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn search_100000_checks_postgres() {
-    let url = match std::env::var("BERGAMOT_TEST_POSTGRES_URL") {
-        Ok(u) if !u.trim().is_empty() => u,
-        _ => {
-            assert!(
-                std::env::var_os("BERGAMOT_REQUIRE_SERVICES").is_none(),
-                "BERGAMOT_TEST_POSTGRES_URL is not set but BERGAMOT_REQUIRE_SERVICES is"
-            );
-            eprintln!("skipped: BERGAMOT_TEST_POSTGRES_URL is not set");
-            return;
-        }
+    let Some(url) = bergamot_testkit::require_env("BERGAMOT_TEST_POSTGRES_URL", "search") else {
+        return;
     };
     let schema = format!("t_search_{:016x}", rand::random::<u64>());
     let store = bergamot_store::PostgresStore::connect(

@@ -7,15 +7,12 @@
 
 mod old_query;
 
-use bergamot_core::model::{
-    Check, CheckId, CheckKind, CheckResult, Group, GroupId, Model, Policy, Status,
-};
+use bergamot_core::model::{Check, CheckId, CheckKind, CheckResult, Group, GroupId, Model, Status};
 use bergamot_core::store::Store;
 use bergamot_store::{PostgresConfig, PostgresStore};
 use chrono::{Duration, TimeZone, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 use uuid::Uuid;
@@ -23,21 +20,10 @@ use uuid::Uuid;
 type BoxResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 fn check(id: CheckId, host: &str, name: &str, groups: Vec<GroupId>) -> Check {
-    Check {
-        id,
-        kind: CheckKind::Service,
-        host: host.into(),
-        name: name.into(),
-        host_id: None,
-        engine: "dummy".into(),
-        pool: "default".into(),
-        params: BTreeMap::new(),
-        policy: Policy::default(),
-        groups,
-        location: None,
-        dependencies: vec![],
-        enabled: true,
-    }
+    Check::builder(id, CheckKind::Service, host, name)
+        .engine("dummy")
+        .groups(groups)
+        .build()
 }
 
 async fn raw(url: &str) -> BoxResult<tokio_postgres::Client> {

@@ -94,29 +94,29 @@ pub(crate) fn decode_state(row: &Row, at: usize) -> Result<(CheckId, CheckState)
     let version: i64 = get(row, at + 1, T)?;
     let attempt: i32 = get(row, at + 5, T)?;
     let Json(rest): Json<Rest> = get(row, at + 14, T)?;
-    let state = CheckState {
-        status: status_from_sql(get(row, at + 2, T)?, T)?,
-        ok: get(row, at + 3, T)?,
-        output: get::<String>(row, at + 13, T)?.into(),
-        long_output: rest.long_output,
-        perfdata: rest.perfdata,
-        hard: get(row, at + 4, T)?,
-        attempt: unsigned(i64::from(attempt), T, "attempt")?,
-        last_check_at: get(row, at + 6, T)?,
-        last_state_change_at: rest.last_state_change_at,
-        last_hard_change_at: rest.last_hard_change_at,
-        last_result_id: get::<Option<Uuid>>(row, at + 7, T)?.map(ResultId),
-        ok_history: rest.ok_history,
-        flap_percent: rest.flap_percent,
-        flapping: get(row, at + 8, T)?,
-        in_downtime: get(row, at + 9, T)?,
-        suppressed: get(row, at + 10, T)?,
-        acknowledged: ack_from_sql(get(row, at + 11, T)?)?,
-        ack: rest.ack,
-        encompassed: get(row, at + 12, T)?,
-        current_alert: rest.current_alert,
-        version: unsigned(version, T, "version")?,
-    };
+    let state = CheckState::builder()
+        .status(status_from_sql(get(row, at + 2, T)?, T)?)
+        .ok(get(row, at + 3, T)?)
+        .output(get::<String>(row, at + 13, T)?)
+        .long_output(rest.long_output)
+        .perfdata(rest.perfdata)
+        .hard(get(row, at + 4, T)?)
+        .attempt(unsigned(i64::from(attempt), T, "attempt")?)
+        .last_check_at(get::<Option<DateTime<Utc>>>(row, at + 6, T)?)
+        .last_state_change_at(rest.last_state_change_at)
+        .last_hard_change_at(rest.last_hard_change_at)
+        .last_result_id(get::<Option<Uuid>>(row, at + 7, T)?.map(ResultId))
+        .ok_history(rest.ok_history)
+        .flap_percent(rest.flap_percent)
+        .flapping(get(row, at + 8, T)?)
+        .in_downtime(get(row, at + 9, T)?)
+        .suppressed(get(row, at + 10, T)?)
+        .acknowledged(ack_from_sql(get(row, at + 11, T)?)?)
+        .ack(rest.ack)
+        .encompassed(get(row, at + 12, T)?)
+        .current_alert(rest.current_alert)
+        .version(unsigned(version, T, "version")?)
+        .build();
     Ok((CheckId(id), state))
 }
 

@@ -3,9 +3,7 @@
 
 mod common;
 
-use bergamot_core::model::{
-    Check, CheckId, CheckKind, CheckResult, Model, Policy, ResultId, Status,
-};
+use bergamot_core::model::{Check, CheckId, CheckResult, Model, Policy, ResultId, Status};
 use bergamot_core::state::{self, Ack, CheckState, Outcome, Transition};
 use bergamot_core::store::{Downtime, HistoryPage, Store};
 use bergamot_store::PostgresStore;
@@ -14,26 +12,15 @@ use common::TestStore;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 fn check(site: &str, host: &str, policy: Policy) -> Check {
-    Check {
-        id: CheckId::host(site, host),
-        kind: CheckKind::Host,
-        host: host.into(),
-        name: host.into(),
-        host_id: None,
-        engine: "dummy".into(),
-        pool: "default".into(),
-        params: BTreeMap::new(),
-        policy,
-        groups: vec![],
-        location: None,
-        dependencies: vec![],
-        enabled: true,
-    }
+    Check::host(site, host)
+        .engine("dummy")
+        .policy(policy)
+        .build()
 }
 
 fn t0() -> DateTime<Utc> {
@@ -89,16 +76,8 @@ async fn concurrent_results_equal_a_serial_replay() {
     let mut rng = StdRng::seed_from_u64(42);
     let policies = [
         Policy::default(),
-        Policy {
-            failed_after: 1,
-            recovers_after: 1,
-            ..Policy::default()
-        },
-        Policy {
-            failed_after: 4,
-            recovers_after: 2,
-            ..Policy::default()
-        },
+        Policy::builder().failed_after(1).recovers_after(1).build(),
+        Policy::builder().failed_after(4).recovers_after(2).build(),
     ];
     let checks: Vec<Check> = (0..CHECKS)
         .map(|i| check(site, &format!("h{i}"), policies[i % 3].clone()))
@@ -286,20 +265,9 @@ async fn restart_keeps_attempts_flap_history_acks_and_downtimes() {
         return;
     };
     let site = "restart";
-    let policy = Policy {
-        failed_after: 5,
-        recovers_after: 3,
-        ..Policy::default()
-    };
+    let policy = Policy::builder().failed_after(5).recovers_after(3).build();
     let a = check(site, "a", policy.clone());
-    let b = check(
-        site,
-        "b",
-        Policy {
-            failed_after: 1,
-            ..Policy::default()
-        },
-    );
+    let b = check(site, "b", Policy::builder().failed_after(1).build());
     let model = Model {
         site: site.into(),
         checks: vec![a.clone(), b.clone()],

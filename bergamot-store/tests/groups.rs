@@ -5,32 +5,18 @@ mod common;
 
 use bergamot_core::aggregate;
 use bergamot_core::model::{
-    Check, CheckId, CheckKind, Group, GroupId, Location, LocationId, Model, Policy, Status,
+    Check, CheckId, CheckKind, Group, GroupId, Location, LocationId, Model, Status,
 };
 use bergamot_core::state::CheckState;
 use bergamot_core::store::Store;
 use common::{raw_client, TestStore};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use uuid::Uuid;
 
 fn check(id: CheckId, kind: CheckKind, host: &str, name: &str) -> Check {
-    Check {
-        id,
-        kind,
-        host: host.to_string(),
-        name: name.to_string(),
-        host_id: None,
-        engine: "dummy".into(),
-        pool: "default".into(),
-        params: BTreeMap::new(),
-        policy: Policy::default(),
-        groups: Vec::new(),
-        location: None,
-        dependencies: Vec::new(),
-        enabled: true,
-    }
+    Check::builder(id, kind, host, name).engine("dummy").build()
 }
 
 /// A layered group DAG (`levels` deep, several parents per group), checks in
@@ -227,7 +213,7 @@ async fn generated_graph_matches_the_core_aggregate() {
     assert_eq!(of.len(), 50);
     assert_eq!(of, aggregate::group_states_of(&model, st, &some));
     // Ancestors of a check: every group whose aggregate counts it.
-    let index = aggregate::GraphIndex::new(&model);
+    let index = bergamot_core::backend::GraphIndex::new(&model);
     for c in model.checks.iter().step_by(97) {
         let anc = store.ancestor_groups(c.id).await.expect("ancestors");
         assert_eq!(
@@ -392,7 +378,7 @@ async fn resync_rebuilds_the_group_graph() {
             "after another state change"
         );
     }
-    let index = aggregate::GraphIndex::new(&second);
+    let index = bergamot_core::backend::GraphIndex::new(&second);
     for c in second.checks.iter().step_by(37) {
         assert_eq!(
             Some(store.ancestor_groups(c.id).await.expect("ancestors")),

@@ -2,7 +2,9 @@
 //! Each test uses its own random advisory-lock class, so tests run in
 //! parallel without seeing each other.
 
-use bergamot_core::model::{Check, CheckId, CheckKind, Model, Policy};
+mod common;
+
+use bergamot_core::model::{CheckId, Model, Policy};
 use bergamot_core::schedule::{PartitionOwner, Schedule, ScheduleConfig};
 use bergamot_store::{PgOwnerConfig, PgPartitionOwner};
 use std::collections::{BTreeSet, HashMap};
@@ -13,16 +15,7 @@ use tokio_postgres::NoTls;
 const P: u32 = 16;
 
 fn url() -> Option<String> {
-    match std::env::var("BERGAMOT_TEST_POSTGRES_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            if std::env::var("BERGAMOT_REQUIRE_SERVICES").as_deref() == Ok("1") {
-                panic!("BERGAMOT_TEST_POSTGRES_URL is not set and BERGAMOT_REQUIRE_SERVICES=1");
-            }
-            eprintln!("skipped: BERGAMOT_TEST_POSTGRES_URL is not set");
-            None
-        }
-    }
+    common::test_url()
 }
 
 fn class() -> i32 {
@@ -98,20 +91,13 @@ async fn kill(admin: &tokio_postgres::Client, app: &str) {
     assert_eq!(n, 1, "exactly one session named {app}");
 }
 
-/// Polls `f` every 100 ms for up to 30 s.
-async fn eventually<F, Fut>(what: &str, mut f: F)
+/// Polls `f` for up to 30 s.
+async fn eventually<F, Fut>(what: &str, f: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while std::time::Instant::now() < deadline {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for: {what}");
+    bergamot_testkit::wait_until(what, Duration::from_secs(30), f).await
 }
 
 #[tokio::test]
@@ -240,34 +226,7 @@ async fn bad_settings_are_refused() {
 }
 
 fn model(n: usize) -> Model {
-    let checks = (0..n)
-        .map(|i| {
-            let host = format!("host{i}");
-            Check {
-                id: CheckId::service("site", &host, "svc"),
-                kind: CheckKind::Service,
-                host: host.clone(),
-                name: "svc".into(),
-                host_id: None,
-                engine: "dummy".into(),
-                pool: "default".into(),
-                params: Default::default(),
-                policy: Policy {
-                    every: Duration::from_secs(60),
-                    ..Policy::default()
-                },
-                groups: vec![],
-                location: None,
-                dependencies: vec![],
-                enabled: true,
-            }
-        })
-        .collect();
-    Model {
-        site: "site".into(),
-        checks,
-        ..Model::default()
-    }
+    common::services_model(n, &Policy::builder().every(Duration::from_secs(60)).build())
 }
 
 /// Two schedules following two owners' watch channels dispatch each check

@@ -3,36 +3,21 @@
 
 mod common;
 
-use bergamot_core::model::{Check, CheckId, CheckKind, CheckResult, Model, Policy, Status};
+use bergamot_core::model::{Check, CheckId, CheckResult, Model, Policy, Status};
 use bergamot_core::processor::Processor;
 use bergamot_core::queue::{InMemoryQueue, Queue};
 use bergamot_core::state::Outcome;
 use bergamot_core::store::{HistoryPage, Store};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use common::TestStore;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 fn check(site: &str, host: &str) -> Check {
-    Check {
-        id: CheckId::host(site, host),
-        kind: CheckKind::Host,
-        host: host.into(),
-        name: host.into(),
-        host_id: None,
-        engine: "dummy".into(),
-        pool: "default".into(),
-        params: BTreeMap::new(),
-        policy: Policy {
-            failed_after: 1,
-            recovers_after: 1,
-            ..Policy::default()
-        },
-        groups: vec![],
-        location: None,
-        dependencies: vec![],
-        enabled: true,
-    }
+    Check::host(site, host)
+        .engine("dummy")
+        .policy(Policy::builder().failed_after(1).recovers_after(1).build())
+        .build()
 }
 
 /// Second resolution, like passive results.

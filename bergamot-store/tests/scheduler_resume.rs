@@ -3,7 +3,7 @@
 
 mod common;
 
-use bergamot_core::model::{Check, CheckId, CheckKind, CheckResult, Model, Policy, Status};
+use bergamot_core::model::{CheckId, CheckResult, Model, Policy, Status};
 use bergamot_core::schedule::{Schedule, ScheduleConfig};
 use bergamot_core::state::next_interval;
 use bergamot_core::store::Store;
@@ -14,37 +14,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 fn model(n: usize) -> Model {
-    let checks = (0..n)
-        .map(|i| {
-            let host = format!("host{i}");
-            Check {
-                id: CheckId::service("site", &host, "svc"),
-                kind: CheckKind::Service,
-                host: host.clone(),
-                name: "svc".into(),
-                host_id: None,
-                engine: "dummy".into(),
-                pool: "default".into(),
-                params: Default::default(),
-                policy: Policy {
-                    every: Duration::from_secs(60),
-                    retry_every: Duration::from_secs(15),
-                    changing_every: None,
-                    failed_after: 3,
-                    ..Policy::default()
-                },
-                groups: vec![],
-                location: None,
-                dependencies: vec![],
-                enabled: true,
-            }
-        })
-        .collect();
-    Model {
-        site: "site".into(),
-        checks,
-        ..Model::default()
-    }
+    let policy = Policy::builder()
+        .every(Duration::from_secs(60))
+        .retry_every(Duration::from_secs(15))
+        .changing_every(None)
+        .failed_after(3)
+        .build();
+    common::services_model(n, &policy)
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use super::Cmd;
 use crate::error::AmqpError;
 use amiquip::Channel;
 use async_trait::async_trait;
-use bergamot_core::queue::Acker;
+use bergamot_core::backend::Acker;
 use crossbeam_channel::Sender;
 use std::collections::BTreeSet;
 use tokio::sync::oneshot;

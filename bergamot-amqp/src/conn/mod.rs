@@ -36,7 +36,7 @@ use amiquip::{
     ConsumerMessage, ConsumerOptions, FieldTable, Publish, QueueDeclareOptions,
 };
 use batcher::{BatchKey, Batcher};
-use bergamot_core::queue::Acker;
+use bergamot_core::backend::Acker;
 use crossbeam_channel::{Receiver, Select, Sender};
 use sink::{Claim, Handed, Sink, Source};
 use std::collections::{BTreeMap, HashMap};

@@ -3,10 +3,9 @@
 
 use crate::error::AmqpError;
 use amiquip::FieldTable;
+use bergamot_core::backend::Acker;
 use bergamot_core::model::CheckResult;
-use bergamot_core::queue::{
-    Acker, DeadCheck, Delivery, ExecuteCheck, Message, SchedulerControl, Update,
-};
+use bergamot_core::queue::{DeadCheck, Delivery, ExecuteCheck, Message, SchedulerControl, Update};
 use chrono::Utc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;

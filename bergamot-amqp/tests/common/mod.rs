@@ -11,16 +11,7 @@ use uuid::Uuid;
 /// The broker URL, or `None` (after saying so) when the test should skip.
 /// With `BERGAMOT_REQUIRE_SERVICES=1` a missing URL fails the test.
 pub fn amqp_url(test: &str) -> Option<String> {
-    match std::env::var("BERGAMOT_TEST_AMQP_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            if std::env::var("BERGAMOT_REQUIRE_SERVICES").as_deref() == Ok("1") {
-                panic!("{test}: BERGAMOT_TEST_AMQP_URL is not set and BERGAMOT_REQUIRE_SERVICES=1");
-            }
-            eprintln!("{test}: skipped (BERGAMOT_TEST_AMQP_URL not set)");
-            None
-        }
-    }
+    bergamot_testkit::require_env("BERGAMOT_TEST_AMQP_URL", test)
 }
 
 /// A random name prefix so that parallel tests never share a queue.

@@ -1223,21 +1223,17 @@ impl<'a> Gen<'a, '_> {
         let (engine, params) =
             self.engine_params(view.check_command, &view.check_params, &view.params, &names);
         let index = self.checks.len();
-        self.checks.push(Check {
-            id: host_id,
-            kind: CheckKind::Host,
-            host: host.to_string(),
-            name: host.to_string(),
-            host_id: None,
-            engine,
-            pool: host_pool.to_string(),
-            params,
-            policy: host_policy.clone(),
-            groups: host_groups.clone(),
-            location,
-            dependencies: Vec::new(),
-            enabled: host_enabled,
-        });
+        self.checks.push(
+            Check::builder(host_id, CheckKind::Host, host, host)
+                .engine(engine)
+                .pool(host_pool)
+                .params(params)
+                .policy(host_policy.clone())
+                .groups(host_groups.clone())
+                .location(location)
+                .enabled(host_enabled)
+                .build(),
+        );
         self.notify_rule(index, &[], &view.notify);
         if let Some(deps) = view.depends_on {
             let scope = Scope {
@@ -1271,21 +1267,18 @@ impl<'a> Gen<'a, '_> {
             };
             let (engine, params) = self.engine_params(s.command, &s.params, &view.params, &names);
             let index = self.checks.len();
-            self.checks.push(Check {
-                id,
-                kind,
-                host: host.to_string(),
-                name: name.to_string(),
-                host_id: Some(host_id),
-                engine,
-                pool: s.pool.unwrap_or(host_pool).to_string(),
-                params,
-                policy,
-                groups,
-                location,
-                dependencies: Vec::new(),
-                enabled: host_enabled && s.enabled.unwrap_or(true),
-            });
+            self.checks.push(
+                Check::builder(id, kind, host, name)
+                    .host_id(host_id)
+                    .engine(engine)
+                    .pool(s.pool.unwrap_or(host_pool))
+                    .params(params)
+                    .policy(policy)
+                    .groups(groups)
+                    .location(location)
+                    .enabled(host_enabled && s.enabled.unwrap_or(true))
+                    .build(),
+            );
             self.notify_rule(index, &s.notify, &view.notify);
             if let Some(deps) = s.depends_on {
                 let mut layers = s.params.clone();

@@ -48,7 +48,7 @@ pub(super) struct SubstError<'a> {
 
 impl SubstError<'_> {
     /// A message for users.
-    pub fn message(&self) -> String {
+    pub(super) fn message(&self) -> String {
         match self.problem {
             Problem::Unknown => format!(
                 "unknown parameter `#{{{}}}`: not host.name, host.address, service.name, \
@@ -83,7 +83,7 @@ pub(super) struct Listen {
 
 impl Listen {
     /// The values for `addr`.
-    pub fn of(addr: std::net::SocketAddr) -> Self {
+    pub(super) fn of(addr: std::net::SocketAddr) -> Self {
         use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
         let ip = match addr.ip() {
             IpAddr::V4(v) if v.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -104,7 +104,7 @@ impl Listen {
 
 impl Listen {
     /// `text` with `#{listen.host}`, `#{listen.port}` and `#{listen.url}` replaced.
-    pub fn expand(&self, text: &str) -> String {
+    pub(super) fn expand(&self, text: &str) -> String {
         text.replace("#{listen.host}", &self.host)
             .replace("#{listen.port}", &self.port)
             .replace("#{listen.url}", &self.url)
@@ -146,7 +146,7 @@ impl<'a> Scope<'a> {
     }
 
     /// Substitutes every reference in `s`.
-    pub fn string(&self, s: &str) -> Result<String, SubstError<'a>> {
+    pub(super) fn string(&self, s: &str) -> Result<String, SubstError<'a>> {
         self.string_at(s, 0)
     }
 
@@ -231,7 +231,7 @@ impl<'a> Scope<'a> {
     /// Substitutes the strings inside a parameter value and converts it to
     /// JSON. A string that is exactly one parameter reference (`"#{port}"`)
     /// takes that parameter's type (`22`, not `"22"`).
-    pub fn value(&self, v: &toml::Value) -> Result<serde_json::Value, SubstError<'a>> {
+    pub(super) fn value(&self, v: &toml::Value) -> Result<serde_json::Value, SubstError<'a>> {
         self.value_at(v, 0)
     }
 

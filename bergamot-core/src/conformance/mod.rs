@@ -34,7 +34,7 @@ pub mod notify;
 pub mod queue;
 pub mod store;
 
-use crate::model::{Check, CheckId, CheckKind, CheckResult, GroupId, LocationId, Policy, Status};
+use crate::model::{Check, CheckId, CheckResult, GroupId, LocationId, Policy, Status};
 use chrono::{DateTime, TimeZone, Utc};
 use std::time::Duration;
 
@@ -55,49 +55,29 @@ pub fn at(secs: i64) -> DateTime<Utc> {
 
 /// A policy with these thresholds and the default intervals.
 pub fn policy(failed_after: u32, recovers_after: u32) -> Policy {
-    Policy {
-        failed_after,
-        recovers_after,
-        ..Policy::default()
-    }
+    Policy::builder()
+        .failed_after(failed_after)
+        .recovers_after(recovers_after)
+        .build()
 }
 
 /// A host check of `host` in `groups` at `location`.
 pub fn host(name: &str, groups: &[GroupId], location: Option<LocationId>, policy: Policy) -> Check {
-    Check {
-        id: CheckId::host(SITE, name),
-        kind: CheckKind::Host,
-        host: name.to_string(),
-        name: name.to_string(),
-        host_id: None,
-        engine: "dummy".to_string(),
-        pool: "default".to_string(),
-        params: Default::default(),
-        policy,
-        groups: groups.to_vec(),
-        location,
-        dependencies: Vec::new(),
-        enabled: true,
-    }
+    Check::host(SITE, name)
+        .engine("dummy")
+        .policy(policy)
+        .groups(groups.to_vec())
+        .location(location)
+        .build()
 }
 
 /// A service `name` on host `host` in `groups`.
 pub fn service(host: &str, name: &str, groups: &[GroupId], policy: Policy) -> Check {
-    Check {
-        id: CheckId::service(SITE, host, name),
-        kind: CheckKind::Service,
-        host: host.to_string(),
-        name: name.to_string(),
-        host_id: Some(CheckId::host(SITE, host)),
-        engine: "dummy".to_string(),
-        pool: "default".to_string(),
-        params: Default::default(),
-        policy,
-        groups: groups.to_vec(),
-        location: None,
-        dependencies: Vec::new(),
-        enabled: true,
-    }
+    Check::service(SITE, host, name)
+        .engine("dummy")
+        .policy(policy)
+        .groups(groups.to_vec())
+        .build()
 }
 
 /// A group `name` with `parents`.

@@ -7,7 +7,7 @@ mod ids;
 mod result;
 mod status;
 
-pub use check::{Check, CheckKind, Group, Location, Model, Policy};
+pub use check::{Check, CheckBuilder, CheckKind, Group, Location, Model, Policy, PolicyBuilder};
 pub use ids::{CheckId, GroupId, LocationId, ObjectKind, ResultId};
 pub use result::{
     truncate_text, CheckResult, Perfdata, ResultLimits, DEFAULT_MAX_OUTPUT, DEFAULT_MAX_SKEW,

@@ -33,10 +33,7 @@ mod planner;
 mod rules;
 
 pub use period::{Exclusion, TimePeriod, TimePeriods, WeeklyRange, ALWAYS};
-pub use plan::{
-    active_elapsed, event_key, job_id, plan, plan_check_events, still_relevant, AlertFacts,
-    AlertNow, CheckEvent, EventFact, Pause,
-};
+pub use plan::{plan, still_relevant, AlertFacts, AlertNow, CheckEvent, EventFact, Pause};
 pub use planner::{PlanReport, Planner};
 pub use rules::{CheckNotify, Contact, EscalationStep, NotifyModel, NotifyRule};
 

@@ -23,7 +23,7 @@ use uuid::Uuid;
 const JOB_NAMESPACE: Uuid = Uuid::from_u128(0x6a1f_0c3e_92b4_4d7a_b5e1_08c4_7f23_91de);
 
 /// The deterministic id of a job.
-pub fn job_id(
+pub(crate) fn job_id(
     alert: Uuid,
     kind: NotificationKind,
     sequence: u32,
@@ -170,7 +170,7 @@ pub fn still_relevant(job: &NotificationJob, now: &AlertNow) -> Result<(), Strin
 
 /// The time of an alert's life that counts towards escalations and repeats:
 /// from its opening to `now`, minus the paused spans.
-pub fn active_elapsed(
+pub(crate) fn active_elapsed(
     opened: DateTime<Utc>,
     paused: &[Pause],
     now: DateTime<Utc>,
@@ -375,7 +375,7 @@ pub struct CheckEvent {
     /// [`NotificationKind::FlappingStarted`], [`NotificationKind::FlappingStopped`],
     /// [`NotificationKind::DowntimeStarted`] or [`NotificationKind::DowntimeEnded`].
     pub kind: NotificationKind,
-    /// The event's key, in the alert id's place in [`job_id`]: [`event_key`]
+    /// The event's key, in the alert id's place in the job id: `event_key`
     /// of a history entry, or a downtime's id.
     pub key: Uuid,
     /// The change (version, time, status and output after).
@@ -391,7 +391,7 @@ const EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x1c7e_5b20_4f8d_4a63_9e07_d2a9_3b
 
 /// The deterministic key of a check-level event (check, history version and
 /// time of the change): it takes the alert id's place in [`job_id`].
-pub fn event_key(check: &crate::model::CheckId, version: u64, at: DateTime<Utc>) -> Uuid {
+pub(crate) fn event_key(check: &crate::model::CheckId, version: u64, at: DateTime<Utc>) -> Uuid {
     let key = format!("{check}\0{version}\0{}", at.timestamp_micros());
     Uuid::new_v5(&EVENT_NAMESPACE, key.as_bytes())
 }
@@ -401,7 +401,7 @@ pub fn event_key(check: &crate::model::CheckId, version: u64, at: DateTime<Utc>)
 /// sends, waiting for the rule's and the recipient's periods like alerts.
 /// `existing` are jobs already planned (any status, any kind); the result
 /// never contains one of their ids, nor the same id twice.
-pub fn plan_check_events(
+pub(crate) fn plan_check_events(
     model: &NotifyModel,
     check: &crate::model::CheckId,
     events: &[CheckEvent],

@@ -31,30 +31,12 @@ pub use messages::{
     LocationUpdate, Message, SchedulerControl, Update,
 };
 
+pub(crate) use crate::backend::Acker;
 use crate::error::Result;
 use crate::model::CheckResult;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use std::sync::Arc;
-
-/// Acknowledges or rejects one delivery (implemented by each backend).
-#[async_trait]
-pub trait Acker: Send + Sync {
-    /// The effect of the message is durable: never deliver it again.
-    async fn ack(self: Box<Self>) -> Result<()>;
-    /// The message could not be handled: requeue it (`requeue`) or drop /
-    /// dead-letter it.
-    async fn nack(self: Box<Self>, requeue: bool) -> Result<()>;
-    /// The message can never be handled (retrying cannot help): move it
-    /// out of the way with the reason, where an operator can inspect it
-    /// (the AMQP backend publishes it to `<prefix>.poison` with the reason
-    /// in a header), and never deliver it again. The default drops it
-    /// (`nack` without requeue).
-    async fn poison(self: Box<Self>, reason: String) -> Result<()> {
-        let _ = reason;
-        self.nack(false).await
-    }
-}
 
 /// One message taken from a queue, to be acked once its effect is durable.
 pub struct Delivery<T> {

@@ -26,27 +26,16 @@
 //! The design is written up in `docs/scheduler.md`.
 //!
 //! ```
-//! use bergamot_core::model::{Check, CheckId, CheckKind, Model, Policy};
+//! use bergamot_core::model::{Check, CheckId, Model, Policy};
 //! use bergamot_core::schedule::{Schedule, ScheduleConfig};
 //! use std::time::Duration;
 //! use tokio::time::Instant;
 //!
 //! let id = CheckId::host("site", "web1");
-//! let check = Check {
-//!     id,
-//!     kind: CheckKind::Host,
-//!     host: "web1".into(),
-//!     name: "web1".into(),
-//!     host_id: None,
-//!     engine: "dummy".into(),
-//!     pool: "default".into(),
-//!     params: Default::default(),
-//!     policy: Policy { every: Duration::from_secs(60), ..Policy::default() },
-//!     groups: vec![],
-//!     location: None,
-//!     dependencies: vec![],
-//!     enabled: true,
-//! };
+//! let check = Check::host("site", "web1")
+//!     .engine("dummy")
+//!     .policy(Policy::builder().every(Duration::from_secs(60)).build())
+//!     .build();
 //! let model = Model { site: "site".into(), checks: vec![check], ..Model::default() };
 //!
 //! let start = Instant::now();

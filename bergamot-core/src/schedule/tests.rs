@@ -4,7 +4,7 @@
 use super::*;
 use crate::model::{Check, CheckId, CheckKind, Model, Policy};
 use crate::queue::{ExecuteCheck, SchedulerControl};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -16,27 +16,18 @@ fn secs(s: u64) -> Duration {
 
 fn check(i: usize, every: u64) -> Check {
     let host = format!("host{i}");
-    Check {
-        id: CheckId::service(SITE, &host, "svc"),
-        kind: CheckKind::Service,
-        host: host.clone(),
-        name: "svc".into(),
-        host_id: Some(CheckId::host(SITE, &host)),
-        engine: "dummy".into(),
-        pool: "default".into(),
-        params: BTreeMap::from([("n".to_string(), serde_json::json!(i))]),
-        policy: Policy {
-            every: secs(every),
-            retry_every: secs(10),
-            changing_every: None,
-            timeout: secs(5),
-            ..Policy::default()
-        },
-        groups: vec![],
-        location: None,
-        dependencies: vec![],
-        enabled: true,
-    }
+    Check::service(SITE, &host, "svc")
+        .engine("dummy")
+        .param("n", serde_json::json!(i))
+        .policy(
+            Policy::builder()
+                .every(secs(every))
+                .retry_every(secs(10))
+                .changing_every(None)
+                .timeout(secs(5))
+                .build(),
+        )
+        .build()
 }
 
 fn model(checks: Vec<Check>) -> Model {

@@ -90,7 +90,7 @@ pub fn initial_state(policy: &Policy) -> CheckState {
 /// use bergamot_core::state::{initial_state, transition, Event};
 /// use chrono::{Duration, Utc};
 ///
-/// let policy = Policy { failed_after: 2, ..Policy::default() };
+/// let policy = Policy::builder().failed_after(2).build();
 /// let check = CheckId::random();
 /// let t0 = Utc::now();
 /// let mut state = initial_state(&policy);

@@ -11,6 +11,7 @@ pub use machine::{
     set_downtime, set_suppressed, transition, transition_in_place, FLAP_HISTORY_LEN,
 };
 
+pub(crate) use crate::backend::Decision;
 use crate::model::{Perfdata, ResultId, Status};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -61,7 +62,20 @@ pub struct DependencyState {
 }
 
 /// Everything Bergamot knows about one check between results.
+///
+/// Made by [`initial_state`] and the transition functions, or (for a
+/// backend reading saved states, or a test) with [`CheckState::builder`];
+/// the fields stay public to read and to change.
+///
+/// ```
+/// use bergamot_core::model::Status;
+/// use bergamot_core::state::CheckState;
+///
+/// let state = CheckState::builder().status(Status::Critical).ok(false).attempt(1).build();
+/// assert!(state.hard && !state.ok);
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct CheckState {
     /// Current status.
     pub status: Status,
@@ -114,10 +128,78 @@ pub struct CheckState {
 }
 
 impl CheckState {
+    /// A [`CheckStateBuilder`] starting from the [`initial_state`] of the
+    /// default [`Policy`](crate::model::Policy).
+    pub fn builder() -> CheckStateBuilder {
+        CheckStateBuilder {
+            state: initial_state(&crate::model::Policy::default()),
+        }
+    }
+
     /// Whether the check is ignored in aggregates (suppressed, in downtime,
     /// acknowledged or encompassed): it then counts as PENDING and ok.
     pub fn is_ignored(&self) -> bool {
         self.suppressed || self.in_downtime || self.acknowledged != Ack::None || self.encompassed
+    }
+}
+
+/// Builds a [`CheckState`]: [`CheckState::builder`], a setter per field to
+/// change, then [`build`](CheckStateBuilder::build).
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct CheckStateBuilder {
+    state: CheckState,
+}
+
+impl CheckStateBuilder {
+    crate::builder::setters!(state;
+        /// Sets [`CheckState::status`].
+        status: Status,
+        /// Sets [`CheckState::ok`].
+        ok: bool,
+        /// Sets [`CheckState::output`].
+        output: into Arc<str>,
+        /// Sets [`CheckState::long_output`].
+        long_output: into Arc<str>,
+        /// Sets [`CheckState::perfdata`].
+        perfdata: into Arc<[Perfdata]>,
+        /// Sets [`CheckState::hard`].
+        hard: bool,
+        /// Sets [`CheckState::attempt`].
+        attempt: u32,
+        /// Sets [`CheckState::last_check_at`].
+        last_check_at: into Option<DateTime<Utc>>,
+        /// Sets [`CheckState::last_state_change_at`].
+        last_state_change_at: into Option<DateTime<Utc>>,
+        /// Sets [`CheckState::last_hard_change_at`].
+        last_hard_change_at: into Option<DateTime<Utc>>,
+        /// Sets [`CheckState::last_result_id`].
+        last_result_id: into Option<ResultId>,
+        /// Sets [`CheckState::ok_history`].
+        ok_history: u32,
+        /// Sets [`CheckState::flap_percent`].
+        flap_percent: f64,
+        /// Sets [`CheckState::flapping`].
+        flapping: bool,
+        /// Sets [`CheckState::in_downtime`].
+        in_downtime: bool,
+        /// Sets [`CheckState::suppressed`].
+        suppressed: bool,
+        /// Sets [`CheckState::acknowledged`].
+        acknowledged: Ack,
+        /// Sets [`CheckState::ack`].
+        ack: into Option<Arc<AckInfo>>,
+        /// Sets [`CheckState::encompassed`].
+        encompassed: bool,
+        /// Sets [`CheckState::current_alert`].
+        current_alert: into Option<OpenAlert>,
+        /// Sets [`CheckState::version`].
+        version: u64,
+    );
+
+    /// The state.
+    pub fn build(self) -> CheckState {
+        self.state
     }
 }
 
@@ -169,7 +251,7 @@ pub struct Transition {
     /// before (the scheduler must be told).
     #[serde(default)]
     pub interval_changed: bool,
-    /// Whether the check's [`Contribution`](crate::aggregate::Contribution)
+    /// Whether the check's [`Contribution`](crate::backend::Contribution)
     /// to group and location aggregates differs from before: when false, no
     /// aggregate can have changed and none needs recomputing.
     #[serde(default)]
@@ -182,35 +264,6 @@ pub struct Transition {
 }
 
 impl Transition {
-    /// Whether the state changed (and must be saved and published).
-    pub fn is_applied(&self) -> bool {
-        self.outcome == Outcome::Applied
-    }
-}
-
-/// The decision of [`transition_in_place`]: a [`Transition`] without the
-/// state, which the caller holds, already updated.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Decision {
-    /// What happened.
-    pub outcome: Outcome,
-    /// Events, in order.
-    pub events: Vec<Event>,
-    /// The interval to schedule the next execution at.
-    #[serde(with = "crate::model::secs_serde")]
-    pub next_interval: Duration,
-    /// As [`Transition::interval_changed`].
-    #[serde(default)]
-    pub interval_changed: bool,
-    /// As [`Transition::contribution_changed`].
-    #[serde(default)]
-    pub contribution_changed: bool,
-    /// As [`Transition::closed_alert`].
-    #[serde(default)]
-    pub closed_alert: Option<Uuid>,
-}
-
-impl Decision {
     /// Whether the state changed (and must be saved and published).
     pub fn is_applied(&self) -> bool {
         self.outcome == Outcome::Applied

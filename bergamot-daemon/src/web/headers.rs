@@ -5,13 +5,14 @@ use warp::http::header::{HeaderName, HeaderValue};
 
 /// The Content-Security-Policy: the UI loads its own script and style only,
 /// talks to its own origin (and its websocket), and may not be framed.
-pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+pub(crate) const CSP: &str =
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
 img-src 'self' data:; connect-src 'self' ws: wss:; object-src 'none'; \
 base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// Adds the security headers (CSP, `nosniff`, no framing, no referrer)
 /// unless a handler set one itself.
-pub fn secure(mut resp: warp::reply::Response) -> warp::reply::Response {
+pub(crate) fn secure(mut resp: warp::reply::Response) -> warp::reply::Response {
     let h = resp.headers_mut();
     let set = [
         ("content-security-policy", CSP),

@@ -209,7 +209,6 @@ impl ModelIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bergamot_core::model::{CheckKind, Policy};
 
     #[test]
     fn transitive_membership() {
@@ -219,21 +218,10 @@ mod tests {
             name: n.into(),
             parents: parents.iter().map(|p| GroupId::named(site, p)).collect(),
         };
-        let check = Check {
-            id: CheckId::host(site, "h"),
-            kind: CheckKind::Host,
-            host: "h".into(),
-            name: "h".into(),
-            host_id: None,
-            engine: "dummy".into(),
-            pool: "default".into(),
-            params: Default::default(),
-            policy: Policy::default(),
-            groups: vec![GroupId::named(site, "c")],
-            location: None,
-            dependencies: vec![],
-            enabled: true,
-        };
+        let check = Check::host(site, "h")
+            .engine("dummy")
+            .group(GroupId::named(site, "c"))
+            .build();
         let idx = ModelIndex::new(Model {
             site: site.into(),
             checks: vec![check.clone()],

@@ -8,10 +8,10 @@
 mod api;
 pub mod auth;
 mod gate;
-pub mod headers;
+pub(crate) mod headers;
 mod index;
 pub mod metrics;
-pub mod server;
+pub(crate) mod server;
 pub mod ws;
 
 pub use index::ModelIndex;
@@ -358,7 +358,7 @@ async fn handle_rejection(r: warp::Rejection) -> Result<warp::reply::Response, I
 
 /// Serves the web node on `addr` until `shutdown` resolves; returns the bound
 /// address (port 0 picks a free one) and the server future to spawn. The
-/// connection limits and timeouts of [`server`] apply.
+/// connection limits and timeouts of the web server apply.
 pub fn serve(
     ctx: Arc<WebContext>,
     addr: SocketAddr,

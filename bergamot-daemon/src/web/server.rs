@@ -26,7 +26,7 @@ use tokio::sync::{watch, Semaphore};
 
 /// The client's address, in every request's extensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Peer(pub SocketAddr);
+pub(crate) struct Peer(pub SocketAddr);
 
 /// Open connections per address; an entry leaves with its last connection.
 #[derive(Debug, Default)]
@@ -69,7 +69,7 @@ impl Drop for AddressSlot {
 /// address (port 0 picks a free one) and the server future to spawn. After
 /// shutdown, open connections finish their current request (at most
 /// `request_timeout` more).
-pub fn serve(
+pub(crate) fn serve(
     ctx: Arc<WebContext>,
     addr: SocketAddr,
     shutdown: impl Future<Output = ()> + Send + 'static,

@@ -844,22 +844,8 @@ mod tests {
 
     #[test]
     fn a_check_removed_and_added_back_starts_its_versions_again() {
-        use bergamot_core::model::{Check, CheckKind, Model, Policy};
-        let check = Check {
-            id: CheckId::host("s", "h"),
-            kind: CheckKind::Host,
-            host: "h".into(),
-            name: "h".into(),
-            host_id: None,
-            engine: "dummy".into(),
-            pool: "default".into(),
-            params: Default::default(),
-            policy: Policy::default(),
-            groups: vec![],
-            location: None,
-            dependencies: vec![],
-            enabled: true,
-        };
+        use bergamot_core::model::{Check, Model};
+        let check = Check::host("s", "h").engine("dummy").build();
         let model = |checks: Vec<Check>| {
             Arc::new(ModelIndex::new(Model {
                 site: "s".into(),

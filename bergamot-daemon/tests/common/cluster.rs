@@ -9,7 +9,6 @@ use bergamot_core::queue::Queue as _;
 use bergamot_core::store::{HistoryEntry, HistoryPage, Store};
 use bergamot_store::{PostgresConfig, PostgresStore};
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,22 +19,9 @@ pub const RESULT_POOLS: u16 = 4;
 /// The service URLs `(postgres, amqp)`, or `None` (after saying so) when the
 /// test should skip. With `BERGAMOT_REQUIRE_SERVICES=1` a missing one fails.
 pub fn service_urls(test: &str) -> Option<(String, String)> {
-    let get = |var: &str| std::env::var(var).ok().filter(|v| !v.trim().is_empty());
-    match (
-        get("BERGAMOT_TEST_POSTGRES_URL"),
-        get("BERGAMOT_TEST_AMQP_URL"),
-    ) {
-        (Some(pg), Some(amqp)) => Some((pg, amqp)),
-        _ => {
-            if std::env::var("BERGAMOT_REQUIRE_SERVICES").as_deref() == Ok("1") {
-                panic!("{test}: BERGAMOT_TEST_POSTGRES_URL and BERGAMOT_TEST_AMQP_URL must be set (BERGAMOT_REQUIRE_SERVICES=1)");
-            }
-            eprintln!(
-                "{test}: skipped (BERGAMOT_TEST_POSTGRES_URL / BERGAMOT_TEST_AMQP_URL not set)"
-            );
-            None
-        }
-    }
+    let pg = bergamot_testkit::require_env("BERGAMOT_TEST_POSTGRES_URL", test)?;
+    let amqp = bergamot_testkit::require_env("BERGAMOT_TEST_AMQP_URL", test)?;
+    Some((pg, amqp))
 }
 
 /// One running role process.
@@ -350,25 +336,7 @@ pub fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// Polls `f` every 200 ms until it returns `Some`, failing after `within`
-/// with `what` (a bound, not a timing assertion).
-pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+pub use bergamot_testkit::wait_for;
 
 /// The whole history of `check`, oldest first (empty if the schema or the
 /// check does not exist yet).

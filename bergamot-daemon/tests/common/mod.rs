@@ -4,12 +4,34 @@
 
 pub mod cluster;
 pub mod setup;
-pub mod smtp;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// Host `h` (checked hourly) with one service `cpu` (engine `dummy`, always
+/// OK): the body of [`one_service_config`].
+const ONE_SERVICE: &str = r#"
+[[command]]
+name = "ok"
+engine = "dummy"
+params = { status = "OK" }
+
+[[host]]
+name = "h"
+every = "1h"
+
+[[host.service]]
+name = "cpu"
+command = "ok"
+"#;
+
+/// The config `<site>.toml` of site `site` with [`ONE_SERVICE`].
+pub fn one_service_config(site: &str) -> bergamot_core::config::Config {
+    let text = format!("site = \"{site}\"\n{ONE_SERVICE}");
+    bergamot_core::config::Config::from_str_named(&format!("{site}.toml"), &text).expect("config")
+}
 
 /// A response: status and body.
 #[derive(Debug)]

@@ -4,7 +4,9 @@
 
 use async_trait::async_trait;
 use bergamot_core::aggregate::{GroupState, LocationState};
-use bergamot_core::model::{CheckId, CheckResult, GroupId, LocationId, Model};
+use bergamot_core::model::{
+    Check, CheckId, CheckKind, CheckResult, GroupId, LocationId, Model, Policy,
+};
 use bergamot_core::state::{Ack, CheckState, Transition};
 use bergamot_core::store::{
     AlertRecord, Downtime, HistoryEntry, HistoryPage, StateFilter, Store, SyncReport,
@@ -18,15 +20,26 @@ use uuid::Uuid;
 /// The test server URL; None (and a note) when unset, a failure when
 /// `BERGAMOT_REQUIRE_SERVICES=1`.
 pub fn test_url() -> Option<String> {
-    match std::env::var("BERGAMOT_TEST_POSTGRES_URL") {
-        Ok(u) if !u.trim().is_empty() => Some(u),
-        _ => {
-            if std::env::var("BERGAMOT_REQUIRE_SERVICES").as_deref() == Ok("1") {
-                panic!("BERGAMOT_TEST_POSTGRES_URL is not set but BERGAMOT_REQUIRE_SERVICES=1");
-            }
-            eprintln!("skipped: BERGAMOT_TEST_POSTGRES_URL is not set");
-            None
-        }
+    bergamot_testkit::require_env("BERGAMOT_TEST_POSTGRES_URL", "postgres test")
+}
+
+/// `n` services `host<i>/svc` of site `site` (engine `dummy`,
+/// no host checks) with `policy`.
+pub fn services_model(n: usize, policy: &Policy) -> Model {
+    let checks = (0..n)
+        .map(|i| {
+            let host = format!("host{i}");
+            let id = CheckId::service("site", &host, "svc");
+            Check::builder(id, CheckKind::Service, host, "svc")
+                .engine("dummy")
+                .policy(policy.clone())
+                .build()
+        })
+        .collect();
+    Model {
+        site: "site".into(),
+        checks,
+        ..Model::default()
     }
 }
 

@@ -129,7 +129,7 @@ pub(crate) fn status_colour(status: Status) -> &'static str {
 }
 
 /// The placeholders a [`Template`] may use.
-pub const PLACEHOLDERS: [&str; 14] = [
+pub(crate) const PLACEHOLDERS: [&str; 14] = [
     "kind",
     "status",
     "check",

@@ -425,7 +425,7 @@ fn type_name(v: &serde_json::Value) -> &'static str {
 /// A URL as logs and errors may show it: without userinfo, query and
 /// fragment (which may carry credentials or tokens), and, when `hide_path`,
 /// without the path (Slack-style webhook URLs carry their token there).
-pub fn redact_url(url: &str, hide_path: bool) -> String {
+pub(crate) fn redact_url(url: &str, hide_path: bool) -> String {
     let (scheme, rest) = match url.split_once("://") {
         Some((s, r)) => (Some(s), r),
         None => (None, url),

@@ -17,7 +17,7 @@ pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 /// `sha256=<hex HMAC-SHA256 of the body with the channel's secret>`.
 pub const SIGNATURE_HEADER: &str = "x-bergamot-signature";
 /// The notification's kind (`alert`, `recovery`, ...).
-pub const EVENT_HEADER: &str = "x-bergamot-event";
+pub(super) const EVENT_HEADER: &str = "x-bergamot-event";
 
 /// Default time for one whole POST (connect to response).
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -15,11 +15,10 @@ fn t0() -> DateTime<Utc> {
 }
 
 fn policy(failed_after: u32, recovers_after: u32) -> Policy {
-    Policy {
-        failed_after,
-        recovers_after,
-        ..Policy::default()
-    }
+    Policy::builder()
+        .failed_after(failed_after)
+        .recovers_after(recovers_after)
+        .build()
 }
 
 /// One check driven through inputs one minute apart.
