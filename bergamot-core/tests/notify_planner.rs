@@ -176,6 +176,33 @@ async fn env() -> Env {
     }
 }
 
+/// A downtime window of `check` from `from` to `to`, by `author`.
+fn window(
+    check: CheckId,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    author: &str,
+    comment: &str,
+) -> Downtime {
+    Downtime {
+        id: Uuid::new_v4(),
+        check_id: check,
+        starts_at: from,
+        ends_at: to,
+        author: author.into(),
+        comment: comment.into(),
+    }
+}
+
+/// A planner over the same stores that saw nothing (a restarted node).
+fn fresh_planner(e: &Env) -> Planner {
+    Planner::new(
+        e.store.clone(),
+        e.jobs.clone(),
+        Arc::new(e.config.notify.clone()),
+    )
+}
+
 fn db1() -> CheckId {
     CheckId::host("default", "db1")
 }
@@ -254,11 +281,7 @@ async fn alert_escalation_ack_recovery_with_idempotent_replanning() {
     );
     // Planning again, and a fresh planner (a restarted node), add nothing.
     assert_eq!(e.planner.plan_once(t(0)).await.unwrap().enqueued, 0);
-    let fresh = Planner::new(
-        e.store.clone(),
-        e.jobs.clone(),
-        Arc::new(e.config.notify.clone()),
-    );
+    let fresh = fresh_planner(&e);
     assert_eq!(fresh.plan_once(t(1)).await.unwrap().enqueued, 0);
     assert_eq!(dispatch(&e, t(1)).await.len(), 4);
 
@@ -352,14 +375,7 @@ async fn outside_the_period_the_alert_waits_and_is_cancelled_if_it_recovers() {
 #[tokio::test]
 async fn a_downtime_holds_the_alert_and_it_is_sent_when_the_downtime_ends() {
     let e = env().await;
-    let dt = Downtime {
-        id: Uuid::new_v4(),
-        check_id: db1(),
-        starts_at: t(-10),
-        ends_at: t(60),
-        author: "ops".into(),
-        comment: "maintenance".into(),
-    };
+    let dt = window(db1(), t(-10), t(60), "ops", "maintenance");
     e.store.schedule_downtime(dt, t(-10)).await.unwrap();
     result(&e.store, db1(), Status::Critical, 0).await;
     assert_eq!(
@@ -512,14 +528,7 @@ async fn worked_example_of_the_docs() {
 async fn worked_example_with_a_downtime_and_no_acknowledgement() {
     let e = example_env().await;
     result(&e.store, db1(), Status::Critical, 0).await;
-    let dt = Downtime {
-        id: Uuid::new_v4(),
-        check_id: db1(),
-        starts_at: t(5),
-        ends_at: t(35),
-        author: "ops".into(),
-        comment: "maintenance".into(),
-    };
+    let dt = window(db1(), t(5), t(35), "ops", "maintenance");
     let mut sent = ticks(&e, 0, 4).await;
     e.store.schedule_downtime(dt, t(5)).await.unwrap();
     sent.extend(ticks(&e, 5, 34).await);
@@ -571,11 +580,7 @@ async fn flapping_started_and_stopped_are_told_once_each() {
     );
     // Again, and by a fresh planner (a restarted node): nothing new.
     assert_eq!(e.planner.plan_once(t(min)).await.unwrap().enqueued, 0);
-    let fresh = Planner::new(
-        e.store.clone(),
-        e.jobs.clone(),
-        Arc::new(e.config.notify.clone()),
-    );
+    let fresh = fresh_planner(&e);
     assert_eq!(fresh.plan_once(t(min)).await.unwrap().enqueued, 0);
     assert_eq!(
         dispatch(&e, t(min)).await,
@@ -645,23 +650,12 @@ async fn downtime_started_and_ended_are_told_once_per_window_with_its_author() {
     result(&e.store, web1(), Status::Critical, 0).await;
     e.planner.plan_once(t(0)).await.unwrap();
     assert_eq!(dispatch(&e, t(0)).await, ["alert alice/mail"]);
-    let dt = Downtime {
-        id: Uuid::new_v4(),
-        check_id: web1(),
-        starts_at: t(10),
-        ends_at: t(40),
-        author: "ops".into(),
-        comment: "reboot".into(),
-    };
+    let dt = window(web1(), t(10), t(40), "ops", "reboot");
     e.store.schedule_downtime(dt.clone(), t(10)).await.unwrap();
     assert_eq!(e.planner.plan_once(t(10)).await.unwrap().enqueued, 2);
     // Again, and by a fresh planner (a restarted node): nothing new.
     assert_eq!(e.planner.plan_once(t(11)).await.unwrap().enqueued, 0);
-    let fresh = Planner::new(
-        e.store.clone(),
-        e.jobs.clone(),
-        Arc::new(e.config.notify.clone()),
-    );
+    let fresh = fresh_planner(&e);
     assert_eq!(fresh.plan_once(t(12)).await.unwrap().enqueued, 0);
     // dave is off until 08:00 UTC (+360): his waits.
     assert_eq!(dispatch(&e, t(12)).await, ["downtime_started alice/mail"]);
@@ -705,14 +699,7 @@ async fn a_downtime_that_ended_while_no_planner_ran_still_has_its_end_told() {
     let e = env().await;
     result(&e.store, web1(), Status::Critical, 0).await;
     e.planner.plan_once(t(0)).await.unwrap();
-    let dt = Downtime {
-        id: Uuid::new_v4(),
-        check_id: web1(),
-        starts_at: t(10),
-        ends_at: t(40),
-        author: "ops".into(),
-        comment: "reboot".into(),
-    };
+    let dt = window(web1(), t(10), t(40), "ops", "reboot");
     e.store.schedule_downtime(dt, t(10)).await.unwrap();
     e.planner.plan_once(t(10)).await.unwrap();
     // Every notifier is down from +11 to +50; the window ends at +40.
@@ -724,11 +711,7 @@ async fn a_downtime_that_ended_while_no_planner_ran_still_has_its_end_told() {
             .collect::<Vec<_>>()
     };
     assert!(ended(&e).is_empty());
-    let fresh = Planner::new(
-        e.store.clone(),
-        e.jobs.clone(),
-        Arc::new(e.config.notify.clone()),
-    );
+    let fresh = fresh_planner(&e);
     fresh.plan_once(t(50)).await.unwrap();
     assert_eq!(
         ended(&e),
@@ -770,14 +753,7 @@ async fn a_cancelled_downtime_ends_it_and_types_filter_downtime_notifications() 
     ];
     e.planner.set_model(Arc::new(model));
     for check in [web1(), flappy()] {
-        let dt = Downtime {
-            id: Uuid::new_v4(),
-            check_id: check,
-            starts_at: t(0),
-            ends_at: t(600),
-            author: "ops".into(),
-            comment: "move".into(),
-        };
+        let dt = window(check, t(0), t(600), "ops", "move");
         e.store.schedule_downtime(dt, t(0)).await.unwrap();
     }
     e.planner.plan_once(t(0)).await.unwrap();
@@ -811,23 +787,12 @@ async fn a_restarted_planner_still_does_not_count_downtime_towards_escalations()
     let e = env().await;
     result(&e.store, db1(), Status::Critical, 0).await;
     e.planner.plan_once(t(0)).await.unwrap();
-    let dt = Downtime {
-        id: Uuid::new_v4(),
-        check_id: db1(),
-        starts_at: t(5),
-        ends_at: t(35),
-        author: "ops".into(),
-        comment: "maintenance".into(),
-    };
+    let dt = window(db1(), t(5), t(35), "ops", "maintenance");
     e.store.schedule_downtime(dt, t(5)).await.unwrap();
     e.planner.plan_once(t(6)).await.unwrap();
     e.store.apply_due_downtimes(t(35)).await.unwrap();
     // A planner that never saw the downtime (the old one was killed).
-    let fresh = Planner::new(
-        e.store.clone(),
-        e.jobs.clone(),
-        Arc::new(e.config.notify.clone()),
-    );
+    let fresh = fresh_planner(&e);
     fresh.plan_once(t(36)).await.unwrap();
     assert_eq!(carol(&e), 0, "36 minutes open, 30 of them in downtime");
     fresh.plan_once(t(44)).await.unwrap();
@@ -847,11 +812,7 @@ async fn a_restarted_planner_still_does_not_count_acknowledged_time() {
         .unwrap();
     e.planner.plan_once(t(5)).await.unwrap();
     e.store.remove_acknowledgement(db1(), t(25)).await.unwrap();
-    let fresh = Planner::new(
-        e.store.clone(),
-        e.jobs.clone(),
-        Arc::new(e.config.notify.clone()),
-    );
+    let fresh = fresh_planner(&e);
     fresh.plan_once(t(26)).await.unwrap();
     assert_eq!(carol(&e), 0, "26 minutes open, 20 of them acknowledged");
     fresh.plan_once(t(35)).await.unwrap();
