@@ -283,6 +283,13 @@ impl Store for PostgresStore {
         self.read_states().await
     }
 
+    async fn states_checked_before(
+        &self,
+        before: DateTime<Utc>,
+    ) -> bergamot_core::Result<Vec<(CheckId, CheckState)>> {
+        self.read_states_checked_before(before).await
+    }
+
     async fn matching_checks(&self, filter: &StateFilter) -> bergamot_core::Result<Vec<CheckId>> {
         self.read_matching_checks(filter).await
     }

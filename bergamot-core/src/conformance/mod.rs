@@ -140,6 +140,7 @@ macro_rules! store_conformance_tests {
             config_sync_keeps_adds_removes,
             apply_results_batch_equals_serial,
             state_search_matches_filter,
+            states_checked_before_selects_old_and_unchecked,
         );
     };
 }

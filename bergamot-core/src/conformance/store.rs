@@ -1388,3 +1388,27 @@ pub async fn state_search_matches_filter(store: Arc<dyn Store>) {
     want.sort_by_key(|(id, _)| *id);
     assert_eq!(got, want, "states_of returns the known checks' states");
 }
+
+/// `states_checked_before` returns the states last checked before the
+/// instant (strictly) and those never checked, each with its full state.
+pub async fn states_checked_before_selects_old_and_unchecked(store: Arc<dyn Store>) {
+    synced(&store, &small_model()).await;
+    let (host, a, b) = (h("h"), s("h", "a"), s("h", "b"));
+    apply(&store, a, Status::Ok, 10).await;
+    apply(&store, b, Status::Ok, 20).await;
+    let all: HashMap<CheckId, CheckState> = store.states().await.unwrap().into_iter().collect();
+    for (before, want) in [
+        (10, vec![host]),
+        (15, vec![host, a]),
+        (21, vec![host, a, b]),
+    ] {
+        let mut got = store.states_checked_before(at(before)).await.unwrap();
+        got.sort_by_key(|(id, _)| *id);
+        let mut want: Vec<_> = want.iter().map(|id| (*id, all[id].clone())).collect();
+        want.sort_by_key(|(id, _)| *id);
+        assert_eq!(
+            got, want,
+            "states_checked_before({before}s): the states last checked before it, and those never checked"
+        );
+    }
+}

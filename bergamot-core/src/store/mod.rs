@@ -189,6 +189,23 @@ pub trait Store: Send + Sync + 'static {
     /// The states of every check.
     async fn states(&self) -> Result<Vec<(CheckId, CheckState)>>;
 
+    /// The states whose last result was executed before `before`, or that
+    /// have had none: what a freshness scan must look at
+    /// ([`crate::freshness`]), without reading every state of a large site.
+    /// The default filters [`Store::states`]; a database store should
+    /// filter where the states are.
+    async fn states_checked_before(
+        &self,
+        before: DateTime<Utc>,
+    ) -> Result<Vec<(CheckId, CheckState)>> {
+        Ok(self
+            .states()
+            .await?
+            .into_iter()
+            .filter(|(_, s)| s.last_check_at.is_none_or(|at| at < before))
+            .collect())
+    }
+
     /// Aggregates of every group (`root` None) or of `root` and its descendants.
     async fn group_states(&self, root: Option<GroupId>) -> Result<Vec<GroupState>>;
 

@@ -43,6 +43,29 @@ impl PostgresStore {
             .collect::<Result<Vec<_>>>()?)
     }
 
+    /// The states whose last result is older than `before` or missing
+    /// (`last_check_at` is a column: no other state leaves the database).
+    pub(super) async fn read_states_checked_before(
+        &self,
+        before: DateTime<Utc>,
+    ) -> bergamot_core::Result<Vec<(CheckId, CheckState)>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {STATE_COLUMNS} FROM check_state s \
+                     WHERE s.last_check_at IS NULL OR s.last_check_at < $1 ORDER BY s.check_id"
+                ),
+                &[&before],
+            )
+            .await
+            .map_err(Error::db("read check states checked before an instant"))?;
+        Ok(rows
+            .iter()
+            .map(|r| decode_state(r, 0))
+            .collect::<Result<Vec<_>>>()?)
+    }
+
     pub(super) async fn read_matching_checks(
         &self,
         filter: &StateFilter,
