@@ -108,6 +108,21 @@ pub fn result(check: CheckId, status: Status, secs: i64) -> CheckResult {
     )
 }
 
+/// The history of `check` in `store`, newest first: at most `limit` entries
+/// with a version below `before_version` (`None`: from the newest).
+pub async fn history(
+    store: &dyn crate::store::Store,
+    check: CheckId,
+    before_version: Option<u64>,
+    limit: usize,
+) -> Vec<crate::store::HistoryEntry> {
+    let page = crate::store::HistoryPage {
+        before_version,
+        limit,
+    };
+    store.history(check, page).await.expect("history")
+}
+
 /// Runs every store case against stores made by `$make`
 /// (`async fn() -> Option<Arc<dyn Store>>`; `None` skips).
 #[macro_export]

@@ -72,6 +72,42 @@ async fn one(store: &dyn NotificationStore, id: Uuid) -> NotificationJob {
         .unwrap_or_else(|| panic!("job {id} is listed"))
 }
 
+/// Asserts that `node` can claim nothing at [`at`]`(t)`; `what` says why.
+async fn assert_nothing_due(store: &dyn NotificationStore, node: &str, t: i64, what: &str) {
+    let got = store.claim(node, at(t), LEASE, 10).await.unwrap();
+    assert!(got.is_empty(), "{what}");
+}
+
+/// Enqueues one due job (for ann) and claims it as `n1` at [`at`]`(0)`;
+/// returns its id.
+async fn claimed_job(store: &dyn NotificationStore) -> Uuid {
+    let j = job(Uuid::new_v4(), check("a"), "ann", 0, 0);
+    let id = j.notification.id;
+    store.enqueue(&[j]).await.unwrap();
+    store.claim("n1", at(0), LEASE, 10).await.unwrap();
+    id
+}
+
+/// Finishes `id` as failed with `error` at [`at`]`(t)`, to be retried at
+/// `retry_at` (`None`: given up).
+async fn fail(
+    store: &dyn NotificationStore,
+    id: Uuid,
+    error: &str,
+    retry_at: Option<chrono::DateTime<chrono::Utc>>,
+    t: i64,
+) {
+    let outcome = SendOutcome::Failed {
+        error: error.into(),
+        retry_at,
+    };
+    store.finish(id, outcome, at(t)).await.unwrap();
+}
+
+async fn list(store: &dyn NotificationStore, filter: JobFilter) -> Vec<NotificationJob> {
+    store.notifications(&filter).await.unwrap()
+}
+
 fn ids(jobs: &[NotificationJob]) -> Vec<Uuid> {
     jobs.iter().map(|j| j.notification.id).collect()
 }
@@ -110,14 +146,13 @@ pub async fn claim_only_due_jobs(store: Arc<dyn NotificationStore>) {
     let due = job(a, check("a"), "ann", 10, 0);
     let later = job(a, check("a"), "bob", 50, 0);
     store.enqueue(&[due.clone(), later.clone()]).await.unwrap();
-    assert!(
-        store
-            .claim("n1", at(5), LEASE, 10)
-            .await
-            .unwrap()
-            .is_empty(),
-        "claim: nothing is due before not_before"
-    );
+    assert_nothing_due(
+        store.as_ref(),
+        "n1",
+        5,
+        "claim: nothing is due before not_before",
+    )
+    .await;
     let got = store.claim("n1", at(10), LEASE, 10).await.unwrap();
     assert_eq!(
         ids(&got),
@@ -130,14 +165,13 @@ pub async fn claim_only_due_jobs(store: Arc<dyn NotificationStore>) {
         "claim: the job is sending"
     );
     assert_eq!(got[0].attempts, 1, "claim: the attempt is counted");
-    assert!(
-        store
-            .claim("n2", at(11), LEASE, 10)
-            .await
-            .unwrap()
-            .is_empty(),
-        "claim: a claimed job under lease goes to nobody else"
-    );
+    assert_nothing_due(
+        store.as_ref(),
+        "n2",
+        11,
+        "claim: a claimed job under lease goes to nobody else",
+    )
+    .await;
     assert_eq!(
         one(store.as_ref(), due.notification.id).await.status,
         JobStatus::Sending,
@@ -217,14 +251,13 @@ pub async fn expired_lease_is_claimed_again(store: Arc<dyn NotificationStore>) {
         store.claim("dead", at(0), LEASE, 10).await.unwrap().len(),
         1
     );
-    assert!(
-        store
-            .claim("n2", at(59), LEASE, 10)
-            .await
-            .unwrap()
-            .is_empty(),
-        "lease: not claimable before it ends"
-    );
+    assert_nothing_due(
+        store.as_ref(),
+        "n2",
+        59,
+        "lease: not claimable before it ends",
+    )
+    .await;
     let again = store.claim("n2", at(60), LEASE, 10).await.unwrap();
     assert_eq!(
         ids(&again),
@@ -237,30 +270,10 @@ pub async fn expired_lease_is_claimed_again(store: Arc<dyn NotificationStore>) {
 /// A job finished `Sent` is never claimed again, not even after its lease,
 /// and a late report of another node does not undo it.
 pub async fn sent_is_never_claimed_again(store: Arc<dyn NotificationStore>) {
-    let j = job(Uuid::new_v4(), check("a"), "ann", 0, 0);
-    let id = j.notification.id;
-    store.enqueue(&[j]).await.unwrap();
-    store.claim("n1", at(0), LEASE, 10).await.unwrap();
+    let id = claimed_job(store.as_ref()).await;
     store.finish(id, SendOutcome::Sent, at(1)).await.unwrap();
-    assert!(
-        store
-            .claim("n1", at(10_000), LEASE, 10)
-            .await
-            .unwrap()
-            .is_empty(),
-        "sent: never claimed again"
-    );
-    store
-        .finish(
-            id,
-            SendOutcome::Failed {
-                error: "late".into(),
-                retry_at: Some(at(2)),
-            },
-            at(2),
-        )
-        .await
-        .unwrap();
+    assert_nothing_due(store.as_ref(), "n1", 10_000, "sent: never claimed again").await;
+    fail(store.as_ref(), id, "late", Some(at(2)), 2).await;
     let got = one(store.as_ref(), id).await;
     assert_eq!(
         got.status,
@@ -272,34 +285,20 @@ pub async fn sent_is_never_claimed_again(store: Arc<dyn NotificationStore>) {
         Some(at(1)),
         "sent: finished_at is the send time"
     );
-    assert!(
-        store
-            .claim("n1", at(10_000), LEASE, 10)
-            .await
-            .unwrap()
-            .is_empty(),
-        "sent: still never claimed again"
-    );
+    assert_nothing_due(
+        store.as_ref(),
+        "n1",
+        10_000,
+        "sent: still never claimed again",
+    )
+    .await;
 }
 
 /// `Failed` with a retry time makes the job pending at that time, keeping
 /// the error; without one marks it failed, listed by status.
 pub async fn failed_retries_then_gives_up(store: Arc<dyn NotificationStore>) {
-    let j = job(Uuid::new_v4(), check("a"), "ann", 0, 0);
-    let id = j.notification.id;
-    store.enqueue(&[j]).await.unwrap();
-    store.claim("n1", at(0), LEASE, 10).await.unwrap();
-    store
-        .finish(
-            id,
-            SendOutcome::Failed {
-                error: "HTTP 500".into(),
-                retry_at: Some(at(30)),
-            },
-            at(1),
-        )
-        .await
-        .unwrap();
+    let id = claimed_job(store.as_ref()).await;
+    fail(store.as_ref(), id, "HTTP 500", Some(at(30)), 1).await;
     let got = one(store.as_ref(), id).await;
     assert_eq!(got.status, JobStatus::Pending, "retry: pending again");
     assert_eq!(got.not_before, at(30), "retry: due at the retry time");
@@ -308,56 +307,30 @@ pub async fn failed_retries_then_gives_up(store: Arc<dyn NotificationStore>) {
         Some("HTTP 500"),
         "retry: the error is kept"
     );
-    assert!(
-        store
-            .claim("n1", at(29), LEASE, 10)
-            .await
-            .unwrap()
-            .is_empty(),
-        "retry: not before the retry time"
-    );
+    assert_nothing_due(store.as_ref(), "n1", 29, "retry: not before the retry time").await;
     let again = store.claim("n1", at(30), LEASE, 10).await.unwrap();
     assert_eq!(again.len(), 1, "retry: claimable at the retry time");
     assert_eq!(again[0].attempts, 2, "retry: second attempt");
-    store
-        .finish(
-            id,
-            SendOutcome::Failed {
-                error: "HTTP 500 again".into(),
-                retry_at: None,
-            },
-            at(31),
-        )
-        .await
-        .unwrap();
+    fail(store.as_ref(), id, "HTTP 500 again", None, 31).await;
     let got = one(store.as_ref(), id).await;
     assert_eq!(got.status, JobStatus::Failed, "give up: failed");
     assert_eq!(got.finished_at, Some(at(31)), "give up: finished_at set");
     assert_eq!(got.last_error.as_deref(), Some("HTTP 500 again"));
-    assert!(
-        store
-            .claim("n1", at(10_000), LEASE, 10)
-            .await
-            .unwrap()
-            .is_empty(),
-        "give up: never claimed again"
-    );
-    let failed = store
-        .notifications(&JobFilter {
+    assert_nothing_due(store.as_ref(), "n1", 10_000, "give up: never claimed again").await;
+    let failed = list(
+        store.as_ref(),
+        JobFilter {
             status: Some(JobStatus::Failed),
             ..JobFilter::default()
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await;
     assert_eq!(ids(&failed), vec![id], "give up: listed with status=failed");
 }
 
 /// `Cancelled` ends the job with its reason in the log.
 pub async fn cancelled_is_recorded(store: Arc<dyn NotificationStore>) {
-    let j = job(Uuid::new_v4(), check("a"), "ann", 0, 0);
-    let id = j.notification.id;
-    store.enqueue(&[j]).await.unwrap();
-    store.claim("n1", at(0), LEASE, 10).await.unwrap();
+    let id = claimed_job(store.as_ref()).await;
     store
         .finish(
             id,
@@ -376,14 +349,7 @@ pub async fn cancelled_is_recorded(store: Arc<dyn NotificationStore>) {
         "cancel: reason kept"
     );
     assert_eq!(got.finished_at, Some(at(3)));
-    assert!(
-        store
-            .claim("n1", at(10_000), LEASE, 10)
-            .await
-            .unwrap()
-            .is_empty(),
-        "cancel: never claimed again"
-    );
+    assert_nothing_due(store.as_ref(), "n1", 10_000, "cancel: never claimed again").await;
 }
 
 /// `finish` of an unknown id is `NotFound`.
@@ -413,53 +379,58 @@ pub async fn list_filters_newest_first(store: Arc<dyn NotificationStore>) {
         ids(&[j3.clone(), j2.clone(), j1.clone()]),
         "list: newest first"
     );
-    let by_alert = store
-        .notifications(&JobFilter {
+    let by_alert = list(
+        store.as_ref(),
+        JobFilter {
             alert_id: Some(a1),
             ..JobFilter::default()
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await;
     assert_eq!(
         ids(&by_alert),
         ids(&[j2.clone(), j1.clone()]),
         "list: by alert"
     );
-    let by_check = store
-        .notifications(&JobFilter {
+    let by_check = list(
+        store.as_ref(),
+        JobFilter {
             check_id: Some(check("b")),
             ..JobFilter::default()
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await;
     assert_eq!(
         ids(&by_check),
         ids(std::slice::from_ref(&j3)),
         "list: by check"
     );
-    let limited = store
-        .notifications(&JobFilter {
+    let limited = list(
+        store.as_ref(),
+        JobFilter {
             limit: 1,
             ..JobFilter::default()
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await;
     assert_eq!(ids(&limited), ids(&[j3]), "list: limit");
     store.claim("n1", at(0), LEASE, 1).await.unwrap();
-    let pending = store
-        .notifications(&JobFilter {
+    let pending = list(
+        store.as_ref(),
+        JobFilter {
             status: Some(JobStatus::Pending),
             ..JobFilter::default()
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await;
     assert_eq!(pending.len(), 2, "list: by status (one of three claimed)");
-    let none: Vec<NotificationJob> = store
-        .notifications(&JobFilter {
+    let none: Vec<NotificationJob> = list(
+        store.as_ref(),
+        JobFilter {
             alert_id: Some(Uuid::new_v4()),
             ..JobFilter::default()
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await;
     assert!(none.is_empty(), "list: unknown alert lists nothing");
 }

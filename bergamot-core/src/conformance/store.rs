@@ -1,7 +1,7 @@
 //! Store conformance cases: one per clause of the [`Store`] contract.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use super::{at, group, host, location, policy, result, service};
+use super::{at, group, history, host, location, policy, result, service};
 use crate::aggregate;
 use crate::model::{CheckId, GroupId, LocationId, Model, Status};
 use crate::state::{self, Ack, CheckState, Event, Outcome, Transition};
@@ -147,16 +147,7 @@ pub async fn duplicate_result_dropped(store: Arc<dyn Store>) {
     );
     let st = store.state(r.check_id).await.unwrap();
     assert_eq!(st.version, 1, "a duplicate does not bump the version");
-    let hist = store
-        .history(
-            r.check_id,
-            HistoryPage {
-                before_version: None,
-                limit: 10,
-            },
-        )
-        .await
-        .unwrap();
+    let hist = history(store.as_ref(), r.check_id, None, 10).await;
     assert_eq!(hist.len(), 1, "a duplicate adds no history");
 }
 
@@ -279,16 +270,7 @@ pub async fn concurrent_applies_serialise(store: Arc<dyn Store>) {
         n,
         "lost update: attempt after {n} not-ok results"
     );
-    let hist = store
-        .history(
-            c,
-            HistoryPage {
-                before_version: None,
-                limit: N * M + 10,
-            },
-        )
-        .await
-        .unwrap();
+    let hist = history(store.as_ref(), c, None, N * M + 10).await;
     let versions: Vec<u64> = hist.iter().map(|e| e.version).collect();
     let want: Vec<u64> = (1..=n).rev().collect();
     assert_eq!(
@@ -465,17 +447,43 @@ async fn states_map(store: &Arc<dyn Store>) -> HashMap<CheckId, CheckState> {
     store.states().await.unwrap().into_iter().collect()
 }
 
+/// The store's group aggregates under `root`, asserted equal to
+/// [`aggregate::group_states`] over the store's own states (`what` names
+/// the call in the failure message).
+async fn groups_as_pure(
+    store: &Arc<dyn Store>,
+    model: &Model,
+    root: Option<GroupId>,
+    what: &str,
+) -> Vec<aggregate::GroupState> {
+    let states = states_map(store).await;
+    let got = store.group_states(root).await.unwrap();
+    let want = aggregate::group_states(model, |id| states.get(&id), root);
+    assert_eq!(got, want, "{what} differs from aggregate::group_states");
+    got
+}
+
+/// As [`groups_as_pure`], for the location aggregates.
+async fn locations_as_pure(
+    store: &Arc<dyn Store>,
+    model: &Model,
+    root: Option<LocationId>,
+) -> Vec<aggregate::LocationState> {
+    let states = states_map(store).await;
+    let got = store.location_states(root).await.unwrap();
+    let want = aggregate::location_states(model, |id| states.get(&id), root);
+    assert_eq!(
+        got, want,
+        "store location aggregates differ from aggregate::location_states"
+    );
+    got
+}
+
 /// Group aggregates of the whole graph equal [`aggregate::group_states`]
 /// over the same states, and match hand-computed values.
 pub async fn group_aggregates_match_pure(store: Arc<dyn Store>) {
     let model = graph_states(&store).await;
-    let states = states_map(&store).await;
-    let got = store.group_states(None).await.unwrap();
-    let want = aggregate::group_states(&model, |id| states.get(&id), None);
-    assert_eq!(
-        got, want,
-        "store aggregates differ from aggregate::group_states"
-    );
+    let got = groups_as_pure(&store, &model, None, "store aggregates").await;
     let by: HashMap<GroupId, aggregate::Aggregate> =
         got.iter().map(|g| (g.id, g.aggregate)).collect();
     let root = by[&g("root")];
@@ -534,13 +542,7 @@ pub async fn group_aggregates_match_pure(store: Arc<dyn Store>) {
 /// `group_states(Some(root))` gives the root and its descendants only.
 pub async fn group_subtree_root(store: Arc<dyn Store>) {
     let model = graph_states(&store).await;
-    let states = states_map(&store).await;
-    let got = store.group_states(Some(g("c"))).await.unwrap();
-    let want = aggregate::group_states(&model, |id| states.get(&id), Some(g("c")));
-    assert_eq!(
-        got, want,
-        "subtree of c differs from aggregate::group_states"
-    );
+    let got = groups_as_pure(&store, &model, Some(g("c")), "subtree of c").await;
     let mut ids: Vec<GroupId> = vec![g("c"), g("d"), g("e"), g("f")];
     ids.sort();
     assert_eq!(
@@ -582,13 +584,7 @@ pub async fn group_states_of_selects(store: Arc<dyn Store>) {
 /// Location aggregates count host checks only, over the location tree.
 pub async fn location_aggregates(store: Arc<dyn Store>) {
     let model = graph_states(&store).await;
-    let states = states_map(&store).await;
-    let got = store.location_states(None).await.unwrap();
-    let want = aggregate::location_states(&model, |id| states.get(&id), None);
-    assert_eq!(
-        got, want,
-        "store location aggregates differ from aggregate::location_states"
-    );
+    let got = locations_as_pure(&store, &model, None).await;
     let by: HashMap<LocationId, aggregate::Aggregate> =
         got.iter().map(|x| (x.id, x.aggregate)).collect();
     let l1 = by[&l("l1")];
@@ -661,13 +657,7 @@ pub async fn severity_order_critical_over_broken_checks(store: Arc<dyn Store>) {
         (Status::Warning, Status::Critical)
     );
 
-    let states = states_map(&store).await;
-    let groups = store.group_states(None).await.unwrap();
-    assert_eq!(
-        groups,
-        aggregate::group_states(&model, |id| states.get(&id), None),
-        "store group aggregates differ from aggregate::group_states"
-    );
+    let groups = groups_as_pure(&store, &model, None, "store group aggregates").await;
     let by: HashMap<GroupId, aggregate::Aggregate> =
         groups.iter().map(|g| (g.id, g.aggregate)).collect();
     assert_eq!(
@@ -680,12 +670,7 @@ pub async fn severity_order_critical_over_broken_checks(store: Arc<dyn Store>) {
         Status::Critical,
         "b: CRITICAL (via c) over DISCONNECTED"
     );
-    let locations = store.location_states(None).await.unwrap();
-    assert_eq!(
-        locations,
-        aggregate::location_states(&model, |id| states.get(&id), None),
-        "store location aggregates differ from aggregate::location_states"
-    );
+    let locations = locations_as_pure(&store, &model, None).await;
     let by: HashMap<LocationId, aggregate::Aggregate> =
         locations.iter().map(|x| (x.id, x.aggregate)).collect();
     assert_eq!(
@@ -1026,16 +1011,7 @@ pub async fn history_records_flags_after_each_change(store: Arc<dyn Store>) {
     store.set_suppressed(c, false, at(14)).await.unwrap();
     store.remove_acknowledgement(c, at(15)).await.unwrap();
     apply(&store, c, Status::Critical, 16).await;
-    let mut all = store
-        .history(
-            c,
-            HistoryPage {
-                before_version: None,
-                limit: 100,
-            },
-        )
-        .await
-        .unwrap();
+    let mut all = history(store.as_ref(), c, None, 100).await;
     all.reverse();
     let flags: Vec<(u64, bool, bool, bool)> = all
         .iter()
@@ -1068,16 +1044,7 @@ pub async fn history_newest_first_paginated(store: Arc<dyn Store>) {
         };
         apply(&store, c, st, i).await;
     }
-    let all = store
-        .history(
-            c,
-            HistoryPage {
-                before_version: None,
-                limit: 100,
-            },
-        )
-        .await
-        .unwrap();
+    let all = history(store.as_ref(), c, None, 100).await;
     assert_eq!(
         all.iter().map(|e| e.version).collect::<Vec<_>>(),
         (1..=10).rev().collect::<Vec<u64>>()
@@ -1085,57 +1052,21 @@ pub async fn history_newest_first_paginated(store: Arc<dyn Store>) {
     assert!(all.iter().all(|e| e.check_id == c && e.result_id.is_some()));
     assert_eq!(all[0].at, at(9), "at is the result's executed_at");
     assert_eq!(all[0].status, Status::Ok);
-    let page1 = store
-        .history(
-            c,
-            HistoryPage {
-                before_version: None,
-                limit: 4,
-            },
-        )
-        .await
-        .unwrap();
+    let page1 = history(store.as_ref(), c, None, 4).await;
     assert_eq!(page1, all[..4].to_vec(), "first page");
-    let page2 = store
-        .history(
-            c,
-            HistoryPage {
-                before_version: Some(page1[3].version),
-                limit: 4,
-            },
-        )
-        .await
-        .unwrap();
+    let page2 = history(store.as_ref(), c, Some(page1[3].version), 4).await;
     assert_eq!(
         page2,
         all[4..8].to_vec(),
         "second page continues below the first"
     );
-    let last = store
-        .history(
-            c,
-            HistoryPage {
-                before_version: Some(3),
-                limit: 4,
-            },
-        )
-        .await
-        .unwrap();
+    let last = history(store.as_ref(), c, Some(3), 4).await;
     assert_eq!(
         last.iter().map(|e| e.version).collect::<Vec<_>>(),
         vec![2, 1]
     );
     store.set_suppressed(c, true, at(100)).await.unwrap();
-    let top = store
-        .history(
-            c,
-            HistoryPage {
-                before_version: None,
-                limit: 1,
-            },
-        )
-        .await
-        .unwrap();
+    let top = history(store.as_ref(), c, None, 1).await;
     assert_eq!(
         (top[0].version, top[0].result_id),
         (11, None),

@@ -603,7 +603,7 @@ impl Store for InMemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conformance::{at, host, policy, result, SITE};
+    use crate::conformance::{at, history, host, policy, result, SITE};
     use crate::model::Status;
 
     #[tokio::test]
@@ -624,16 +624,7 @@ mod tests {
             };
             store.apply_result(&result(c, st, i), at(i)).await.unwrap();
         }
-        let h = store
-            .history(
-                c,
-                HistoryPage {
-                    before_version: None,
-                    limit: 100,
-                },
-            )
-            .await
-            .unwrap();
+        let h = history(&store, c, None, 100).await;
         assert_eq!(
             h.iter().map(|e| e.version).collect::<Vec<_>>(),
             vec![20, 19]
