@@ -30,9 +30,12 @@
 //! worker_threads = 2)]` per case, named after the case, that calls the
 //! factory, returns early when it gives `None`, and runs the case.
 
+mod hooked;
 pub mod notify;
 pub mod queue;
 pub mod store;
+
+pub use hooked::{HookedStore, StoreHook};
 
 use crate::model::{Check, CheckId, CheckResult, GroupId, LocationId, Policy, Status};
 use chrono::{DateTime, TimeZone, Utc};
