@@ -80,117 +80,46 @@ impl<S, H: StoreHook<S>> Drop for HookedStore<S, H> {
     }
 }
 
-/// Asks the hook about `$method`, then calls it on the inner store.
+/// Implements [`Store`] for [`HookedStore`]: each listed method asks the
+/// hook about its name, then calls the inner store's.
 macro_rules! pass_on {
-    ($self:ident.$method:ident($($arg:expr),*)) => {{
-        $self.hook.before(stringify!($method))?;
-        $self.inner.$method($($arg),*).await
-    }};
+    ($(fn $method:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)*) => {
+        #[async_trait]
+        impl<S: Store, H: StoreHook<S>> Store for HookedStore<S, H> {
+            $(
+                async fn $method(&self $(, $arg: $ty)*) -> $ret {
+                    self.hook.before(stringify!($method))?;
+                    self.inner.$method($($arg),*).await
+                }
+            )*
+        }
+    };
 }
 
-#[async_trait]
-impl<S: Store, H: StoreHook<S>> Store for HookedStore<S, H> {
-    async fn sync_config(&self, model: &Model) -> Result<SyncReport> {
-        pass_on!(self.sync_config(model))
-    }
-    async fn model(&self) -> Result<Model> {
-        pass_on!(self.model())
-    }
-    async fn apply_result(&self, result: &CheckResult, now: DateTime<Utc>) -> Result<Transition> {
-        pass_on!(self.apply_result(result, now))
-    }
-    async fn apply_results(
-        &self,
-        results: &[CheckResult],
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Result<Transition>>> {
-        pass_on!(self.apply_results(results, now))
-    }
-    async fn state(&self, check: CheckId) -> Result<CheckState> {
-        pass_on!(self.state(check))
-    }
-    async fn states(&self) -> Result<Vec<(CheckId, CheckState)>> {
-        pass_on!(self.states())
-    }
-    async fn group_states(&self, root: Option<GroupId>) -> Result<Vec<GroupState>> {
-        pass_on!(self.group_states(root))
-    }
-    async fn group_states_of(&self, groups: &[GroupId]) -> Result<Vec<GroupState>> {
-        pass_on!(self.group_states_of(groups))
-    }
-    async fn location_states_of(&self, locations: &[LocationId]) -> Result<Vec<LocationState>> {
-        pass_on!(self.location_states_of(locations))
-    }
-    async fn location_states(&self, root: Option<LocationId>) -> Result<Vec<LocationState>> {
-        pass_on!(self.location_states(root))
-    }
-    async fn ancestor_groups(&self, check: CheckId) -> Result<Vec<GroupId>> {
-        pass_on!(self.ancestor_groups(check))
-    }
-    async fn ancestor_locations(&self, check: CheckId) -> Result<Vec<LocationId>> {
-        pass_on!(self.ancestor_locations(check))
-    }
-    async fn acknowledge(
-        &self,
-        check: CheckId,
-        kind: Ack,
-        author: &str,
-        comment: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Transition> {
-        pass_on!(self.acknowledge(check, kind, author, comment, now))
-    }
-    async fn remove_acknowledgement(
-        &self,
-        check: CheckId,
-        now: DateTime<Utc>,
-    ) -> Result<Transition> {
-        pass_on!(self.remove_acknowledgement(check, now))
-    }
-    async fn set_suppressed(
-        &self,
-        check: CheckId,
-        suppressed: bool,
-        now: DateTime<Utc>,
-    ) -> Result<Transition> {
-        pass_on!(self.set_suppressed(check, suppressed, now))
-    }
-    async fn reset_clock(&self, check: CheckId, now: DateTime<Utc>) -> Result<Transition> {
-        pass_on!(self.reset_clock(check, now))
-    }
-    async fn schedule_downtime(
-        &self,
-        downtime: Downtime,
-        now: DateTime<Utc>,
-    ) -> Result<Option<Transition>> {
-        pass_on!(self.schedule_downtime(downtime, now))
-    }
-    async fn cancel_downtime(
-        &self,
-        id: Uuid,
-        now: DateTime<Utc>,
-    ) -> Result<Option<(CheckId, Transition)>> {
-        pass_on!(self.cancel_downtime(id, now))
-    }
-    async fn downtimes(&self, check: Option<CheckId>, now: DateTime<Utc>) -> Result<Vec<Downtime>> {
-        pass_on!(self.downtimes(check, now))
-    }
-    async fn apply_due_downtimes(&self, now: DateTime<Utc>) -> Result<Vec<(CheckId, Transition)>> {
-        pass_on!(self.apply_due_downtimes(now))
-    }
-    async fn history(&self, check: CheckId, page: HistoryPage) -> Result<Vec<HistoryEntry>> {
-        pass_on!(self.history(check, page))
-    }
-    async fn alerts(&self, check: Option<CheckId>, limit: usize) -> Result<Vec<AlertRecord>> {
-        pass_on!(self.alerts(check, limit))
-    }
-    async fn active_alerts(&self, closed_since: DateTime<Utc>) -> Result<Vec<AlertRecord>> {
-        pass_on!(self.active_alerts(closed_since))
-    }
-    async fn matching_checks(&self, filter: &StateFilter) -> Result<Vec<CheckId>> {
-        pass_on!(self.matching_checks(filter))
-    }
-    async fn states_of(&self, checks: &[CheckId]) -> Result<Vec<(CheckId, CheckState)>> {
-        pass_on!(self.states_of(checks))
-    }
+pass_on! {
+    fn sync_config(&self, model: &Model) -> Result<SyncReport>;
+    fn model(&self) -> Result<Model>;
+    fn apply_result(&self, result: &CheckResult, now: DateTime<Utc>) -> Result<Transition>;
+    fn apply_results(&self, results: &[CheckResult], now: DateTime<Utc>) -> Result<Vec<Result<Transition>>>;
+    fn state(&self, check: CheckId) -> Result<CheckState>;
+    fn states(&self) -> Result<Vec<(CheckId, CheckState)>>;
+    fn group_states(&self, root: Option<GroupId>) -> Result<Vec<GroupState>>;
+    fn group_states_of(&self, groups: &[GroupId]) -> Result<Vec<GroupState>>;
+    fn location_states_of(&self, locations: &[LocationId]) -> Result<Vec<LocationState>>;
+    fn location_states(&self, root: Option<LocationId>) -> Result<Vec<LocationState>>;
+    fn ancestor_groups(&self, check: CheckId) -> Result<Vec<GroupId>>;
+    fn ancestor_locations(&self, check: CheckId) -> Result<Vec<LocationId>>;
+    fn acknowledge(&self, check: CheckId, kind: Ack, author: &str, comment: &str, now: DateTime<Utc>) -> Result<Transition>;
+    fn remove_acknowledgement(&self, check: CheckId, now: DateTime<Utc>) -> Result<Transition>;
+    fn set_suppressed(&self, check: CheckId, suppressed: bool, now: DateTime<Utc>) -> Result<Transition>;
+    fn reset_clock(&self, check: CheckId, now: DateTime<Utc>) -> Result<Transition>;
+    fn schedule_downtime(&self, downtime: Downtime, now: DateTime<Utc>) -> Result<Option<Transition>>;
+    fn cancel_downtime(&self, id: Uuid, now: DateTime<Utc>) -> Result<Option<(CheckId, Transition)>>;
+    fn downtimes(&self, check: Option<CheckId>, now: DateTime<Utc>) -> Result<Vec<Downtime>>;
+    fn apply_due_downtimes(&self, now: DateTime<Utc>) -> Result<Vec<(CheckId, Transition)>>;
+    fn history(&self, check: CheckId, page: HistoryPage) -> Result<Vec<HistoryEntry>>;
+    fn alerts(&self, check: Option<CheckId>, limit: usize) -> Result<Vec<AlertRecord>>;
+    fn active_alerts(&self, closed_since: DateTime<Utc>) -> Result<Vec<AlertRecord>>;
+    fn matching_checks(&self, filter: &StateFilter) -> Result<Vec<CheckId>>;
+    fn states_of(&self, checks: &[CheckId]) -> Result<Vec<(CheckId, CheckState)>>;
 }
