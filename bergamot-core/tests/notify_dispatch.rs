@@ -232,12 +232,11 @@ async fn a_permanent_error_or_an_unknown_channel_fails_at_once() {
         &[refused, unknown],
     )
     .await;
-    let ja = r.until(a, JobStatus::Failed).await;
-    assert_eq!(ja.attempts, 1);
-    assert_eq!(ja.last_error.as_deref(), Some("550 no such user"));
-    let jb = r.until(b, JobStatus::Failed).await;
-    assert_eq!(jb.attempts, 1);
-    assert_eq!(jb.last_error.as_deref(), Some("unknown channel \"pager\""));
+    // Each failed after one attempt, with its error.
+    for (id, error) in [(a, "550 no such user"), (b, "unknown channel \"pager\"")] {
+        let j = r.until(id, JobStatus::Failed).await;
+        assert_eq!((j.attempts, j.last_error.as_deref()), (1, Some(error)));
+    }
     assert_eq!(r.counts("mail"), (0, 0, 1), "(retried, sent, failed)");
     assert_eq!(r.counts("pager"), (0, 0, 1), "(retried, sent, failed)");
     r.stop().await;
