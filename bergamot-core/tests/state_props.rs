@@ -12,6 +12,14 @@ use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;
 use std::time::Duration;
 
+/// `t` is `outcome` and changed nothing: still `state`, no events.
+fn unchanged(t: &Transition, outcome: Outcome, state: &CheckState) -> Result<(), TestCaseError> {
+    prop_assert_eq!(t.outcome, outcome);
+    prop_assert_eq!(&t.state, state);
+    prop_assert!(t.events.is_empty());
+    Ok(())
+}
+
 #[derive(Debug, Clone)]
 enum Input {
     /// A result `dt` seconds after the newest time so far (negative: maybe
@@ -218,9 +226,7 @@ proptest! {
             if let (Some(r), Some(t)) = (r, t) {
                 if t.is_applied() {
                     let again = transition(&t.state, &r, &p, &run.deps, run.newest);
-                    prop_assert_eq!(again.outcome, Outcome::Duplicate);
-                    prop_assert_eq!(&again.state, &t.state);
-                    prop_assert!(again.events.is_empty());
+                    unchanged(&again, Outcome::Duplicate, &t.state)?;
                 }
             }
         }
@@ -246,9 +252,7 @@ proptest! {
                 ..CheckResult::new(CheckId::random(), st, "late", last - chrono::Duration::milliseconds(older_ms))
             };
             let t = transition(&run.state, &r, &p, &deps, run.newest);
-            prop_assert_eq!(t.outcome, Outcome::Stale);
-            prop_assert_eq!(&t.state, &run.state);
-            prop_assert!(t.events.is_empty());
+            unchanged(&t, Outcome::Stale, &run.state)?;
         }
     }
 
