@@ -72,10 +72,28 @@ async fn one(store: &dyn NotificationStore, id: Uuid) -> NotificationJob {
         .unwrap_or_else(|| panic!("job {id} is listed"))
 }
 
+/// What `node` claims at [`at`]`(t)` (at most 10 jobs).
+async fn claim(store: &dyn NotificationStore, node: &str, t: i64) -> Vec<NotificationJob> {
+    store.claim(node, at(t), LEASE, 10).await.unwrap()
+}
+
+/// Asserts that `node` claims exactly `job` at [`at`]`(t)`; `what` says
+/// why. Returns the claimed job.
+async fn claim_exactly(
+    store: &dyn NotificationStore,
+    node: &str,
+    t: i64,
+    job: &NotificationJob,
+    what: &str,
+) -> NotificationJob {
+    let got = claim(store, node, t).await;
+    assert_eq!(ids(&got), vec![job.notification.id], "{what}");
+    got.into_iter().next().expect("claimed")
+}
+
 /// Asserts that `node` can claim nothing at [`at`]`(t)`; `what` says why.
 async fn assert_nothing_due(store: &dyn NotificationStore, node: &str, t: i64, what: &str) {
-    let got = store.claim(node, at(t), LEASE, 10).await.unwrap();
-    assert!(got.is_empty(), "{what}");
+    assert!(claim(store, node, t).await.is_empty(), "{what}");
 }
 
 /// Enqueues one due job (for ann) and claims it as `n1` at [`at`]`(0)`;
@@ -84,7 +102,7 @@ async fn claimed_job(store: &dyn NotificationStore) -> Uuid {
     let j = job(Uuid::new_v4(), check("a"), "ann", 0, 0);
     let id = j.notification.id;
     store.enqueue(&[j]).await.unwrap();
-    store.claim("n1", at(0), LEASE, 10).await.unwrap();
+    claim(store.as_ref(), "n1", 0).await;
     id
 }
 
@@ -153,18 +171,9 @@ pub async fn claim_only_due_jobs(store: Arc<dyn NotificationStore>) {
         "claim: nothing is due before not_before",
     )
     .await;
-    let got = store.claim("n1", at(10), LEASE, 10).await.unwrap();
-    assert_eq!(
-        ids(&got),
-        vec![due.notification.id],
-        "claim: exactly the due job"
-    );
-    assert_eq!(
-        got[0].status,
-        JobStatus::Sending,
-        "claim: the job is sending"
-    );
-    assert_eq!(got[0].attempts, 1, "claim: the attempt is counted");
+    let got = claim_exactly(store.as_ref(), "n1", 10, &due, "claim: exactly the due job").await;
+    assert_eq!(got.status, JobStatus::Sending, "claim: the job is sending");
+    assert_eq!(got.attempts, 1, "claim: the attempt is counted");
     assert_nothing_due(
         store.as_ref(),
         "n2",
@@ -177,12 +186,14 @@ pub async fn claim_only_due_jobs(store: Arc<dyn NotificationStore>) {
         JobStatus::Sending,
         "claim: listed as sending"
     );
-    let got = store.claim("n2", at(50), LEASE, 10).await.unwrap();
-    assert_eq!(
-        ids(&got),
-        vec![later.notification.id],
-        "claim: the later job once due"
-    );
+    claim_exactly(
+        store.as_ref(),
+        "n2",
+        50,
+        &later,
+        "claim: the later job once due",
+    )
+    .await;
 }
 
 /// `claim` respects `limit` and returns jobs in `not_before` order.
@@ -203,7 +214,7 @@ pub async fn claim_in_not_before_order(store: Arc<dyn NotificationStore>) {
         vec!["r10", "r20"],
         "claim: the two earliest, in order"
     );
-    let rest = store.claim("n1", at(100), LEASE, 10).await.unwrap();
+    let rest = claim(store.as_ref(), "n1", 100).await;
     let names: Vec<&str> = rest
         .iter()
         .map(|j| j.notification.recipient.name.as_str())
@@ -247,10 +258,7 @@ pub async fn concurrent_claims_are_exclusive(store: Arc<dyn NotificationStore>) 
 pub async fn expired_lease_is_claimed_again(store: Arc<dyn NotificationStore>) {
     let j = job(Uuid::new_v4(), check("a"), "ann", 0, 0);
     store.enqueue(std::slice::from_ref(&j)).await.unwrap();
-    assert_eq!(
-        store.claim("dead", at(0), LEASE, 10).await.unwrap().len(),
-        1
-    );
+    assert_eq!(claim(store.as_ref(), "dead", 0).await.len(), 1);
     assert_nothing_due(
         store.as_ref(),
         "n2",
@@ -258,13 +266,15 @@ pub async fn expired_lease_is_claimed_again(store: Arc<dyn NotificationStore>) {
         "lease: not claimable before it ends",
     )
     .await;
-    let again = store.claim("n2", at(60), LEASE, 10).await.unwrap();
-    assert_eq!(
-        ids(&again),
-        vec![j.notification.id],
-        "lease: claimable once it ended"
-    );
-    assert_eq!(again[0].attempts, 2, "lease: the second attempt is counted");
+    let again = claim_exactly(
+        store.as_ref(),
+        "n2",
+        60,
+        &j,
+        "lease: claimable once it ended",
+    )
+    .await;
+    assert_eq!(again.attempts, 2, "lease: the second attempt is counted");
 }
 
 /// A job finished `Sent` is never claimed again, not even after its lease,
@@ -308,7 +318,7 @@ pub async fn failed_retries_then_gives_up(store: Arc<dyn NotificationStore>) {
         "retry: the error is kept"
     );
     assert_nothing_due(store.as_ref(), "n1", 29, "retry: not before the retry time").await;
-    let again = store.claim("n1", at(30), LEASE, 10).await.unwrap();
+    let again = claim(store.as_ref(), "n1", 30).await;
     assert_eq!(again.len(), 1, "retry: claimable at the retry time");
     assert_eq!(again[0].attempts, 2, "retry: second attempt");
     fail(store.as_ref(), id, "HTTP 500 again", None, 31).await;

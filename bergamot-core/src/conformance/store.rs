@@ -46,6 +46,21 @@ async fn synced(store: &Arc<dyn Store>, model: &Model) {
         .expect("sync_config of a valid model");
 }
 
+/// Offers a result of `check` executed at [`at`]`(executed)` at
+/// [`at`]`(now)`, whatever the outcome; returns the transition.
+async fn offer(
+    store: &Arc<dyn Store>,
+    check: CheckId,
+    status: Status,
+    executed: i64,
+    now: i64,
+) -> Transition {
+    store
+        .apply_result(&result(check, status, executed), at(now))
+        .await
+        .unwrap()
+}
+
 /// Applies a result that must be applied; returns the transition.
 async fn apply(store: &Arc<dyn Store>, check: CheckId, status: Status, secs: i64) -> Transition {
     let t = store
@@ -156,10 +171,7 @@ pub async fn stale_result_dropped(store: Arc<dyn Store>) {
     synced(&store, &small_model()).await;
     let c = s("h", "a");
     apply(&store, c, Status::Critical, 100).await;
-    let old = store
-        .apply_result(&result(c, Status::Ok, 50), at(101))
-        .await
-        .unwrap();
+    let old = offer(&store, c, Status::Ok, 50, 101).await;
     assert_eq!(
         old.outcome,
         Outcome::Stale,
@@ -245,10 +257,7 @@ pub async fn concurrent_applies_serialise(store: Arc<dyn Store>) {
         tasks.push(tokio::spawn(async move {
             let mut applied = 0u64;
             for _ in 0..M {
-                let t = store
-                    .apply_result(&result(c, Status::Critical, 5), at(5))
-                    .await
-                    .unwrap();
+                let t = offer(&store, c, Status::Critical, 5, 5).await;
                 match t.outcome {
                     Outcome::Applied => applied += 1,
                     Outcome::Stale => {}
@@ -291,10 +300,7 @@ pub async fn reset_clock_unfreezes_a_check(store: Arc<dyn Store>) {
     synced(&store, &small_model()).await;
     let c = s("h", "a");
     apply(&store, c, Status::Critical, 1_000_000_000).await;
-    let later = store
-        .apply_result(&result(c, Status::Ok, 100), at(100))
-        .await
-        .unwrap();
+    let later = offer(&store, c, Status::Ok, 100, 100).await;
     assert_eq!(later.outcome, Outcome::Stale, "frozen by the future result");
     let t = store.reset_clock(c, at(100)).await.unwrap();
     assert_eq!(t.outcome, Outcome::Applied);
@@ -307,10 +313,7 @@ pub async fn reset_clock_unfreezes_a_check(store: Arc<dyn Store>) {
         Status::Critical,
         "the status stays until the next result"
     );
-    let after = store
-        .apply_result(&result(c, Status::Ok, 101), at(101))
-        .await
-        .unwrap();
+    let after = offer(&store, c, Status::Ok, 101, 101).await;
     assert_eq!(after.outcome, Outcome::Applied, "the next result applies");
     assert_eq!(store.state(c).await.unwrap().status, Status::Ok);
     assert!(matches!(
