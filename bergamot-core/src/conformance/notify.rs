@@ -126,6 +126,13 @@ async fn list(store: &dyn NotificationStore, filter: JobFilter) -> Vec<Notificat
     store.notifications(&filter).await.unwrap()
 }
 
+fn with_status(status: JobStatus) -> JobFilter {
+    JobFilter {
+        status: Some(status),
+        ..JobFilter::default()
+    }
+}
+
 fn ids(jobs: &[NotificationJob]) -> Vec<Uuid> {
     jobs.iter().map(|j| j.notification.id).collect()
 }
@@ -327,14 +334,7 @@ pub async fn failed_retries_then_gives_up(store: Arc<dyn NotificationStore>) {
     assert_eq!(got.finished_at, Some(at(31)), "give up: finished_at set");
     assert_eq!(got.last_error.as_deref(), Some("HTTP 500 again"));
     assert_nothing_due(store.as_ref(), "n1", 10_000, "give up: never claimed again").await;
-    let failed = list(
-        store.as_ref(),
-        JobFilter {
-            status: Some(JobStatus::Failed),
-            ..JobFilter::default()
-        },
-    )
-    .await;
+    let failed = list(store.as_ref(), with_status(JobStatus::Failed)).await;
     assert_eq!(ids(&failed), vec![id], "give up: listed with status=failed");
 }
 
@@ -425,14 +425,7 @@ pub async fn list_filters_newest_first(store: Arc<dyn NotificationStore>) {
     .await;
     assert_eq!(ids(&limited), ids(&[j3]), "list: limit");
     store.claim("n1", at(0), LEASE, 1).await.unwrap();
-    let pending = list(
-        store.as_ref(),
-        JobFilter {
-            status: Some(JobStatus::Pending),
-            ..JobFilter::default()
-        },
-    )
-    .await;
+    let pending = list(store.as_ref(), with_status(JobStatus::Pending)).await;
     assert_eq!(pending.len(), 2, "list: by status (one of three claimed)");
     let none: Vec<NotificationJob> = list(
         store.as_ref(),
