@@ -111,6 +111,15 @@ pub fn result(check: CheckId, status: Status, secs: i64) -> CheckResult {
     )
 }
 
+/// A status flipping at every step: CRITICAL at even `i`, OK at odd.
+pub fn flipping(i: i64) -> Status {
+    if i % 2 == 0 {
+        Status::Critical
+    } else {
+        Status::Ok
+    }
+}
+
 /// The history of `check` in `store`, newest first: at most `limit` entries
 /// with a version below `before_version` (`None`: from the newest).
 pub async fn history(

@@ -1,7 +1,7 @@
 //! Store conformance cases: one per clause of the [`Store`] contract.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use super::{at, group, history, host, location, policy, result, service};
+use super::{at, flipping, group, history, host, location, policy, result, service};
 use crate::aggregate;
 use crate::model::{CheckId, GroupId, LocationId, Model, Status};
 use crate::state::{self, Ack, CheckState, Event, Outcome, Transition};
@@ -336,12 +336,10 @@ pub async fn different_checks_apply_concurrently(store: Arc<dyn Store>) {
         let c = s("h", n);
         tasks.push(tokio::spawn(async move {
             for i in 0..10 {
-                let st = if i % 2 == 0 {
-                    Status::Critical
-                } else {
-                    Status::Ok
-                };
-                store.apply_result(&result(c, st, i), at(i)).await.unwrap();
+                store
+                    .apply_result(&result(c, flipping(i), i), at(i))
+                    .await
+                    .unwrap();
             }
             store.state(c).await.unwrap()
         }));
@@ -1199,12 +1197,7 @@ pub async fn apply_results_batch_equals_serial(store: Arc<dyn Store>) {
     let b = s("h", "b");
     let mut results = Vec::new();
     for i in 0..6 {
-        let st = if i % 2 == 0 {
-            Status::Critical
-        } else {
-            Status::Ok
-        };
-        results.push(result(a, st, 10 + i));
+        results.push(result(a, flipping(i), 10 + i));
         results.push(result(b, Status::Warning, 10 + i));
     }
     results.push(results[0].clone()); // a duplicate... of an older one: stale

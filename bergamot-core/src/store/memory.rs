@@ -603,7 +603,7 @@ impl Store for InMemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conformance::{at, history, host, policy, result, SITE};
+    use crate::conformance::{at, flipping, history, host, policy, result, SITE};
     use crate::model::Status;
 
     #[tokio::test]
@@ -617,12 +617,10 @@ mod tests {
         store.sync_config(&model).await.unwrap();
         let c = CheckId::host(SITE, "h");
         for i in 0..20 {
-            let st = if i % 2 == 0 {
-                Status::Critical
-            } else {
-                Status::Ok
-            };
-            store.apply_result(&result(c, st, i), at(i)).await.unwrap();
+            store
+                .apply_result(&result(c, flipping(i), i), at(i))
+                .await
+                .unwrap();
         }
         let h = history(&store, c, None, 100).await;
         assert_eq!(
