@@ -4,88 +4,17 @@
 
 #![allow(clippy::unwrap_used)]
 
-use async_trait::async_trait;
 use bergamot_core::config::Config;
 use bergamot_core::model::{CheckId, CheckResult, Status};
 use bergamot_core::notify::{
-    JobFilter, JobStatus, NotificationJob, NotificationStore, Planner, SendOutcome,
+    InMemoryNotificationStore, JobFilter, JobStatus, NotificationJob, NotificationStore, Planner,
+    SendOutcome,
 };
 use bergamot_core::state::Ack;
 use bergamot_core::store::{Downtime, InMemoryStore, Store};
 use chrono::{DateTime, Utc};
-use parking_lot::Mutex;
 use std::sync::Arc;
 use uuid::Uuid;
-
-/// A minimal job store for this test (the real ones live elsewhere):
-/// dedupes by id, lists, and records outcomes.
-#[derive(Default)]
-struct Jobs(Mutex<Vec<NotificationJob>>);
-
-#[async_trait]
-impl NotificationStore for Jobs {
-    async fn enqueue(&self, jobs: &[NotificationJob]) -> bergamot_core::Result<usize> {
-        let mut v = self.0.lock();
-        let mut n = 0;
-        for j in jobs {
-            if !v.iter().any(|x| x.notification.id == j.notification.id) {
-                v.push(j.clone());
-                n += 1;
-            }
-        }
-        Ok(n)
-    }
-
-    async fn claim(
-        &self,
-        _node: &str,
-        now: DateTime<Utc>,
-        _lease: std::time::Duration,
-        limit: usize,
-    ) -> bergamot_core::Result<Vec<NotificationJob>> {
-        let mut v = self.0.lock();
-        let mut out = Vec::new();
-        for j in v.iter_mut() {
-            if out.len() < limit && j.status == JobStatus::Pending && j.not_before <= now {
-                j.status = JobStatus::Sending;
-                out.push(j.clone());
-            }
-        }
-        Ok(out)
-    }
-
-    async fn finish(
-        &self,
-        id: Uuid,
-        outcome: SendOutcome,
-        now: DateTime<Utc>,
-    ) -> bergamot_core::Result<()> {
-        let mut v = self.0.lock();
-        if let Some(j) = v.iter_mut().find(|j| j.notification.id == id) {
-            j.status = match outcome {
-                SendOutcome::Sent => JobStatus::Sent,
-                SendOutcome::Failed { .. } => JobStatus::Failed,
-                SendOutcome::Cancelled { .. } => JobStatus::Cancelled,
-            };
-            j.finished_at = Some(now);
-        }
-        Ok(())
-    }
-
-    async fn notifications(&self, f: &JobFilter) -> bergamot_core::Result<Vec<NotificationJob>> {
-        Ok(self
-            .0
-            .lock()
-            .iter()
-            .filter(|j| {
-                f.alert_id
-                    .is_none_or(|a| j.notification.alert_id == Some(a))
-            })
-            .filter(|j| f.status.is_none_or(|s| j.status == s))
-            .cloned()
-            .collect())
-    }
-}
 
 const CONFIG: &str = r#"
 [[contact]]
@@ -157,7 +86,7 @@ fn t(min: i64) -> DateTime<Utc> {
 
 struct Env {
     store: Arc<dyn Store>,
-    jobs: Arc<Jobs>,
+    jobs: Arc<InMemoryNotificationStore>,
     planner: Planner,
     config: Config,
 }
@@ -172,7 +101,7 @@ async fn env_of(name: &str, text: &str) -> Env {
     let config = Config::from_str_named(name, text).unwrap();
     let store: Arc<dyn Store> = Arc::new(InMemoryStore::new());
     store.sync_config(&config.model).await.unwrap();
-    let jobs = Arc::new(Jobs::default());
+    let jobs = Arc::new(InMemoryNotificationStore::new());
     let planner = Planner::new(store.clone(), jobs.clone(), Arc::new(config.notify.clone()));
     Env {
         store,
@@ -222,11 +151,19 @@ async fn result(store: &Arc<dyn Store>, check: CheckId, status: Status, min: i64
     store.apply_result(&r, t(min)).await.unwrap();
 }
 
+/// Every job in `jobs`, newest first.
+async fn all_jobs(jobs: &InMemoryNotificationStore) -> Vec<NotificationJob> {
+    let all = JobFilter {
+        limit: 100_000,
+        ..JobFilter::default()
+    };
+    jobs.notifications(&all).await.unwrap()
+}
+
 /// `kind who/channel e<escalation> s<sequence>` of every job of `check`, sorted.
-fn jobs_of(jobs: &Jobs, check: CheckId) -> Vec<String> {
-    let mut v: Vec<String> = jobs
-        .0
-        .lock()
+async fn jobs_of(jobs: &InMemoryNotificationStore, check: CheckId) -> Vec<String> {
+    let mut v: Vec<String> = all_jobs(jobs)
+        .await
         .iter()
         .filter(|j| j.notification.check_id == check)
         .map(|j| {
@@ -290,7 +227,7 @@ async fn alert_escalation_ack_recovery_with_idempotent_replanning() {
         "ops (alice, bob) x (mail, hook)"
     );
     assert_eq!(
-        jobs_of(&e.jobs, db1()),
+        jobs_of(&e.jobs, db1()).await,
         [
             "alert alice/hook e0 s0",
             "alert alice/mail e0 s0",
@@ -347,7 +284,9 @@ async fn repeats_while_unacknowledged() {
     assert_eq!(planned(&e.planner, 29).await, 0);
     // At +30: one repeat to each of the six told.
     assert_eq!(planned(&e.planner, 30).await, 6);
-    assert!(jobs_of(&e.jobs, db1()).contains(&"alert carol/mail e1 s1".to_string()));
+    assert!(jobs_of(&e.jobs, db1())
+        .await
+        .contains(&"alert carol/mail e1 s1".to_string()));
 }
 
 #[tokio::test]
@@ -355,7 +294,7 @@ async fn outside_the_period_the_alert_waits_and_is_cancelled_if_it_recovers() {
     let e = env().await;
     result(&e.store, web1(), Status::Critical, 0).await;
     planned(&e.planner, 0).await;
-    let jobs = e.jobs.0.lock().clone();
+    let jobs = all_jobs(&e.jobs).await;
     let dave = jobs
         .iter()
         .find(|j| j.notification.recipient.name == "dave")
@@ -368,14 +307,14 @@ async fn outside_the_period_the_alert_waits_and_is_cancelled_if_it_recovers() {
     planned(&e.planner, 60).await;
     assert_eq!(dispatch(&e, t(60)).await, ["recovery alice/mail"]);
     assert_eq!(dispatch(&e, t(360)).await, Vec::<String>::new());
-    let jobs = e.jobs.0.lock().clone();
+    let jobs = all_jobs(&e.jobs).await;
     let dave = jobs
         .iter()
         .find(|j| j.notification.recipient.name == "dave")
         .unwrap();
     assert_eq!(dave.status, JobStatus::Cancelled);
     assert_eq!(
-        jobs_of(&e.jobs, web1()),
+        jobs_of(&e.jobs, web1()).await,
         [
             "alert alice/mail e0 s0",
             "alert dave/mail e0 s0",
@@ -568,7 +507,7 @@ async fn flapping_started_and_stopped_are_told_once_each() {
     }
     planned(&e.planner, min).await;
     assert_eq!(
-        jobs_of(&e.jobs, flappy()),
+        jobs_of(&e.jobs, flappy()).await,
         [
             "flapping_started alice/mail e0 s0",
             "flapping_started bob/mail e0 s0"
@@ -615,7 +554,7 @@ async fn a_flapping_started_waiting_for_a_period_is_cancelled_once_flapping_stop
     }
     planned(&e.planner, min).await;
     assert_eq!(
-        jobs_of(&e.jobs, flappy()),
+        jobs_of(&e.jobs, flappy()).await,
         ["flapping_started dave/mail e0 s0"]
     );
     assert!(
@@ -630,10 +569,8 @@ async fn a_flapping_started_waiting_for_a_period_is_cancelled_once_flapping_stop
     planned(&e.planner, min).await;
     // At 08:00 both come due: the start is stale (cancelled), the stop is sent.
     assert_eq!(dispatch(&e, t(360)).await, ["flapping_stopped dave/mail"]);
-    let cancelled: Vec<_> = e
-        .jobs
-        .0
-        .lock()
+    let cancelled: Vec<_> = all_jobs(&e.jobs)
+        .await
         .iter()
         .filter(|j| j.status == JobStatus::Cancelled)
         .map(|j| j.notification.kind.to_string())
@@ -657,7 +594,7 @@ async fn downtime_started_and_ended_are_told_once_per_window_with_its_author() {
     // dave is off until 08:00 UTC (+360): his waits.
     assert_eq!(dispatch(&e, t(12)).await, ["downtime_started alice/mail"]);
     {
-        let v = e.jobs.0.lock();
+        let v = all_jobs(&e.jobs).await;
         let j = v
             .iter()
             .find(|j| j.notification.kind.to_string() == "downtime_started")
@@ -672,7 +609,7 @@ async fn downtime_started_and_ended_are_told_once_per_window_with_its_author() {
     assert_eq!(planned(&e.planner, 42).await, 0);
     assert_eq!(dispatch(&e, t(42)).await, ["downtime_ended alice/mail"]);
     assert_eq!(
-        jobs_of(&e.jobs, web1()),
+        jobs_of(&e.jobs, web1()).await,
         [
             "alert alice/mail e0 s0",
             "alert dave/mail e0 s0",
@@ -701,24 +638,24 @@ async fn a_downtime_that_ended_while_no_planner_ran_still_has_its_end_told() {
     planned(&e.planner, 10).await;
     // Every notifier is down from +11 to +50; the window ends at +40.
     e.store.apply_due_downtimes(t(40)).await.unwrap();
-    let ended = |e: &Env| {
-        jobs_of(&e.jobs, web1())
-            .into_iter()
+    async fn ended(e: &Env) -> Vec<String> {
+        let jobs = jobs_of(&e.jobs, web1()).await;
+        jobs.into_iter()
             .filter(|j| j.starts_with("downtime_ended"))
-            .collect::<Vec<_>>()
-    };
-    assert!(ended(&e).is_empty());
+            .collect()
+    }
+    assert!(ended(&e).await.is_empty());
     let fresh = fresh_planner(&e);
     planned(&fresh, 50).await;
     assert_eq!(
-        ended(&e),
+        ended(&e).await,
         [
             "downtime_ended alice/mail e0 s0",
             "downtime_ended dave/mail e0 s0"
         ]
     );
     {
-        let v = e.jobs.0.lock();
+        let v = all_jobs(&e.jobs).await;
         let j = v
             .iter()
             .find(|j| j.notification.kind.to_string() == "downtime_ended")
@@ -728,7 +665,7 @@ async fn a_downtime_that_ended_while_no_planner_ran_still_has_its_end_told() {
     // Planned once: later ticks (this planner or another) add none.
     planned(&fresh, 51).await;
     planned(&e.planner, 52).await;
-    assert_eq!(ended(&e).len(), 2);
+    assert_eq!(ended(&e).await.len(), 2);
     assert_eq!(
         starting_with(&dispatch(&e, t(52)).await, "downtime_ended"),
         1
@@ -750,9 +687,9 @@ async fn a_cancelled_downtime_ends_it_and_types_filter_downtime_notifications() 
         e.store.schedule_downtime(dt, t(0)).await.unwrap();
     }
     planned(&e.planner, 0).await;
-    assert!(jobs_of(&e.jobs, flappy()).is_empty());
+    assert!(jobs_of(&e.jobs, flappy()).await.is_empty());
     assert_eq!(
-        jobs_of(&e.jobs, web1()),
+        jobs_of(&e.jobs, web1()).await,
         [
             "downtime_started alice/mail e0 s0",
             "downtime_started dave/mail e0 s0"
@@ -768,8 +705,8 @@ async fn a_cancelled_downtime_ends_it_and_types_filter_downtime_notifications() 
 }
 
 /// Carol (escalation after 15 minutes) of db1's jobs.
-fn carol(e: &Env) -> usize {
-    starting_with(&jobs_of(&e.jobs, db1()), "alert carol/")
+async fn carol(e: &Env) -> usize {
+    starting_with(&jobs_of(&e.jobs, db1()).await, "alert carol/")
 }
 
 #[tokio::test]
@@ -784,11 +721,15 @@ async fn a_restarted_planner_still_does_not_count_downtime_towards_escalations()
     // A planner that never saw the downtime (the old one was killed).
     let fresh = fresh_planner(&e);
     planned(&fresh, 36).await;
-    assert_eq!(carol(&e), 0, "36 minutes open, 30 of them in downtime");
+    assert_eq!(
+        carol(&e).await,
+        0,
+        "36 minutes open, 30 of them in downtime"
+    );
     planned(&fresh, 44).await;
-    assert_eq!(carol(&e), 0);
+    assert_eq!(carol(&e).await, 0);
     planned(&fresh, 45).await;
-    assert_eq!(carol(&e), 2, "15 counted minutes at +45");
+    assert_eq!(carol(&e).await, 2, "15 counted minutes at +45");
 }
 
 #[tokio::test]
@@ -804,9 +745,13 @@ async fn a_restarted_planner_still_does_not_count_acknowledged_time() {
     e.store.remove_acknowledgement(db1(), t(25)).await.unwrap();
     let fresh = fresh_planner(&e);
     planned(&fresh, 26).await;
-    assert_eq!(carol(&e), 0, "26 minutes open, 20 of them acknowledged");
+    assert_eq!(
+        carol(&e).await,
+        0,
+        "26 minutes open, 20 of them acknowledged"
+    );
     planned(&fresh, 35).await;
-    assert_eq!(carol(&e), 2, "15 counted minutes at +35");
+    assert_eq!(carol(&e).await, 2, "15 counted minutes at +35");
 }
 
 #[tokio::test]
