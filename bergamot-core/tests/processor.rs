@@ -99,6 +99,17 @@ fn groups_in(updates: &[Update]) -> Vec<GroupId> {
     v
 }
 
+/// Waits (at most `within`) until `check`'s state has `version`: that many
+/// results applied.
+async fn until_version(store: &dyn Store, check: CheckId, version: u64, within: Duration) {
+    bergamot_testkit::wait_until(
+        &format!("{version} results of {check} to be applied"),
+        within,
+        || async { store.state(check).await.unwrap().version == version },
+    )
+    .await;
+}
+
 /// The aggregate of a group update of `root`.
 fn root_aggregate(u: &Update) -> Option<bergamot_core::aggregate::Aggregate> {
     match u {
@@ -404,12 +415,8 @@ async fn store_errors_are_retried_with_backoff_until_applied() {
         .await
         .unwrap();
     // Backoff 100 + 200 + 400 ms on the paused clock, then applied.
-    bergamot_testkit::wait_until(
-        "the result to be retried after each failure and applied once the store recovered",
-        Duration::from_secs(10),
-        || async { store.state(h).await.unwrap().version == 1 },
-    )
-    .await;
+    // (retried after each failure and applied once the store recovered)
+    until_version(store.as_ref(), h, 1, Duration::from_secs(10)).await;
     running.stop().await;
     let hist = history(store.as_ref(), h, None, 10).await;
     assert_eq!(hist.len(), 1, "applied exactly once");
@@ -533,12 +540,7 @@ async fn store_errors_keep_a_checks_results_in_order() {
     }
     let processor = Processor::new(Arc::clone(&store), Arc::clone(&queue));
     let running = Running::start(processor);
-    bergamot_testkit::wait_until(
-        "every result to be applied",
-        Duration::from_secs(20),
-        || async { store.state(h).await.unwrap().version == 5 },
-    )
-    .await;
+    until_version(store.as_ref(), h, 5, Duration::from_secs(20)).await;
     running.stop().await;
     let applied = applied_in_order(store.as_ref(), h).await;
     let want: Vec<_> = sent.iter().map(|r| r.id).collect();
@@ -624,15 +626,10 @@ async fn run_applies_a_backlog_in_batches_with_coalesced_aggregates() {
     let dyn_store: Arc<dyn Store> = store.clone();
     let processor = Processor::new(dyn_store, Arc::clone(&queue)).with_lanes(2);
     let running = Running::start(processor);
-    bergamot_testkit::wait_until(
-        "the backlog to be applied",
-        Duration::from_secs(5),
-        || async {
-            store.state(h).await.unwrap().version == 200
-                && store.state(s).await.unwrap().version == 200
-        },
-    )
-    .await;
+    // The backlog applied.
+    for check in [h, s] {
+        until_version(store.as_ref(), check, 200, Duration::from_secs(5)).await;
+    }
     // The aggregate task publishes the last change after the last result
     // is applied: read the updates until it has.
     // (Not `drain`: tokio's cooperative budget makes a long run of
