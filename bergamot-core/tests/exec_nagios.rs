@@ -33,9 +33,11 @@ async fn run(path: &Path, timeout: Duration) -> bergamot_core::model::CheckResul
     r
 }
 
-/// Writes the script `name` with `body` into `dir` and runs it (10 s timeout).
-async fn run_script(dir: &Path, name: &str, body: &str) -> bergamot_core::model::CheckResult {
-    run(&script(dir, name, body), Duration::from_secs(10)).await
+/// Writes the script `name` with `body` into a new temporary directory and
+/// runs it (10 s timeout).
+async fn run_script(name: &str, body: &str) -> bergamot_core::model::CheckResult {
+    let dir = tempfile::tempdir().expect("tempdir");
+    run(&script(dir.path(), name, body), Duration::from_secs(10)).await
 }
 
 #[tokio::test]
@@ -113,8 +115,7 @@ async fn plugin_that_does_not_exist_is_an_error() {
 
 #[tokio::test]
 async fn plugin_killed_by_a_signal_is_an_error() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let r = run_script(dir.path(), "suicide", "echo dying\nkill -9 $$").await;
+    let r = run_script("suicide", "echo dying\nkill -9 $$").await;
     assert_result(&r, Status::Error, &["killed by SIGKILL"]);
 }
 
@@ -200,9 +201,8 @@ async fn huge_output_is_capped_without_hanging() {
 
 #[tokio::test]
 async fn multi_line_output_with_perfdata_on_later_lines() {
-    let dir = tempfile::tempdir().expect("tempdir");
     let body = "cat <<'OUT'\nDISK WARNING - free space: /var 5 MB | '/var'=5MB;10;2;0;100\n/ 50 MB free\n/home 90 MB free | '/'=50MB;10;2;0;100\n'/home dir'=90MB;10;2;0;100 'it''s'=1 broken=abc\nOUT\nexit 1";
-    let r = run_script(dir.path(), "multi", body).await;
+    let r = run_script("multi", body).await;
     assert_eq!(r.status, Status::Warning);
     assert_eq!(&*r.output, "DISK WARNING - free space: /var 5 MB");
     assert_eq!(
@@ -234,17 +234,11 @@ async fn multi_line_output_with_perfdata_on_later_lines() {
 
 #[tokio::test]
 async fn stderr_is_shown_when_stdout_is_empty() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let r = run_script(
-        dir.path(),
-        "stderr",
-        "echo 'cannot open /etc/x' >&2\nexit 2",
-    )
-    .await;
+    let r = run_script("stderr", "echo 'cannot open /etc/x' >&2\nexit 2").await;
     assert_eq!(r.status, Status::Critical);
     assert_eq!(&*r.output, "cannot open /etc/x");
 
-    let r = run_script(dir.path(), "silent", "exit 0").await;
+    let r = run_script("silent", "exit 0").await;
     assert_result(&r, Status::Ok, &["no output"]);
 }
 

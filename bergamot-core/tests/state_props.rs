@@ -60,6 +60,11 @@ fn input() -> impl Strategy<Value = Input> {
     ]
 }
 
+/// A history of `len` inputs.
+fn history(len: std::ops::Range<usize>) -> impl Strategy<Value = Vec<Input>> {
+    prop::collection::vec(input(), len)
+}
+
 fn policy() -> impl Strategy<Value = Policy> {
     (
         0u32..=5,
@@ -162,7 +167,7 @@ proptest! {
     #[test]
     fn invariants_hold_after_every_input(
         p in policy(),
-        inputs in prop::collection::vec(input(), 0..120),
+        inputs in history(0..120),
     ) {
         let mut run = Run::new(&p);
         for (i, input) in inputs.iter().enumerate() {
@@ -192,7 +197,7 @@ proptest! {
     #[test]
     fn enough_equal_results_end_hard(
         p in policy(),
-        inputs in prop::collection::vec(input(), 0..80),
+        inputs in history(0..80),
         tail in status(),
         extra in 0u32..3,
         deps in prop::collection::vec(dep().prop_map(|d| DependencyState { hard: true, ..d }), 0..3),
@@ -218,7 +223,7 @@ proptest! {
     #[test]
     fn the_same_result_twice_is_once(
         p in policy(),
-        inputs in prop::collection::vec(input(), 0..80),
+        inputs in history(0..80),
     ) {
         let mut run = Run::new(&p);
         for input in &inputs {
@@ -237,7 +242,7 @@ proptest! {
     #[test]
     fn stale_results_never_change_state(
         p in policy(),
-        inputs in prop::collection::vec(input(), 1..80),
+        inputs in history(1..80),
         st in status(),
         older_ms in 1i64..10_000_000,
         deps in prop::collection::vec(dep(), 0..3),
@@ -261,7 +266,7 @@ proptest! {
     #[test]
     fn in_place_equals_pure(
         p in policy(),
-        inputs in prop::collection::vec(input(), 0..120),
+        inputs in history(0..120),
     ) {
         let mut run = Run::new(&p);
         let mut in_place = run.state.clone();
