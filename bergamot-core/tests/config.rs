@@ -60,6 +60,16 @@ fn argv(c: &Check) -> Vec<String> {
     serde_json::from_value(c.params["command"].clone()).expect("command is an array of strings")
 }
 
+/// Asserts the check's command, its arguments given space-separated.
+fn assert_argv(c: &Check, words: &str) {
+    assert_eq!(
+        argv(c),
+        words.split(' ').collect::<Vec<_>>(),
+        "{}",
+        c.display_name()
+    );
+}
+
 #[test]
 fn directory_with_templates_loads_to_the_expected_model() {
     let config = Config::load(&data("good")).expect("the good config loads");
@@ -115,17 +125,9 @@ fn directory_with_templates_loads_to_the_expected_model() {
     assert_eq!(host.engine, "nagios");
     // warn from the host check's params, crit from monitored's params over
     // the command's default.
-    assert_eq!(
-        argv(host),
-        [
-            "/usr/lib/nagios/plugins/check_ping",
-            "-H",
-            "10.0.0.5",
-            "-w",
-            "50,10%",
-            "-c",
-            "900,90%"
-        ]
+    assert_argv(
+        host,
+        "/usr/lib/nagios/plugins/check_ping -H 10.0.0.5 -w 50,10% -c 900,90%",
     );
     assert_eq!(
         host.policy,
@@ -149,16 +151,7 @@ fn directory_with_templates_loads_to_the_expected_model() {
     let ssh = check(m, CheckId::service(site, "web1", "ssh"));
     assert_eq!(ssh.host_id, Some(web1));
     // base's ssh wins the command and port; monitored's ssh still sets every.
-    assert_eq!(
-        argv(ssh),
-        [
-            "/usr/lib/nagios/plugins/check_tcp",
-            "-H",
-            "10.0.0.5",
-            "-p",
-            "22"
-        ]
-    );
+    assert_argv(ssh, "/usr/lib/nagios/plugins/check_tcp -H 10.0.0.5 -p 22");
     assert_eq!(ssh.policy.every, Duration::from_secs(45));
     assert_eq!(ssh.policy.timeout, Duration::from_secs(10));
     assert_eq!(ssh.policy.failed_after, 4);
@@ -191,15 +184,9 @@ fn directory_with_templates_loads_to_the_expected_model() {
     assert_eq!(http.pool, "base-pool");
 
     let disk = check(m, CheckId::service(site, "web1", "disk"));
-    assert_eq!(
-        argv(disk),
-        [
-            "/usr/lib/nagios/plugins/check_tcp",
-            "-H",
-            "10.0.0.5",
-            "-p",
-            "5666"
-        ]
+    assert_argv(
+        disk,
+        "/usr/lib/nagios/plugins/check_tcp -H 10.0.0.5 -p 5666",
     );
     assert_eq!(disk.policy.every, Duration::from_secs(60));
 
@@ -214,32 +201,17 @@ fn directory_with_templates_loads_to_the_expected_model() {
     assert_eq!(web2.policy.every, Duration::from_secs(600));
     assert_eq!(web2.policy.failed_after, 5); // only base sets it
     assert_eq!(web2.pool, "mon-pool");
-    assert_eq!(
-        argv(web2),
-        [
-            "/usr/lib/nagios/plugins/check_ping",
-            "-H",
-            "web2", // no address: the name
-            "-w",
-            "100,20%",
-            "-c",
-            "900,90%"
-        ]
+    // No address: -H is the name.
+    assert_argv(
+        web2,
+        "/usr/lib/nagios/plugins/check_ping -H web2 -w 100,20% -c 900,90%",
     );
     assert_eq!(web2.dependencies, [CheckId::host(site, "web2-peer"), web1]);
     let web2_ssh = check(m, CheckId::service(site, "web2", "ssh"));
     // monitored's ssh wins the command; base's ssh params still apply.
-    assert_eq!(
-        argv(web2_ssh),
-        [
-            "/usr/lib/nagios/plugins/check_ping",
-            "-H",
-            "web2",
-            "-w",
-            "100,20%",
-            "-c",
-            "900,90%"
-        ]
+    assert_argv(
+        web2_ssh,
+        "/usr/lib/nagios/plugins/check_ping -H web2 -w 100,20% -c 900,90%",
     );
     assert_eq!(web2_ssh.groups, [g("production"), g("all"), g("ssh")]);
     // A disabled host disables its checks.
@@ -657,17 +629,9 @@ fn documented_example_loads_as_described() {
     let site = "demo";
     assert_eq!(m.checks.len(), 4);
     let host = check(m, CheckId::host(site, "web1"));
-    assert_eq!(
-        argv(host),
-        [
-            "/usr/lib/nagios/plugins/check_ping",
-            "-H",
-            "10.0.0.5",
-            "-w",
-            "100,20%",
-            "-c",
-            "500,60%"
-        ]
+    assert_argv(
+        host,
+        "/usr/lib/nagios/plugins/check_ping -H 10.0.0.5 -w 100,20% -c 500,60%",
     );
     assert_eq!(host.policy.every, Duration::from_secs(60));
     let http = check(m, CheckId::service(site, "web1", "http"));
@@ -676,16 +640,7 @@ fn documented_example_loads_as_described() {
     assert_eq!(http.params["expect_status"], json!([200, 301]));
     let ssh = check(m, CheckId::service(site, "web1", "ssh"));
     assert_eq!(http.dependencies, [ssh.id]);
-    assert_eq!(
-        argv(ssh),
-        [
-            "/usr/lib/nagios/plugins/check_tcp",
-            "-H",
-            "10.0.0.5",
-            "-p",
-            "22"
-        ]
-    );
+    assert_argv(ssh, "/usr/lib/nagios/plugins/check_tcp -H 10.0.0.5 -p 22");
     let trap = check(m, CheckId::trap(site, "web1", "backup"));
     let g = |n: &str| GroupId::named(site, n);
     for c in [host, http, ssh, trap] {
