@@ -30,6 +30,7 @@ async fn http_server() -> SocketAddr {
                 let (code, body) = if let Some(c) = path.strip_prefix("/status/") {
                     (c.parse::<u16>().unwrap_or(500), "status page".to_string())
                 } else if let Some(ms) = path.strip_prefix("/slow/") {
+                    // The slow answer is what the slow-response tests check.
                     tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
                     (200, "slow hello".to_string())
                 } else if path == "/ok" {

@@ -102,7 +102,7 @@ async fn claimed_job(store: &dyn NotificationStore) -> Uuid {
     let j = job(Uuid::new_v4(), check("a"), "ann", 0, 0);
     let id = j.notification.id;
     store.enqueue(&[j]).await.unwrap();
-    claim(store.as_ref(), "n1", 0).await;
+    claim(store, "n1", 0).await;
     id
 }
 
