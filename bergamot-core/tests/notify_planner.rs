@@ -486,14 +486,9 @@ async fn worked_example_with_a_downtime_and_no_acknowledgement() {
     );
 }
 
-fn flappy() -> CheckId {
-    CheckId::host("default", "flappy")
-}
-
-#[tokio::test]
-async fn flapping_started_and_stopped_are_told_once_each() {
-    let e = env().await;
-    // Alternate until the check flaps.
+/// Results of `flappy` flipping CRITICAL/OK a minute apart from minute 0
+/// until it flaps; the minute after the last one.
+async fn flap_until_flapping(e: &Env) -> i64 {
     let mut min = 0;
     while !e.store.state(flappy()).await.unwrap().flapping {
         let s = if min % 2 == 0 {
@@ -505,6 +500,18 @@ async fn flapping_started_and_stopped_are_told_once_each() {
         min += 1;
         assert!(min < 100, "never started flapping");
     }
+    min
+}
+
+fn flappy() -> CheckId {
+    CheckId::host("default", "flappy")
+}
+
+#[tokio::test]
+async fn flapping_started_and_stopped_are_told_once_each() {
+    let e = env().await;
+    // Alternate until the check flaps.
+    let mut min = flap_until_flapping(&e).await;
     planned(&e.planner, min).await;
     assert_eq!(
         jobs_of(&e.jobs, flappy()).await,
@@ -542,16 +549,7 @@ async fn a_flapping_started_waiting_for_a_period_is_cancelled_once_flapping_stop
     let mut model = e.config.notify.clone();
     model.checks.get_mut(&flappy()).unwrap().rule.contacts = vec!["dave".into()];
     e.planner.set_model(Arc::new(model));
-    let mut min = 0;
-    while !e.store.state(flappy()).await.unwrap().flapping {
-        let s = if min % 2 == 0 {
-            Status::Critical
-        } else {
-            Status::Ok
-        };
-        result(&e.store, flappy(), s, min).await;
-        min += 1;
-    }
+    let mut min = flap_until_flapping(&e).await;
     planned(&e.planner, min).await;
     assert_eq!(
         jobs_of(&e.jobs, flappy()).await,
