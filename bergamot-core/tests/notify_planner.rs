@@ -449,10 +449,8 @@ async fn worked_example_of_the_docs() {
     );
     // 08:00 UTC: bob's alert comes due, is cancelled; no recovery for him.
     assert_eq!(ticks(&e, 359, 361).await, Vec::<String>::new());
-    let bob: Vec<JobStatus> = e
-        .jobs
-        .0
-        .lock()
+    let bob: Vec<JobStatus> = all_jobs(&e.jobs)
+        .await
         .iter()
         .filter(|j| j.notification.recipient.name == "bob")
         .map(|j| j.status)

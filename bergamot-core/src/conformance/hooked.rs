@@ -85,7 +85,7 @@ impl<S, H: StoreHook<S>> Drop for HookedStore<S, H> {
 macro_rules! pass_on {
     ($(fn $method:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)*) => {
         #[async_trait]
-        impl<S: Store, H: StoreHook<S>> Store for HookedStore<S, H> {
+        impl<S: Store, H: StoreHook<S> + 'static> Store for HookedStore<S, H> {
             $(
                 async fn $method(&self $(, $arg: $ty)*) -> $ret {
                     self.hook.before(stringify!($method))?;

@@ -604,7 +604,6 @@ impl Store for InMemoryStore {
 mod tests {
     use super::*;
     use crate::conformance::{at, flipping, history, host, policy, result, SITE};
-    use crate::model::Status;
 
     #[tokio::test]
     async fn history_is_capped_per_check() {
