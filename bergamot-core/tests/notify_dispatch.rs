@@ -108,21 +108,26 @@ struct Running {
     task: tokio::task::JoinHandle<bergamot_core::Result<()>>,
 }
 
-async fn start(channels: ChannelMap, cfg: DispatcherConfig, jobs: &[NotificationJob]) -> Running {
+/// A dispatcher over `channels` with a due job through each of `via`;
+/// the jobs' ids, in that order.
+async fn start(channels: ChannelMap, cfg: DispatcherConfig, via: &[&str]) -> (Running, Vec<Uuid>) {
+    let jobs: Vec<NotificationJob> = via.iter().map(|c| job_via(c)).collect();
+    let ids = jobs.iter().map(|j| j.notification.id).collect();
     let store = Arc::new(InMemoryNotificationStore::new());
-    store.enqueue(jobs).await.expect("enqueue");
+    store.enqueue(&jobs).await.expect("enqueue");
     let d = Dispatcher::new(store.clone(), channels, cfg).expect("a valid config");
     let handle = d.handle();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(d.run(async move {
         rx.await.ok();
     }));
-    Running {
+    let running = Running {
         store,
         handle,
         stop: Some(tx),
         task,
-    }
+    };
+    (running, ids)
 }
 
 impl Running {
@@ -193,9 +198,8 @@ fn backoff_doubles_up_to_its_cap() {
 #[tokio::test]
 async fn a_transient_failure_is_retried_with_backoff_until_sent() {
     let flaky = Flaky::failing(2);
-    let j = job_via("hook");
-    let id = j.notification.id;
-    let r = start(channels(&[("hook", flaky.clone())]), config(5), &[j]).await;
+    let (r, ids) = start(channels(&[("hook", flaky.clone())]), config(5), &["hook"]).await;
+    let id = ids[0];
     let done = r.until(id, JobStatus::Sent).await;
     assert_eq!(done.attempts, 3, "two failures, then sent");
     assert_eq!(flaky.calls.load(Ordering::SeqCst), 3);
@@ -206,9 +210,8 @@ async fn a_transient_failure_is_retried_with_backoff_until_sent() {
 #[tokio::test]
 async fn attempts_used_up_mark_the_job_failed_with_the_last_error() {
     let flaky = Flaky::failing(u32::MAX);
-    let j = job_via("hook");
-    let id = j.notification.id;
-    let r = start(channels(&[("hook", flaky.clone())]), config(3), &[j]).await;
+    let (r, ids) = start(channels(&[("hook", flaky.clone())]), config(3), &["hook"]).await;
+    let id = ids[0];
     let failed = r.until(id, JobStatus::Failed).await;
     assert_eq!(failed.attempts, 3);
     assert_eq!(failed.last_error.as_deref(), Some("HTTP 500 (call 3)"));
@@ -223,15 +226,13 @@ async fn attempts_used_up_mark_the_job_failed_with_the_last_error() {
 
 #[tokio::test]
 async fn a_permanent_error_or_an_unknown_channel_fails_at_once() {
-    let refused = job_via("mail");
-    let unknown = job_via("pager");
-    let (a, b) = (refused.notification.id, unknown.notification.id);
-    let r = start(
+    let (r, ids) = start(
         channels(&[("mail", Arc::new(Refuses))]),
         config(5),
-        &[refused, unknown],
+        &["mail", "pager"],
     )
     .await;
+    let (a, b) = (ids[0], ids[1]);
     // Each failed after one attempt, with its error.
     for (id, error) in [(a, "550 no such user"), (b, "unknown channel \"pager\"")] {
         let j = r.until(id, JobStatus::Failed).await;
@@ -246,12 +247,10 @@ async fn a_permanent_error_or_an_unknown_channel_fails_at_once() {
 /// and holds one slot only: a job through another channel is sent meanwhile.
 #[tokio::test]
 async fn a_hanging_channel_times_out_and_does_not_block_the_others() {
-    let hung = job_via("slow");
-    let quick = job_via("log");
-    let (h, q) = (hung.notification.id, quick.notification.id);
     let log = Flaky::failing(0);
     let channels = channels(&[("slow", Arc::new(Hangs)), ("log", log.clone())]);
-    let r = start(channels, config(2), &[hung, quick]).await;
+    let (r, ids) = start(channels, config(2), &["slow", "log"]).await;
+    let (h, q) = (ids[0], ids[1]);
     r.until(q, JobStatus::Sent).await;
     let failed = r.until(h, JobStatus::Failed).await;
     assert_eq!(failed.attempts, 2, "timed out twice, then given up");
