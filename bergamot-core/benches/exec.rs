@@ -32,6 +32,21 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// Runs `task(i)` for `i` in `0..tasks` on spawned tasks at once; the time
+/// until all of them ended.
+async fn in_tasks<F, Fut>(tasks: usize, task: F) -> Duration
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let start = Instant::now();
+    let handles: Vec<_> = (0..tasks).map(|i| tokio::spawn(task(i))).collect();
+    for h in handles {
+        h.await.expect("bench task");
+    }
+    start.elapsed()
+}
+
 async fn dummy_throughput(executors: Arc<Executors>) {
     // 1,000 checks cycling through statuses, as a load test would.
     let checks: Arc<Vec<ExecuteCheck>> = Arc::new(
@@ -59,21 +74,16 @@ async fn dummy_throughput(executors: Arc<Executors>) {
     );
 
     for tasks in [2usize, 8] {
-        let start = Instant::now();
-        let mut handles = Vec::new();
-        for t in 0..tasks {
+        let el = in_tasks(tasks, |t| {
             let (executors, checks) = (executors.clone(), checks.clone());
-            handles.push(tokio::spawn(async move {
+            async move {
                 for i in (t..N).step_by(tasks) {
                     let r = executors.execute(&checks[i % checks.len()]).await;
                     assert_ne!(r.status, Status::Error);
                 }
-            }));
-        }
-        for h in handles {
-            h.await.expect("bench task");
-        }
-        let el = start.elapsed();
+            }
+        })
+        .await;
         println!(
             "dummy via Executors, {tasks} tasks:  {N} executions in {:.3} s = {:.0}/s",
             el.as_secs_f64(),
@@ -154,21 +164,16 @@ async fn nagios_overhead(executors: Arc<Executors>) {
     );
 
     // Concurrent: 16 plugins in flight at once.
-    let start = Instant::now();
-    let mut handles = Vec::new();
-    for _ in 0..16 {
+    let total = in_tasks(16, |_| {
         let (executors, e) = (executors.clone(), e.clone());
-        handles.push(tokio::spawn(async move {
+        async move {
             for _ in 0..RUNS / 16 {
                 let r = executors.execute(&e).await;
                 assert_eq!(r.status, Status::Ok, "{}", r.output);
             }
-        }));
-    }
-    for h in handles {
-        h.await.expect("bench task");
-    }
-    let total = start.elapsed();
+        }
+    })
+    .await;
     println!(
         "nagios /bin/true, 16 in flight: {RUNS} runs in {:.2} s = {:.0}/s",
         total.as_secs_f64(),

@@ -19,6 +19,26 @@ fn cpu() -> Duration {
     Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32)
 }
 
+/// What `f` returns, and the process CPU time it took.
+fn cpu_of<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let start = cpu();
+    let out = f();
+    (out, cpu() - start)
+}
+
+/// Owns `partitions` from `at` on; prints, after `what`, the checks that
+/// stopped and started and the CPU time it took.
+fn own(s: &mut Schedule, partitions: std::ops::Range<u32>, at: Instant, what: &str) {
+    let set: std::collections::BTreeSet<u32> = partitions.collect();
+    let (change, used) = cpu_of(|| s.set_owned_partitions(&set, at));
+    println!(
+        "{what}: {} checks stopped, {} placed in {:.3} s cpu",
+        change.checks_stopped,
+        change.checks_started,
+        used.as_secs_f64()
+    );
+}
+
 fn model_id(i: usize) -> CheckId {
     CheckId::service(
         "bench",
@@ -108,18 +128,14 @@ fn main() {
     let m = model(n);
     let origin = Instant::now();
     let mut s = Schedule::new(ScheduleConfig::default(), origin);
-    let c0 = cpu();
-    let sum = s.apply_model(&m, origin);
-    let load = cpu() - c0;
+    let (sum, load) = cpu_of(|| s.apply_model(&m, origin));
     println!(
         "initial load: {} checks in {:.3} s cpu ({:.0} ns/check)",
         sum.added,
         load.as_secs_f64(),
         load.as_nanos() as f64 / n as f64
     );
-    let c0 = cpu();
-    let sum = s.apply_model(&m, origin + Duration::from_secs(1));
-    let reload = cpu() - c0;
+    let (sum, reload) = cpu_of(|| s.apply_model(&m, origin + Duration::from_secs(1)));
     println!(
         "reload of the unchanged model: kept {} in {:.3} s cpu",
         sum.kept,
@@ -172,15 +188,7 @@ fn main() {
     // over the last interval, as the other node ran them), gain them back,
     // and look at the minute after.
     let t = stall_at + Duration::from_secs(20);
-    let half: std::collections::BTreeSet<u32> = (32..64).collect();
-    let c0 = cpu();
-    let change = s.set_owned_partitions(&half, origin + t);
-    let lose = cpu() - c0;
-    println!(
-        "lose 32 of 64 partitions: {} checks stopped in {:.3} s cpu",
-        change.checks_stopped,
-        lose.as_secs_f64()
-    );
+    own(&mut s, 32..64, origin + t, "lose 32 of 64 partitions");
     let (d, used, _) = minute(&mut s, origin, t, minute_span * 2, step, false);
     report(
         "two minutes owning half (decide only)",
@@ -211,15 +219,7 @@ fn main() {
         resume.as_secs_f64(),
         resume.as_nanos() as f64 / resumed.max(1) as f64
     );
-    let all: std::collections::BTreeSet<u32> = (0..64).collect();
-    let c0 = cpu();
-    let change = s.set_owned_partitions(&all, origin + t);
-    let gain = cpu() - c0;
-    println!(
-        "gain 32 partitions: {} checks placed in {:.3} s cpu",
-        change.checks_started,
-        gain.as_secs_f64()
-    );
+    own(&mut s, 0..64, origin + t, "gain 32 partitions");
     let (d, used, peak) = minute(&mut s, origin, t, minute_span, step, true);
     report("minute after the gain (build executes)", d, used, n as u64);
     println!(

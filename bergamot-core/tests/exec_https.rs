@@ -2,31 +2,22 @@
 //! certificates from a test CA generated at test time.
 #![cfg(feature = "https")]
 
+mod common;
+
 use bergamot_core::exec::{Executor, HttpExecutor};
-use bergamot_core::model::{CheckId, CheckResult, Status};
+use bergamot_core::model::{CheckResult, Status};
 use bergamot_core::queue::ExecuteCheck;
 use chrono::{Datelike, Utc};
+use common::{assert_result, perfdata, read_head, respond};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 fn execute(params: serde_json::Value) -> ExecuteCheck {
-    ExecuteCheck {
-        id: uuid::Uuid::new_v4(),
-        check_id: CheckId::random(),
-        site: "test".into(),
-        pool: "default".into(),
-        engine: "http".into(),
-        params: serde_json::from_value(params).expect("params object"),
-        timeout: Duration::from_secs(10),
-        ttl: Duration::from_secs(60),
-        scheduled_at: Utc::now(),
-        execute_now: false,
-    }
+    common::execute("http", params, Duration::from_secs(10))
 }
 
 fn date(days_from_now: i64) -> time::OffsetDateTime {
@@ -84,21 +75,9 @@ async fn server(pki: &Pki) -> u16 {
                 let Ok(mut tls) = acceptor.accept(sock).await else {
                     return;
                 };
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 1024];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tls.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
+                if read_head(&mut tls).await.is_some() {
+                    respond(&mut tls, "200 OK", "secure hello").await;
                 }
-                let body = "secure hello";
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                tls.write_all(response.as_bytes()).await.ok();
-                tls.shutdown().await.ok();
             });
         }
     });
@@ -132,11 +111,7 @@ async fn check(pki: &Pki, extra: serde_json::Value) -> CheckResult {
 }
 
 fn cert_days(r: &CheckResult) -> f64 {
-    r.perfdata
-        .iter()
-        .find(|p| p.label == "cert_days")
-        .and_then(|p| p.value)
-        .expect("cert_days perfdata")
+    perfdata(r, "cert_days").value.expect("cert_days value")
 }
 
 #[tokio::test]
@@ -148,11 +123,7 @@ async fn https_ok_with_a_long_valid_certificate() {
         "{}",
         cert_days(&r)
     );
-    let p = r
-        .perfdata
-        .iter()
-        .find(|p| p.label == "cert_days")
-        .expect("cert_days");
+    let p = perfdata(&r, "cert_days");
     assert_eq!(
         (p.warn.as_deref(), p.crit.as_deref()),
         (Some("30:"), Some("7:"))
@@ -162,25 +133,22 @@ async fn https_ok_with_a_long_valid_certificate() {
 #[tokio::test]
 async fn https_certificate_expiring_soon_warns() {
     let r = check(&pki(-1, 20), serde_json::json!({})).await;
-    assert_eq!(r.status, Status::Warning, "{}", r.output);
-    assert!(r.output.contains("certificate expires in"), "{}", r.output);
+    assert_result(&r, Status::Warning, &["certificate expires in"]);
 }
 
 #[tokio::test]
 async fn https_certificate_expiring_very_soon_is_critical() {
     let r = check(&pki(-1, 3), serde_json::json!({})).await;
-    assert_eq!(r.status, Status::Critical, "{}", r.output);
-    assert!(r.output.contains("certificate expires in"), "{}", r.output);
+    assert_result(&r, Status::Critical, &["certificate expires in"]);
 }
 
 #[tokio::test]
 async fn https_expired_certificate_is_critical() {
     let r = check(&pki(-30, -2), serde_json::json!({})).await;
-    assert_eq!(r.status, Status::Critical, "{}", r.output);
-    assert!(
-        r.output.contains("TLS handshake with localhost failed"),
-        "{}",
-        r.output
+    assert_result(
+        &r,
+        Status::Critical,
+        &["TLS handshake with localhost failed"],
     );
 }
 
@@ -194,10 +162,9 @@ async fn https_untrusted_certificate_is_critical() {
             serde_json::json!({"url": format!("https://localhost:{port}/")}),
         ))
         .await;
-    assert_eq!(r.status, Status::Critical, "{}", r.output);
-    assert!(
-        r.output.contains("TLS handshake with localhost failed"),
-        "{}",
-        r.output
+    assert_result(
+        &r,
+        Status::Critical,
+        &["TLS handshake with localhost failed"],
     );
 }

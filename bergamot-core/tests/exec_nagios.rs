@@ -1,29 +1,18 @@
 //! Acceptance tests of the nagios executor: real plugins (shell scripts
 //! generated into a tempdir) run as child processes.
 
+mod common;
+
 use bergamot_core::exec::{Executor, NagiosExecutor};
-use bergamot_core::model::{CheckId, Status};
+use bergamot_core::model::Status;
 use bergamot_core::queue::ExecuteCheck;
-use std::collections::BTreeMap;
+use common::assert_result;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 fn execute(argv: &[&str], timeout: Duration) -> ExecuteCheck {
-    let mut params = BTreeMap::new();
-    params.insert("command".to_string(), serde_json::json!(argv));
-    ExecuteCheck {
-        id: uuid::Uuid::new_v4(),
-        check_id: CheckId::random(),
-        site: "test".into(),
-        pool: "default".into(),
-        engine: "nagios".into(),
-        params,
-        timeout,
-        ttl: Duration::from_secs(60),
-        scheduled_at: chrono::Utc::now(),
-        execute_now: false,
-    }
+    common::execute("nagios", serde_json::json!({ "command": argv }), timeout)
 }
 
 /// Writes an executable `#!/bin/sh` script.
@@ -42,6 +31,13 @@ async fn run(path: &Path, timeout: Duration) -> bergamot_core::model::CheckResul
     assert_eq!(r.check_id, e.check_id);
     assert!(r.executed_at >= before - chrono::Duration::seconds(1));
     r
+}
+
+/// Writes the script `name` with `body` into a new temporary directory and
+/// runs it (10 s timeout).
+async fn run_script(name: &str, body: &str) -> bergamot_core::model::CheckResult {
+    let dir = tempfile::tempdir().expect("tempdir");
+    run(&script(dir.path(), name, body), Duration::from_secs(10)).await
 }
 
 #[tokio::test]
@@ -98,14 +94,15 @@ async fn plugin_that_is_not_executable_is_an_error() {
     let path = script(dir.path(), "noexec", "echo hi");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     let r = run(&path, Duration::from_secs(10)).await;
-    assert_eq!(r.status, Status::Error);
-    assert!(r.output.contains("cannot run plugin"), "{}", r.output);
-    assert!(
-        r.output.contains(path.to_str().expect("utf-8")),
-        "{}",
-        r.output
+    assert_result(
+        &r,
+        Status::Error,
+        &[
+            "cannot run plugin",
+            path.to_str().expect("utf-8"),
+            "not executable",
+        ],
     );
-    assert!(r.output.contains("not executable"), "{}", r.output);
 }
 
 #[tokio::test]
@@ -113,18 +110,13 @@ async fn plugin_that_does_not_exist_is_an_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("no-such-plugin");
     let r = run(&path, Duration::from_secs(10)).await;
-    assert_eq!(r.status, Status::Error);
-    assert!(r.output.contains("no-such-plugin"), "{}", r.output);
-    assert!(r.output.contains("no such plugin"), "{}", r.output);
+    assert_result(&r, Status::Error, &["no-such-plugin", "no such plugin"]);
 }
 
 #[tokio::test]
 async fn plugin_killed_by_a_signal_is_an_error() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = script(dir.path(), "suicide", "echo dying\nkill -9 $$");
-    let r = run(&path, Duration::from_secs(10)).await;
-    assert_eq!(r.status, Status::Error);
-    assert!(r.output.contains("killed by SIGKILL"), "{}", r.output);
+    let r = run_script("suicide", "echo dying\nkill -9 $$").await;
+    assert_result(&r, Status::Error, &["killed by SIGKILL"]);
 }
 
 /// Whether a process is gone (no longer exists, or a zombie nobody reaped
@@ -167,12 +159,12 @@ async fn timeout_kills_the_whole_process_group() {
     };
     let (main, child) = (read_pid("main"), read_pid("child"));
     // SIGKILL is delivered asynchronously: wait (bounded) for both to die.
-    for _ in 0..100 {
-        if gone(main) && gone(child) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    bergamot_testkit::wait_until(
+        "the plugin and its forked child to die",
+        Duration::from_secs(5),
+        || std::future::ready(gone(main) && gone(child)),
+    )
+    .await;
     assert!(gone(main), "plugin {main} still runs");
     assert!(gone(child), "forked child {child} still runs");
 }
@@ -209,13 +201,8 @@ async fn huge_output_is_capped_without_hanging() {
 
 #[tokio::test]
 async fn multi_line_output_with_perfdata_on_later_lines() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = script(
-        dir.path(),
-        "multi",
-        "cat <<'OUT'\nDISK WARNING - free space: /var 5 MB | '/var'=5MB;10;2;0;100\n/ 50 MB free\n/home 90 MB free | '/'=50MB;10;2;0;100\n'/home dir'=90MB;10;2;0;100 'it''s'=1 broken=abc\nOUT\nexit 1",
-    );
-    let r = run(&path, Duration::from_secs(10)).await;
+    let body = "cat <<'OUT'\nDISK WARNING - free space: /var 5 MB | '/var'=5MB;10;2;0;100\n/ 50 MB free\n/home 90 MB free | '/'=50MB;10;2;0;100\n'/home dir'=90MB;10;2;0;100 'it''s'=1 broken=abc\nOUT\nexit 1";
+    let r = run_script("multi", body).await;
     assert_eq!(r.status, Status::Warning);
     assert_eq!(&*r.output, "DISK WARNING - free space: /var 5 MB");
     assert_eq!(
@@ -247,20 +234,12 @@ async fn multi_line_output_with_perfdata_on_later_lines() {
 
 #[tokio::test]
 async fn stderr_is_shown_when_stdout_is_empty() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = script(
-        dir.path(),
-        "stderr",
-        "echo 'cannot open /etc/x' >&2\nexit 2",
-    );
-    let r = run(&path, Duration::from_secs(10)).await;
+    let r = run_script("stderr", "echo 'cannot open /etc/x' >&2\nexit 2").await;
     assert_eq!(r.status, Status::Critical);
     assert_eq!(&*r.output, "cannot open /etc/x");
 
-    let path = script(dir.path(), "silent", "exit 0");
-    let r = run(&path, Duration::from_secs(10)).await;
-    assert_eq!(r.status, Status::Ok);
-    assert!(r.output.contains("no output"), "{}", r.output);
+    let r = run_script("silent", "exit 0").await;
+    assert_result(&r, Status::Ok, &["no output"]);
 }
 
 #[tokio::test]

@@ -45,6 +45,31 @@ async fn register(queue: &dyn Queue, names: &[&str]) {
     );
 }
 
+/// A worker's `run` for pool `p1` on its own task, until [`Running::stop`].
+struct Running {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<bergamot_core::Result<()>>,
+}
+
+impl Running {
+    /// Runs `worker` for `names` (none: every engine it has).
+    fn start(worker: Worker, queue: &Arc<dyn Queue>, names: &[&str]) -> Running {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task =
+            tokio::spawn(
+                worker.run(queue.clone(), "p1".into(), engines(names), async move {
+                    stopped.await.ok();
+                }),
+            );
+        Running { stop, task }
+    }
+
+    async fn stop(self) {
+        self.stop.send(()).expect("worker alive");
+        self.task.await.expect("join").expect("worker ends cleanly");
+    }
+}
+
 async fn take_results(queue: &dyn Queue, n: usize) -> Vec<CheckResult> {
     let mut stream = queue.consume_results().await.expect("consume results");
     let mut out = Vec::new();
@@ -86,15 +111,11 @@ async fn worker_runs_executes_and_publishes_results() {
     let unknown_id = unknown.check_id;
     queue.publish_execute(unknown).await.expect("publish");
 
-    let (stop, stopped) = oneshot::channel::<()>();
-    let worker = tokio::spawn(Worker::new(Executors::standard(), 4).run(
-        queue.clone(),
-        "p1".into(),
-        engines(&["dummy", "snmp"]),
-        async move {
-            stopped.await.ok();
-        },
-    ));
+    let worker = Running::start(
+        Worker::new(Executors::standard(), 4),
+        &queue,
+        &["dummy", "snmp"],
+    );
 
     let results = take_results(&*queue, 41).await;
     for r in &results {
@@ -110,8 +131,7 @@ async fn worker_runs_executes_and_publishes_results() {
     }
     assert!(sent.is_empty());
 
-    stop.send(()).expect("worker alive");
-    worker.await.expect("join").expect("worker ends cleanly");
+    worker.stop().await;
 
     // Every execute was acked: nothing comes back to a new consumer.
     let mut again = queue
@@ -142,6 +162,8 @@ impl Executor for Gauge {
     async fn execute(&self, execute: &ExecuteCheck) -> CheckResult {
         let n = self.0.now.fetch_add(1, Ordering::SeqCst) + 1;
         self.0.max.fetch_max(n, Ordering::SeqCst);
+        // The execution itself: it must last long enough for the worker to
+        // start others meanwhile, up to its limit.
         tokio::time::sleep(Duration::from_millis(20)).await;
         self.0.now.fetch_sub(1, Ordering::SeqCst);
         CheckResult::new(execute.check_id, Status::Ok, "measured", chrono::Utc::now())
@@ -164,19 +186,10 @@ async fn worker_respects_its_concurrency_limit() {
     });
     let mut executors = Executors::new();
     executors.register(Arc::new(Gauge(gauge.clone())));
-    let (stop, stopped) = oneshot::channel::<()>();
-    let worker = tokio::spawn(Worker::new(executors, 3).run(
-        queue.clone(),
-        "p1".into(),
-        engines(&["gauge"]),
-        async move {
-            stopped.await.ok();
-        },
-    ));
+    let worker = Running::start(Worker::new(executors, 3), &queue, &["gauge"]);
     let results = take_results(&*queue, 30).await;
     assert_eq!(results.len(), 30);
-    stop.send(()).expect("worker alive");
-    worker.await.expect("join").expect("worker ends cleanly");
+    worker.stop().await;
     assert_eq!(
         gauge.max.load(Ordering::SeqCst),
         3,
@@ -190,6 +203,16 @@ struct FailingPublish {
     fail: AtomicUsize,
     /// The next this many execute streams fail at once (then stay open).
     broken_streams: AtomicUsize,
+}
+
+impl FailingPublish {
+    fn new(fail: usize) -> Arc<FailingPublish> {
+        Arc::new(FailingPublish {
+            inner: InMemoryQueue::new(),
+            fail: AtomicUsize::new(fail),
+            broken_streams: AtomicUsize::new(0),
+        })
+    }
 }
 
 #[async_trait]
@@ -246,26 +269,14 @@ impl Queue for FailingPublish {
 
 #[tokio::test]
 async fn failed_publish_requeues_the_execute_and_the_result_still_comes() {
-    let failing = Arc::new(FailingPublish {
-        inner: InMemoryQueue::new(),
-        fail: AtomicUsize::new(2),
-        broken_streams: AtomicUsize::new(0),
-    });
+    let failing = FailingPublish::new(2);
     let queue: Arc<dyn Queue> = failing.clone();
     register(&*queue, &["dummy"]).await;
     let e = execute("dummy", serde_json::json!({"status": "CRITICAL"}));
     let check_id = e.check_id;
     queue.publish_execute(e).await.expect("publish");
 
-    let (stop, stopped) = oneshot::channel::<()>();
-    let worker = tokio::spawn(Worker::new(Executors::standard(), 2).run(
-        queue.clone(),
-        "p1".into(),
-        engines(&["dummy"]),
-        async move {
-            stopped.await.ok();
-        },
-    ));
+    let worker = Running::start(Worker::new(Executors::standard(), 2), &queue, &["dummy"]);
     let results = take_results(&*queue, 1).await;
     assert_eq!(results[0].check_id, check_id);
     assert_eq!(results[0].status, Status::Critical);
@@ -274,8 +285,7 @@ async fn failed_publish_requeues_the_execute_and_the_result_still_comes() {
         0,
         "both failures were hit"
     );
-    stop.send(()).expect("worker alive");
-    worker.await.expect("join").expect("worker ends cleanly");
+    worker.stop().await;
 
     // Exactly one result: the failed attempts published nothing, the
     // successful one acked the execute.
@@ -291,32 +301,19 @@ async fn failed_publish_requeues_the_execute_and_the_result_still_comes() {
 /// consumes again after a pause and runs what comes next.
 #[tokio::test]
 async fn worker_consumes_again_after_a_stream_error() {
-    let failing = Arc::new(FailingPublish {
-        inner: InMemoryQueue::new(),
-        fail: AtomicUsize::new(0),
-        broken_streams: AtomicUsize::new(0),
-    });
+    let failing = FailingPublish::new(0);
     let queue: Arc<dyn Queue> = failing.clone();
     register(&*queue, &["dummy"]).await;
     failing.broken_streams.store(2, Ordering::SeqCst);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let worker = tokio::spawn(Worker::new(Executors::standard(), 2).run(
-        queue.clone(),
-        "p1".into(),
-        engines(&["dummy"]),
-        async move {
-            stopped.await.ok();
-        },
-    ));
+    let worker = Running::start(Worker::new(Executors::standard(), 2), &queue, &["dummy"]);
     let e = execute("dummy", serde_json::json!({"status": "WARNING"}));
     let check_id = e.check_id;
     queue.publish_execute(e).await.expect("publish");
     let results = take_results(&*queue, 1).await;
     assert_eq!(results[0].check_id, check_id);
     assert_eq!(failing.broken_streams.load(Ordering::SeqCst), 0);
-    assert!(!worker.is_finished(), "the worker runs on");
-    stop.send(()).expect("worker alive");
-    worker.await.expect("join").expect("worker ends cleanly");
+    assert!(!worker.task.is_finished(), "the worker runs on");
+    worker.stop().await;
 }
 
 #[tokio::test]
@@ -324,6 +321,8 @@ async fn idle_worker_stops_on_shutdown() {
     let queue: Arc<dyn Queue> = Arc::new(InMemoryQueue::new());
     let r = Worker::new(Executors::standard(), 8)
         .run(queue, "p1".into(), engines(&["dummy"]), async {
+            // Shut down after the worker has idled a while (nothing to wait
+            // for: idling is what is tested).
             tokio::time::sleep(Duration::from_millis(50)).await;
         })
         .await;
@@ -333,40 +332,36 @@ async fn idle_worker_stops_on_shutdown() {
 #[tokio::test]
 async fn worker_without_engines_serves_every_registered_engine() {
     let queue: Arc<dyn Queue> = Arc::new(InMemoryQueue::new());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let worker = tokio::spawn(Worker::new(Executors::standard(), 2).run(
-        queue.clone(),
-        "p1".into(),
-        Vec::new(),
-        async move {
-            stopped.await.ok();
-        },
-    ));
-    // Wait until the worker's consumer routes executes, then send one.
-    let mut dead = queue.consume_dead_checks().await.expect("dead checks");
-    let check_id = loop {
-        let e = execute("dummy", serde_json::json!({"status": "WARNING"}));
-        let id = e.check_id;
-        queue.publish_execute(e).await.expect("publish");
-        match tokio::time::timeout(Duration::from_millis(50), dead.next()).await {
-            Err(_) => break id,
-            Ok(Some(Ok(d))) => {
-                assert_eq!(d.message.execute.check_id, id);
-                d.ack().await.expect("ack dead");
-                // Let the worker task run (everything above may be ready at
-                // once on this single-threaded runtime).
-                tokio::time::sleep(Duration::from_millis(10)).await;
+    let worker = Running::start(Worker::new(Executors::standard(), 2), &queue, &[]);
+    // Send executes until one is not dead-lettered: the worker's consumer
+    // routes them from then on.
+    let dead = tokio::sync::Mutex::new(queue.consume_dead_checks().await.expect("dead checks"));
+    let check_id = bergamot_testkit::wait_for(
+        "the worker's consumer to route executes",
+        Duration::from_secs(10),
+        || async {
+            let e = execute("dummy", serde_json::json!({"status": "WARNING"}));
+            let id = e.check_id;
+            queue.publish_execute(e).await.expect("publish");
+            let mut dead = dead.lock().await;
+            match tokio::time::timeout(Duration::from_millis(50), dead.next()).await {
+                Err(_) => Some(id),
+                Ok(Some(Ok(d))) => {
+                    assert_eq!(d.message.execute.check_id, id);
+                    d.ack().await.expect("ack dead");
+                    None
+                }
+                Ok(other) => panic!("dead-check stream: {other:?}"),
             }
-            Ok(other) => panic!("dead-check stream: {other:?}"),
-        }
-    };
+        },
+    )
+    .await;
     let results = take_results(&*queue, 1).await;
     assert_eq!(
         (results[0].check_id, results[0].status),
         (check_id, Status::Warning)
     );
-    stop.send(()).expect("worker alive");
-    worker.await.expect("join").expect("worker ends cleanly");
+    worker.stop().await;
 }
 
 /// The worker cuts output to its cap before publishing.
@@ -387,22 +382,13 @@ async fn worker_caps_output_before_publishing() {
         max_long_output: 200,
         ..Default::default()
     };
-    let (stop, stopped) = oneshot::channel::<()>();
-    let worker = tokio::spawn(
-        Worker::new(Executors::standard(), 1)
-            .with_limits(limits)
-            .run(
-                queue.clone(),
-                "p1".into(),
-                engines(&["dummy"]),
-                async move {
-                    stopped.await.ok();
-                },
-            ),
+    let worker = Running::start(
+        Worker::new(Executors::standard(), 1).with_limits(limits),
+        &queue,
+        &["dummy"],
     );
     let r = take_results(&*queue, 1).await.remove(0);
-    stop.send(()).expect("worker alive");
-    worker.await.expect("join").expect("worker ends cleanly");
+    worker.stop().await;
     assert!(r.output.len() <= 100, "{}", r.output);
     assert!(r.output.starts_with("ooo"), "{}", r.output);
     assert!(r.output.ends_with(" bytes]"), "{}", r.output);

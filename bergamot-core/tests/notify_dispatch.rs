@@ -35,6 +35,15 @@ impl Notifier for Flaky {
     }
 }
 
+impl Flaky {
+    fn failing(fail_first: u32) -> Arc<Flaky> {
+        Arc::new(Flaky {
+            fail_first,
+            ..Flaky::default()
+        })
+    }
+}
+
 /// Never answers.
 struct Hangs;
 
@@ -83,6 +92,15 @@ fn job_via(channel: &str) -> NotificationJob {
     j
 }
 
+/// The channels by name.
+fn channels(named: &[(&str, Arc<dyn Notifier>)]) -> ChannelMap {
+    let mut map = ChannelMap::new();
+    for (name, notifier) in named {
+        map.insert((*name).into(), notifier.clone());
+    }
+    map
+}
+
 struct Running {
     store: Arc<InMemoryNotificationStore>,
     handle: DispatcherHandle,
@@ -90,21 +108,26 @@ struct Running {
     task: tokio::task::JoinHandle<bergamot_core::Result<()>>,
 }
 
-async fn start(channels: ChannelMap, cfg: DispatcherConfig, jobs: &[NotificationJob]) -> Running {
+/// A dispatcher over `channels` with a due job through each of `via`;
+/// the jobs' ids, in that order.
+async fn start(channels: ChannelMap, cfg: DispatcherConfig, via: &[&str]) -> (Running, Vec<Uuid>) {
+    let jobs: Vec<NotificationJob> = via.iter().map(|c| job_via(c)).collect();
+    let ids = jobs.iter().map(|j| j.notification.id).collect();
     let store = Arc::new(InMemoryNotificationStore::new());
-    store.enqueue(jobs).await.expect("enqueue");
+    store.enqueue(&jobs).await.expect("enqueue");
     let d = Dispatcher::new(store.clone(), channels, cfg).expect("a valid config");
     let handle = d.handle();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(d.run(async move {
         rx.await.ok();
     }));
-    Running {
+    let running = Running {
         store,
         handle,
         stop: Some(tx),
         task,
-    }
+    };
+    (running, ids)
 }
 
 impl Running {
@@ -123,18 +146,15 @@ impl Running {
 
     /// Waits (at most 10 s) until the job is in `status`.
     async fn until(&self, id: Uuid, status: JobStatus) -> NotificationJob {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let j = self.job(id).await;
-            if j.status == status {
-                return j;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "job {id} never became {status:?}: {j:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        bergamot_testkit::wait_for(
+            &format!("job {id} to become {status:?}"),
+            Duration::from_secs(10),
+            || async {
+                let j = self.job(id).await;
+                (j.status == status).then_some(j)
+            },
+        )
+        .await
     }
 
     fn count(&self, channel: &str, outcome: Outcome) -> u64 {
@@ -143,6 +163,15 @@ impl Running {
             .iter()
             .find(|(c, o, _)| c == channel && *o == outcome)
             .map_or(0, |(_, _, n)| *n)
+    }
+
+    /// The channel's (retried, sent, failed) counters.
+    fn counts(&self, channel: &str) -> (u64, u64, u64) {
+        (
+            self.count(channel, Outcome::Retried),
+            self.count(channel, Outcome::Sent),
+            self.count(channel, Outcome::Failed),
+        )
     }
 
     async fn stop(mut self) {
@@ -168,42 +197,28 @@ fn backoff_doubles_up_to_its_cap() {
 
 #[tokio::test]
 async fn a_transient_failure_is_retried_with_backoff_until_sent() {
-    let flaky = Arc::new(Flaky {
-        fail_first: 2,
-        ..Flaky::default()
-    });
-    let j = job_via("hook");
-    let id = j.notification.id;
-    let mut channels = ChannelMap::new();
-    channels.insert("hook".into(), flaky.clone());
-    let r = start(channels, config(5), &[j]).await;
+    let flaky = Flaky::failing(2);
+    let (r, ids) = start(channels(&[("hook", flaky.clone())]), config(5), &["hook"]).await;
+    let id = ids[0];
     let done = r.until(id, JobStatus::Sent).await;
     assert_eq!(done.attempts, 3, "two failures, then sent");
     assert_eq!(flaky.calls.load(Ordering::SeqCst), 3);
-    assert_eq!(r.count("hook", Outcome::Retried), 2);
-    assert_eq!(r.count("hook", Outcome::Sent), 1);
-    assert_eq!(r.count("hook", Outcome::Failed), 0);
+    assert_eq!(r.counts("hook"), (2, 1, 0), "(retried, sent, failed)");
     r.stop().await;
 }
 
 #[tokio::test]
 async fn attempts_used_up_mark_the_job_failed_with_the_last_error() {
-    let flaky = Arc::new(Flaky {
-        fail_first: u32::MAX,
-        ..Flaky::default()
-    });
-    let j = job_via("hook");
-    let id = j.notification.id;
-    let mut channels = ChannelMap::new();
-    channels.insert("hook".into(), flaky.clone());
-    let r = start(channels, config(3), &[j]).await;
+    let flaky = Flaky::failing(u32::MAX);
+    let (r, ids) = start(channels(&[("hook", flaky.clone())]), config(3), &["hook"]).await;
+    let id = ids[0];
     let failed = r.until(id, JobStatus::Failed).await;
     assert_eq!(failed.attempts, 3);
     assert_eq!(failed.last_error.as_deref(), Some("HTTP 500 (call 3)"));
     assert!(failed.finished_at.is_some());
-    assert_eq!(r.count("hook", Outcome::Retried), 2);
-    assert_eq!(r.count("hook", Outcome::Failed), 1);
-    // Failed is final: it is not tried again.
+    assert_eq!(r.counts("hook"), (2, 0, 1), "(retried, sent, failed)");
+    // Failed is final: it is not tried again (a deliberate quiet spell of
+    // ten polls, as nothing may happen to wait for).
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(flaky.calls.load(Ordering::SeqCst), 3);
     r.stop().await;
@@ -211,21 +226,20 @@ async fn attempts_used_up_mark_the_job_failed_with_the_last_error() {
 
 #[tokio::test]
 async fn a_permanent_error_or_an_unknown_channel_fails_at_once() {
-    let refused = job_via("mail");
-    let unknown = job_via("pager");
-    let (a, b) = (refused.notification.id, unknown.notification.id);
-    let mut channels = ChannelMap::new();
-    channels.insert("mail".into(), Arc::new(Refuses) as Arc<dyn Notifier>);
-    let r = start(channels, config(5), &[refused, unknown]).await;
-    let ja = r.until(a, JobStatus::Failed).await;
-    assert_eq!(ja.attempts, 1);
-    assert_eq!(ja.last_error.as_deref(), Some("550 no such user"));
-    let jb = r.until(b, JobStatus::Failed).await;
-    assert_eq!(jb.attempts, 1);
-    assert_eq!(jb.last_error.as_deref(), Some("unknown channel \"pager\""));
-    assert_eq!(r.count("mail", Outcome::Failed), 1);
-    assert_eq!(r.count("pager", Outcome::Failed), 1);
-    assert_eq!(r.count("mail", Outcome::Retried), 0);
+    let (r, ids) = start(
+        channels(&[("mail", Arc::new(Refuses))]),
+        config(5),
+        &["mail", "pager"],
+    )
+    .await;
+    let (a, b) = (ids[0], ids[1]);
+    // Each failed after one attempt, with its error.
+    for (id, error) in [(a, "550 no such user"), (b, "unknown channel \"pager\"")] {
+        let j = r.until(id, JobStatus::Failed).await;
+        assert_eq!((j.attempts, j.last_error.as_deref()), (1, Some(error)));
+    }
+    assert_eq!(r.counts("mail"), (0, 0, 1), "(retried, sent, failed)");
+    assert_eq!(r.counts("pager"), (0, 0, 1), "(retried, sent, failed)");
     r.stop().await;
 }
 
@@ -233,21 +247,16 @@ async fn a_permanent_error_or_an_unknown_channel_fails_at_once() {
 /// and holds one slot only: a job through another channel is sent meanwhile.
 #[tokio::test]
 async fn a_hanging_channel_times_out_and_does_not_block_the_others() {
-    let hung = job_via("slow");
-    let quick = job_via("log");
-    let (h, q) = (hung.notification.id, quick.notification.id);
-    let log = Arc::new(Flaky::default());
-    let mut channels = ChannelMap::new();
-    channels.insert("slow".into(), Arc::new(Hangs) as Arc<dyn Notifier>);
-    channels.insert("log".into(), log.clone());
-    let r = start(channels, config(2), &[hung, quick]).await;
+    let log = Flaky::failing(0);
+    let channels = channels(&[("slow", Arc::new(Hangs)), ("log", log.clone())]);
+    let (r, ids) = start(channels, config(2), &["slow", "log"]).await;
+    let (h, q) = (ids[0], ids[1]);
     r.until(q, JobStatus::Sent).await;
     let failed = r.until(h, JobStatus::Failed).await;
     assert_eq!(failed.attempts, 2, "timed out twice, then given up");
     assert_eq!(failed.last_error.as_deref(), Some("timed out after 200ms"));
-    assert_eq!(r.count("slow", Outcome::Retried), 1);
-    assert_eq!(r.count("slow", Outcome::Failed), 1);
-    assert_eq!(r.count("log", Outcome::Sent), 1);
+    assert_eq!(r.counts("slow"), (1, 0, 1), "(retried, sent, failed)");
+    assert_eq!(r.counts("log"), (0, 1, 0), "(retried, sent, failed)");
     // Stopping waits at most the send timeout for sends in flight.
     r.stop().await;
 }

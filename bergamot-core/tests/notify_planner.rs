@@ -4,88 +4,17 @@
 
 #![allow(clippy::unwrap_used)]
 
-use async_trait::async_trait;
 use bergamot_core::config::Config;
 use bergamot_core::model::{CheckId, CheckResult, Status};
 use bergamot_core::notify::{
-    JobFilter, JobStatus, NotificationJob, NotificationStore, Planner, SendOutcome,
+    InMemoryNotificationStore, JobFilter, JobStatus, NotificationJob, NotificationStore, Planner,
+    SendOutcome,
 };
 use bergamot_core::state::Ack;
 use bergamot_core::store::{Downtime, InMemoryStore, Store};
 use chrono::{DateTime, Utc};
-use parking_lot::Mutex;
 use std::sync::Arc;
 use uuid::Uuid;
-
-/// A minimal job store for this test (the real ones live elsewhere):
-/// dedupes by id, lists, and records outcomes.
-#[derive(Default)]
-struct Jobs(Mutex<Vec<NotificationJob>>);
-
-#[async_trait]
-impl NotificationStore for Jobs {
-    async fn enqueue(&self, jobs: &[NotificationJob]) -> bergamot_core::Result<usize> {
-        let mut v = self.0.lock();
-        let mut n = 0;
-        for j in jobs {
-            if !v.iter().any(|x| x.notification.id == j.notification.id) {
-                v.push(j.clone());
-                n += 1;
-            }
-        }
-        Ok(n)
-    }
-
-    async fn claim(
-        &self,
-        _node: &str,
-        now: DateTime<Utc>,
-        _lease: std::time::Duration,
-        limit: usize,
-    ) -> bergamot_core::Result<Vec<NotificationJob>> {
-        let mut v = self.0.lock();
-        let mut out = Vec::new();
-        for j in v.iter_mut() {
-            if out.len() < limit && j.status == JobStatus::Pending && j.not_before <= now {
-                j.status = JobStatus::Sending;
-                out.push(j.clone());
-            }
-        }
-        Ok(out)
-    }
-
-    async fn finish(
-        &self,
-        id: Uuid,
-        outcome: SendOutcome,
-        now: DateTime<Utc>,
-    ) -> bergamot_core::Result<()> {
-        let mut v = self.0.lock();
-        if let Some(j) = v.iter_mut().find(|j| j.notification.id == id) {
-            j.status = match outcome {
-                SendOutcome::Sent => JobStatus::Sent,
-                SendOutcome::Failed { .. } => JobStatus::Failed,
-                SendOutcome::Cancelled { .. } => JobStatus::Cancelled,
-            };
-            j.finished_at = Some(now);
-        }
-        Ok(())
-    }
-
-    async fn notifications(&self, f: &JobFilter) -> bergamot_core::Result<Vec<NotificationJob>> {
-        Ok(self
-            .0
-            .lock()
-            .iter()
-            .filter(|j| {
-                f.alert_id
-                    .is_none_or(|a| j.notification.alert_id == Some(a))
-            })
-            .filter(|j| f.status.is_none_or(|s| j.status == s))
-            .cloned()
-            .collect())
-    }
-}
 
 const CONFIG: &str = r#"
 [[contact]]
@@ -157,16 +86,22 @@ fn t(min: i64) -> DateTime<Utc> {
 
 struct Env {
     store: Arc<dyn Store>,
-    jobs: Arc<Jobs>,
+    jobs: Arc<InMemoryNotificationStore>,
     planner: Planner,
     config: Config,
 }
 
 async fn env() -> Env {
-    let config = Config::from_str_named("planner.toml", CONFIG).unwrap();
+    env_of("planner.toml", CONFIG).await
+}
+
+/// The config `text` (named `name`) synced into a fresh store, with an
+/// empty job store and a planner over both.
+async fn env_of(name: &str, text: &str) -> Env {
+    let config = Config::from_str_named(name, text).unwrap();
     let store: Arc<dyn Store> = Arc::new(InMemoryStore::new());
     store.sync_config(&config.model).await.unwrap();
-    let jobs = Arc::new(Jobs::default());
+    let jobs = Arc::new(InMemoryNotificationStore::new());
     let planner = Planner::new(store.clone(), jobs.clone(), Arc::new(config.notify.clone()));
     Env {
         store,
@@ -216,11 +151,19 @@ async fn result(store: &Arc<dyn Store>, check: CheckId, status: Status, min: i64
     store.apply_result(&r, t(min)).await.unwrap();
 }
 
+/// Every job in `jobs`, newest first.
+async fn all_jobs(jobs: &InMemoryNotificationStore) -> Vec<NotificationJob> {
+    let all = JobFilter {
+        limit: 100_000,
+        ..JobFilter::default()
+    };
+    jobs.notifications(&all).await.unwrap()
+}
+
 /// `kind who/channel e<escalation> s<sequence>` of every job of `check`, sorted.
-fn jobs_of(jobs: &Jobs, check: CheckId) -> Vec<String> {
-    let mut v: Vec<String> = jobs
-        .0
-        .lock()
+async fn jobs_of(jobs: &InMemoryNotificationStore, check: CheckId) -> Vec<String> {
+    let mut v: Vec<String> = all_jobs(jobs)
+        .await
         .iter()
         .filter(|j| j.notification.check_id == check)
         .map(|j| {
@@ -233,6 +176,16 @@ fn jobs_of(jobs: &Jobs, check: CheckId) -> Vec<String> {
         .collect();
     v.sort();
     v
+}
+
+/// Plans once at minute `min`; how many jobs that enqueued.
+async fn planned(planner: &Planner, min: i64) -> usize {
+    planner.plan_once(t(min)).await.unwrap().enqueued
+}
+
+/// How many of `lines` start with `prefix`.
+fn starting_with(lines: &[String], prefix: &str) -> usize {
+    lines.iter().filter(|s| s.starts_with(prefix)).count()
 }
 
 /// Sends every due job (as the dispatcher would, asking still_relevant first).
@@ -268,10 +221,13 @@ async fn alert_escalation_ack_recovery_with_idempotent_replanning() {
     let e = env().await;
     result(&e.store, db1(), Status::Critical, 0).await;
 
-    let r = e.planner.plan_once(t(0)).await.unwrap();
-    assert_eq!(r.enqueued, 4, "ops (alice, bob) x (mail, hook)");
     assert_eq!(
-        jobs_of(&e.jobs, db1()),
+        planned(&e.planner, 0).await,
+        4,
+        "ops (alice, bob) x (mail, hook)"
+    );
+    assert_eq!(
+        jobs_of(&e.jobs, db1()).await,
         [
             "alert alice/hook e0 s0",
             "alert alice/mail e0 s0",
@@ -280,14 +236,14 @@ async fn alert_escalation_ack_recovery_with_idempotent_replanning() {
         ]
     );
     // Planning again, and a fresh planner (a restarted node), add nothing.
-    assert_eq!(e.planner.plan_once(t(0)).await.unwrap().enqueued, 0);
+    assert_eq!(planned(&e.planner, 0).await, 0);
     let fresh = fresh_planner(&e);
-    assert_eq!(fresh.plan_once(t(1)).await.unwrap().enqueued, 0);
+    assert_eq!(planned(&fresh, 1).await, 0);
     assert_eq!(dispatch(&e, t(1)).await.len(), 4);
 
     // No escalation before 15 minutes; then carol.
-    assert_eq!(e.planner.plan_once(t(14)).await.unwrap().enqueued, 0);
-    assert_eq!(e.planner.plan_once(t(15)).await.unwrap().enqueued, 2);
+    assert_eq!(planned(&e.planner, 14).await, 0);
+    assert_eq!(planned(&e.planner, 15).await, 2);
     assert_eq!(
         dispatch(&e, t(15)).await,
         ["alert carol/hook", "alert carol/mail"]
@@ -299,51 +255,46 @@ async fn alert_escalation_ack_recovery_with_idempotent_replanning() {
         .acknowledge(db1(), Ack::Sticky, "alice", "on it", t(20))
         .await
         .unwrap();
-    assert_eq!(e.planner.plan_once(t(20)).await.unwrap().enqueued, 6);
+    assert_eq!(planned(&e.planner, 20).await, 6);
+    assert_eq!(starting_with(&dispatch(&e, t(20)).await, "acknowledge"), 6);
     assert_eq!(
-        dispatch(&e, t(20))
-            .await
-            .iter()
-            .filter(|s| s.starts_with("acknowledge"))
-            .count(),
-        6
-    );
-    assert_eq!(
-        e.planner.plan_once(t(120)).await.unwrap().enqueued,
+        planned(&e.planner, 120).await,
         0,
         "no repeats once acknowledged"
     );
 
     // Recovery reaches all six (alice, bob, carol) x (mail, hook).
     result(&e.store, db1(), Status::Ok, 130).await;
-    assert_eq!(e.planner.plan_once(t(130)).await.unwrap().enqueued, 6);
+    assert_eq!(planned(&e.planner, 130).await, 6);
     let sent = dispatch(&e, t(130)).await;
     assert_eq!(sent.len(), 6);
     assert!(sent.iter().all(|s| s.starts_with("recovery")), "{sent:?}");
-    assert_eq!(e.planner.plan_once(t(131)).await.unwrap().enqueued, 0);
-    assert_eq!(fresh.plan_once(t(132)).await.unwrap().enqueued, 0);
+    assert_eq!(planned(&e.planner, 131).await, 0);
+    assert_eq!(planned(&fresh, 132).await, 0);
 }
 
 #[tokio::test]
 async fn repeats_while_unacknowledged() {
     let e = env().await;
     result(&e.store, db1(), Status::Critical, 0).await;
-    e.planner.plan_once(t(0)).await.unwrap();
+    planned(&e.planner, 0).await;
     dispatch(&e, t(0)).await;
-    e.planner.plan_once(t(15)).await.unwrap();
+    planned(&e.planner, 15).await;
     dispatch(&e, t(15)).await;
-    assert_eq!(e.planner.plan_once(t(29)).await.unwrap().enqueued, 0);
+    assert_eq!(planned(&e.planner, 29).await, 0);
     // At +30: one repeat to each of the six told.
-    assert_eq!(e.planner.plan_once(t(30)).await.unwrap().enqueued, 6);
-    assert!(jobs_of(&e.jobs, db1()).contains(&"alert carol/mail e1 s1".to_string()));
+    assert_eq!(planned(&e.planner, 30).await, 6);
+    assert!(jobs_of(&e.jobs, db1())
+        .await
+        .contains(&"alert carol/mail e1 s1".to_string()));
 }
 
 #[tokio::test]
 async fn outside_the_period_the_alert_waits_and_is_cancelled_if_it_recovers() {
     let e = env().await;
     result(&e.store, web1(), Status::Critical, 0).await;
-    e.planner.plan_once(t(0)).await.unwrap();
-    let jobs = e.jobs.0.lock().clone();
+    planned(&e.planner, 0).await;
+    let jobs = all_jobs(&e.jobs).await;
     let dave = jobs
         .iter()
         .find(|j| j.notification.recipient.name == "dave")
@@ -353,17 +304,17 @@ async fn outside_the_period_the_alert_waits_and_is_cancelled_if_it_recovers() {
     // Recovers at +60: alice gets the recovery; dave's alert, due at +360,
     // is cancelled then, and he gets no recovery.
     result(&e.store, web1(), Status::Ok, 60).await;
-    e.planner.plan_once(t(60)).await.unwrap();
+    planned(&e.planner, 60).await;
     assert_eq!(dispatch(&e, t(60)).await, ["recovery alice/mail"]);
     assert_eq!(dispatch(&e, t(360)).await, Vec::<String>::new());
-    let jobs = e.jobs.0.lock().clone();
+    let jobs = all_jobs(&e.jobs).await;
     let dave = jobs
         .iter()
         .find(|j| j.notification.recipient.name == "dave")
         .unwrap();
     assert_eq!(dave.status, JobStatus::Cancelled);
     assert_eq!(
-        jobs_of(&e.jobs, web1()),
+        jobs_of(&e.jobs, web1()).await,
         [
             "alert alice/mail e0 s0",
             "alert dave/mail e0 s0",
@@ -379,7 +330,7 @@ async fn a_downtime_holds_the_alert_and_it_is_sent_when_the_downtime_ends() {
     e.store.schedule_downtime(dt, t(-10)).await.unwrap();
     result(&e.store, db1(), Status::Critical, 0).await;
     assert_eq!(
-        e.planner.plan_once(t(0)).await.unwrap().enqueued,
+        planned(&e.planner, 0).await,
         4,
         "the alert held back; the downtime's start told"
     );
@@ -392,25 +343,20 @@ async fn a_downtime_holds_the_alert_and_it_is_sent_when_the_downtime_ends() {
             "downtime_started bob/mail"
         ]
     );
-    assert_eq!(e.planner.plan_once(t(59)).await.unwrap().enqueued, 0);
+    assert_eq!(planned(&e.planner, 59).await, 0);
     e.store.apply_due_downtimes(t(60)).await.unwrap();
     assert_eq!(
-        e.planner.plan_once(t(60)).await.unwrap().enqueued,
+        planned(&e.planner, 60).await,
         8,
         "the held-back alert and the downtime's end"
     );
     let sent = dispatch(&e, t(60)).await;
     assert_eq!(sent.len(), 8);
-    assert_eq!(sent.iter().filter(|s| s.starts_with("alert ")).count(), 4);
-    assert_eq!(
-        sent.iter()
-            .filter(|s| s.starts_with("downtime_ended "))
-            .count(),
-        4
-    );
+    assert_eq!(starting_with(&sent, "alert "), 4);
+    assert_eq!(starting_with(&sent, "downtime_ended "), 4);
     // The escalation counts from the alert's opening at the downtime's end.
-    assert_eq!(e.planner.plan_once(t(74)).await.unwrap().enqueued, 0);
-    assert_eq!(e.planner.plan_once(t(75)).await.unwrap().enqueued, 2);
+    assert_eq!(planned(&e.planner, 74).await, 0);
+    assert_eq!(planned(&e.planner, 75).await, 2);
 }
 
 #[tokio::test]
@@ -420,9 +366,9 @@ async fn a_config_reload_changes_the_recipients() {
     model.checks.remove(&db1());
     e.planner.set_model(Arc::new(model));
     result(&e.store, db1(), Status::Critical, 0).await;
-    assert_eq!(e.planner.plan_once(t(0)).await.unwrap().enqueued, 0);
+    assert_eq!(planned(&e.planner, 0).await, 0);
     e.planner.set_model(Arc::new(e.config.notify.clone()));
-    assert_eq!(e.planner.plan_once(t(1)).await.unwrap().enqueued, 4);
+    assert_eq!(planned(&e.planner, 1).await, 4);
 }
 
 /// The worked example of docs/notifications.md, tick by tick (one tick a
@@ -464,24 +410,14 @@ notify = { contacts = ["alice", "bob"], channels = ["mail"], escalation = "lead"
 "#;
 
 async fn example_env() -> Env {
-    let config = Config::from_str_named("example.toml", EXAMPLE).unwrap();
-    let store: Arc<dyn Store> = Arc::new(InMemoryStore::new());
-    store.sync_config(&config.model).await.unwrap();
-    let jobs = Arc::new(Jobs::default());
-    let planner = Planner::new(store.clone(), jobs.clone(), Arc::new(config.notify.clone()));
-    Env {
-        store,
-        jobs,
-        planner,
-        config,
-    }
+    env_of("example.toml", EXAMPLE).await
 }
 
 /// Ticks from minute `from` to `to` (inclusive); returns `+minute what` sent.
 async fn ticks(e: &Env, from: i64, to: i64) -> Vec<String> {
     let mut out = Vec::new();
     for m in from..=to {
-        e.planner.plan_once(t(m)).await.unwrap();
+        planned(&e.planner, m).await;
         for s in dispatch(e, t(m)).await {
             out.push(format!("+{m} {s}"));
         }
@@ -513,10 +449,8 @@ async fn worked_example_of_the_docs() {
     );
     // 08:00 UTC: bob's alert comes due, is cancelled; no recovery for him.
     assert_eq!(ticks(&e, 359, 361).await, Vec::<String>::new());
-    let bob: Vec<JobStatus> = e
-        .jobs
-        .0
-        .lock()
+    let bob: Vec<JobStatus> = all_jobs(&e.jobs)
+        .await
         .iter()
         .filter(|j| j.notification.recipient.name == "bob")
         .map(|j| j.status)
@@ -550,14 +484,9 @@ async fn worked_example_with_a_downtime_and_no_acknowledgement() {
     );
 }
 
-fn flappy() -> CheckId {
-    CheckId::host("default", "flappy")
-}
-
-#[tokio::test]
-async fn flapping_started_and_stopped_are_told_once_each() {
-    let e = env().await;
-    // Alternate until the check flaps.
+/// Results of `flappy` flipping CRITICAL/OK a minute apart from minute 0
+/// until it flaps; the minute after the last one.
+async fn flap_until_flapping(e: &Env) -> i64 {
     let mut min = 0;
     while !e.store.state(flappy()).await.unwrap().flapping {
         let s = if min % 2 == 0 {
@@ -569,9 +498,21 @@ async fn flapping_started_and_stopped_are_told_once_each() {
         min += 1;
         assert!(min < 100, "never started flapping");
     }
-    e.planner.plan_once(t(min)).await.unwrap();
+    min
+}
+
+fn flappy() -> CheckId {
+    CheckId::host("default", "flappy")
+}
+
+#[tokio::test]
+async fn flapping_started_and_stopped_are_told_once_each() {
+    let e = env().await;
+    // Alternate until the check flaps.
+    let mut min = flap_until_flapping(&e).await;
+    planned(&e.planner, min).await;
     assert_eq!(
-        jobs_of(&e.jobs, flappy()),
+        jobs_of(&e.jobs, flappy()).await,
         [
             "flapping_started alice/mail e0 s0",
             "flapping_started bob/mail e0 s0"
@@ -579,9 +520,9 @@ async fn flapping_started_and_stopped_are_told_once_each() {
         "types = [\"flapping\"]: no alert, one flapping_started per recipient"
     );
     // Again, and by a fresh planner (a restarted node): nothing new.
-    assert_eq!(e.planner.plan_once(t(min)).await.unwrap().enqueued, 0);
+    assert_eq!(planned(&e.planner, min).await, 0);
     let fresh = fresh_planner(&e);
-    assert_eq!(fresh.plan_once(t(min)).await.unwrap().enqueued, 0);
+    assert_eq!(planned(&fresh, min).await, 0);
     assert_eq!(
         dispatch(&e, t(min)).await,
         ["flapping_started alice/mail", "flapping_started bob/mail"]
@@ -592,8 +533,8 @@ async fn flapping_started_and_stopped_are_told_once_each() {
         min += 1;
         assert!(min < 200, "never stopped flapping");
     }
-    assert_eq!(e.planner.plan_once(t(min)).await.unwrap().enqueued, 2);
-    assert_eq!(fresh.plan_once(t(min)).await.unwrap().enqueued, 0);
+    assert_eq!(planned(&e.planner, min).await, 2);
+    assert_eq!(planned(&fresh, min).await, 0);
     assert_eq!(
         dispatch(&e, t(min)).await,
         ["flapping_stopped alice/mail", "flapping_stopped bob/mail"]
@@ -606,19 +547,10 @@ async fn a_flapping_started_waiting_for_a_period_is_cancelled_once_flapping_stop
     let mut model = e.config.notify.clone();
     model.checks.get_mut(&flappy()).unwrap().rule.contacts = vec!["dave".into()];
     e.planner.set_model(Arc::new(model));
-    let mut min = 0;
-    while !e.store.state(flappy()).await.unwrap().flapping {
-        let s = if min % 2 == 0 {
-            Status::Critical
-        } else {
-            Status::Ok
-        };
-        result(&e.store, flappy(), s, min).await;
-        min += 1;
-    }
-    e.planner.plan_once(t(min)).await.unwrap();
+    let mut min = flap_until_flapping(&e).await;
+    planned(&e.planner, min).await;
     assert_eq!(
-        jobs_of(&e.jobs, flappy()),
+        jobs_of(&e.jobs, flappy()).await,
         ["flapping_started dave/mail e0 s0"]
     );
     assert!(
@@ -630,13 +562,11 @@ async fn a_flapping_started_waiting_for_a_period_is_cancelled_once_flapping_stop
         min += 1;
     }
     assert!(min < 360);
-    e.planner.plan_once(t(min)).await.unwrap();
+    planned(&e.planner, min).await;
     // At 08:00 both come due: the start is stale (cancelled), the stop is sent.
     assert_eq!(dispatch(&e, t(360)).await, ["flapping_stopped dave/mail"]);
-    let cancelled: Vec<_> = e
-        .jobs
-        .0
-        .lock()
+    let cancelled: Vec<_> = all_jobs(&e.jobs)
+        .await
         .iter()
         .filter(|j| j.status == JobStatus::Cancelled)
         .map(|j| j.notification.kind.to_string())
@@ -648,19 +578,19 @@ async fn a_flapping_started_waiting_for_a_period_is_cancelled_once_flapping_stop
 async fn downtime_started_and_ended_are_told_once_per_window_with_its_author() {
     let e = env().await;
     result(&e.store, web1(), Status::Critical, 0).await;
-    e.planner.plan_once(t(0)).await.unwrap();
+    planned(&e.planner, 0).await;
     assert_eq!(dispatch(&e, t(0)).await, ["alert alice/mail"]);
     let dt = window(web1(), t(10), t(40), "ops", "reboot");
     e.store.schedule_downtime(dt.clone(), t(10)).await.unwrap();
-    assert_eq!(e.planner.plan_once(t(10)).await.unwrap().enqueued, 2);
+    assert_eq!(planned(&e.planner, 10).await, 2);
     // Again, and by a fresh planner (a restarted node): nothing new.
-    assert_eq!(e.planner.plan_once(t(11)).await.unwrap().enqueued, 0);
+    assert_eq!(planned(&e.planner, 11).await, 0);
     let fresh = fresh_planner(&e);
-    assert_eq!(fresh.plan_once(t(12)).await.unwrap().enqueued, 0);
+    assert_eq!(planned(&fresh, 12).await, 0);
     // dave is off until 08:00 UTC (+360): his waits.
     assert_eq!(dispatch(&e, t(12)).await, ["downtime_started alice/mail"]);
     {
-        let v = e.jobs.0.lock();
+        let v = all_jobs(&e.jobs).await;
         let j = v
             .iter()
             .find(|j| j.notification.kind.to_string() == "downtime_started")
@@ -670,12 +600,12 @@ async fn downtime_started_and_ended_are_told_once_per_window_with_its_author() {
         assert_eq!(j.notification.at, t(10));
     }
     e.store.apply_due_downtimes(t(40)).await.unwrap();
-    assert_eq!(e.planner.plan_once(t(40)).await.unwrap().enqueued, 2);
-    assert_eq!(fresh.plan_once(t(41)).await.unwrap().enqueued, 0);
-    assert_eq!(e.planner.plan_once(t(42)).await.unwrap().enqueued, 0);
+    assert_eq!(planned(&e.planner, 40).await, 2);
+    assert_eq!(planned(&fresh, 41).await, 0);
+    assert_eq!(planned(&e.planner, 42).await, 0);
     assert_eq!(dispatch(&e, t(42)).await, ["downtime_ended alice/mail"]);
     assert_eq!(
-        jobs_of(&e.jobs, web1()),
+        jobs_of(&e.jobs, web1()).await,
         [
             "alert alice/mail e0 s0",
             "alert dave/mail e0 s0",
@@ -698,30 +628,30 @@ async fn downtime_started_and_ended_are_told_once_per_window_with_its_author() {
 async fn a_downtime_that_ended_while_no_planner_ran_still_has_its_end_told() {
     let e = env().await;
     result(&e.store, web1(), Status::Critical, 0).await;
-    e.planner.plan_once(t(0)).await.unwrap();
+    planned(&e.planner, 0).await;
     let dt = window(web1(), t(10), t(40), "ops", "reboot");
     e.store.schedule_downtime(dt, t(10)).await.unwrap();
-    e.planner.plan_once(t(10)).await.unwrap();
+    planned(&e.planner, 10).await;
     // Every notifier is down from +11 to +50; the window ends at +40.
     e.store.apply_due_downtimes(t(40)).await.unwrap();
-    let ended = |e: &Env| {
-        jobs_of(&e.jobs, web1())
-            .into_iter()
+    async fn ended(e: &Env) -> Vec<String> {
+        let jobs = jobs_of(&e.jobs, web1()).await;
+        jobs.into_iter()
             .filter(|j| j.starts_with("downtime_ended"))
-            .collect::<Vec<_>>()
-    };
-    assert!(ended(&e).is_empty());
+            .collect()
+    }
+    assert!(ended(&e).await.is_empty());
     let fresh = fresh_planner(&e);
-    fresh.plan_once(t(50)).await.unwrap();
+    planned(&fresh, 50).await;
     assert_eq!(
-        ended(&e),
+        ended(&e).await,
         [
             "downtime_ended alice/mail e0 s0",
             "downtime_ended dave/mail e0 s0"
         ]
     );
     {
-        let v = e.jobs.0.lock();
+        let v = all_jobs(&e.jobs).await;
         let j = v
             .iter()
             .find(|j| j.notification.kind.to_string() == "downtime_ended")
@@ -729,15 +659,11 @@ async fn a_downtime_that_ended_while_no_planner_ran_still_has_its_end_told() {
         assert_eq!(j.notification.at, t(40), "dated at the window's end");
     }
     // Planned once: later ticks (this planner or another) add none.
-    fresh.plan_once(t(51)).await.unwrap();
-    e.planner.plan_once(t(52)).await.unwrap();
-    assert_eq!(ended(&e).len(), 2);
+    planned(&fresh, 51).await;
+    planned(&e.planner, 52).await;
+    assert_eq!(ended(&e).await.len(), 2);
     assert_eq!(
-        dispatch(&e, t(52))
-            .await
-            .iter()
-            .filter(|s| s.starts_with("downtime_ended"))
-            .count(),
+        starting_with(&dispatch(&e, t(52)).await, "downtime_ended"),
         1
     );
 }
@@ -756,10 +682,10 @@ async fn a_cancelled_downtime_ends_it_and_types_filter_downtime_notifications() 
         let dt = window(check, t(0), t(600), "ops", "move");
         e.store.schedule_downtime(dt, t(0)).await.unwrap();
     }
-    e.planner.plan_once(t(0)).await.unwrap();
-    assert!(jobs_of(&e.jobs, flappy()).is_empty());
+    planned(&e.planner, 0).await;
+    assert!(jobs_of(&e.jobs, flappy()).await.is_empty());
     assert_eq!(
-        jobs_of(&e.jobs, web1()),
+        jobs_of(&e.jobs, web1()).await,
         [
             "downtime_started alice/mail e0 s0",
             "downtime_started dave/mail e0 s0"
@@ -768,55 +694,60 @@ async fn a_cancelled_downtime_ends_it_and_types_filter_downtime_notifications() 
     assert_eq!(dispatch(&e, t(0)).await, ["downtime_started alice/mail"]);
     let id = e.store.downtimes(Some(web1()), t(1)).await.unwrap()[0].id;
     e.store.cancel_downtime(id, t(5)).await.unwrap();
-    e.planner.plan_once(t(5)).await.unwrap();
+    planned(&e.planner, 5).await;
     assert_eq!(dispatch(&e, t(5)).await, ["downtime_ended alice/mail"]);
     // dave's start, waiting for his period, is stale by then: cancelled.
     assert_eq!(dispatch(&e, t(360)).await, ["downtime_ended dave/mail"]);
 }
 
 /// Carol (escalation after 15 minutes) of db1's jobs.
-fn carol(e: &Env) -> usize {
-    jobs_of(&e.jobs, db1())
-        .iter()
-        .filter(|j| j.starts_with("alert carol/"))
-        .count()
+async fn carol(e: &Env) -> usize {
+    starting_with(&jobs_of(&e.jobs, db1()).await, "alert carol/")
 }
 
 #[tokio::test]
 async fn a_restarted_planner_still_does_not_count_downtime_towards_escalations() {
     let e = env().await;
     result(&e.store, db1(), Status::Critical, 0).await;
-    e.planner.plan_once(t(0)).await.unwrap();
+    planned(&e.planner, 0).await;
     let dt = window(db1(), t(5), t(35), "ops", "maintenance");
     e.store.schedule_downtime(dt, t(5)).await.unwrap();
-    e.planner.plan_once(t(6)).await.unwrap();
+    planned(&e.planner, 6).await;
     e.store.apply_due_downtimes(t(35)).await.unwrap();
     // A planner that never saw the downtime (the old one was killed).
     let fresh = fresh_planner(&e);
-    fresh.plan_once(t(36)).await.unwrap();
-    assert_eq!(carol(&e), 0, "36 minutes open, 30 of them in downtime");
-    fresh.plan_once(t(44)).await.unwrap();
-    assert_eq!(carol(&e), 0);
-    fresh.plan_once(t(45)).await.unwrap();
-    assert_eq!(carol(&e), 2, "15 counted minutes at +45");
+    planned(&fresh, 36).await;
+    assert_eq!(
+        carol(&e).await,
+        0,
+        "36 minutes open, 30 of them in downtime"
+    );
+    planned(&fresh, 44).await;
+    assert_eq!(carol(&e).await, 0);
+    planned(&fresh, 45).await;
+    assert_eq!(carol(&e).await, 2, "15 counted minutes at +45");
 }
 
 #[tokio::test]
 async fn a_restarted_planner_still_does_not_count_acknowledged_time() {
     let e = env().await;
     result(&e.store, db1(), Status::Critical, 0).await;
-    e.planner.plan_once(t(0)).await.unwrap();
+    planned(&e.planner, 0).await;
     e.store
         .acknowledge(db1(), Ack::Sticky, "alice", "looking", t(5))
         .await
         .unwrap();
-    e.planner.plan_once(t(5)).await.unwrap();
+    planned(&e.planner, 5).await;
     e.store.remove_acknowledgement(db1(), t(25)).await.unwrap();
     let fresh = fresh_planner(&e);
-    fresh.plan_once(t(26)).await.unwrap();
-    assert_eq!(carol(&e), 0, "26 minutes open, 20 of them acknowledged");
-    fresh.plan_once(t(35)).await.unwrap();
-    assert_eq!(carol(&e), 2, "15 counted minutes at +35");
+    planned(&fresh, 26).await;
+    assert_eq!(
+        carol(&e).await,
+        0,
+        "26 minutes open, 20 of them acknowledged"
+    );
+    planned(&fresh, 35).await;
+    assert_eq!(carol(&e).await, 2, "15 counted minutes at +35");
 }
 
 #[tokio::test]

@@ -1,16 +1,19 @@
 //! The result processor over the in-memory backends.
 #![allow(clippy::unwrap_used)]
 
-use bergamot_core::conformance::{at, group, host, policy, result, service, SITE};
+use bergamot_core::conformance::{
+    at, group, history, host, policy, result, service, HookedStore, StoreHook, SITE,
+};
 use bergamot_core::model::{CheckId, GroupId, Model, Status};
 use bergamot_core::processor::Processor;
 use bergamot_core::queue::{
     DeadCheck, DeadReason, ExecuteCheck, InMemoryQueue, Queue, SchedulerControl, Update,
 };
-use bergamot_core::state::{Ack, Event};
+use bergamot_core::state::{Ack, Event, Transition};
 use bergamot_core::store::{InMemoryStore, Store};
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,18 +73,18 @@ async fn applied_in_order(
     store: &dyn Store,
     check: CheckId,
 ) -> Vec<bergamot_core::model::ResultId> {
-    let mut hist = store
-        .history(
-            check,
-            bergamot_core::store::HistoryPage {
-                before_version: None,
-                limit: 10_000,
-            },
-        )
-        .await
-        .unwrap();
+    let mut hist = history(store, check, None, 10_000).await;
     hist.reverse();
     hist.iter().filter_map(|e| e.result_id).collect()
+}
+
+/// Handles a result of `check` with `status` executed at [`at`]`(secs)`,
+/// at that time.
+async fn handle(processor: &Processor, check: CheckId, status: Status, secs: i64) -> Transition {
+    processor
+        .handle_result(&result(check, status, secs), at(secs))
+        .await
+        .unwrap()
 }
 
 fn groups_in(updates: &[Update]) -> Vec<GroupId> {
@@ -96,15 +99,30 @@ fn groups_in(updates: &[Update]) -> Vec<GroupId> {
     v
 }
 
+/// Waits (at most `within`) until `check`'s state has `version`: that many
+/// results applied.
+async fn until_version(store: &dyn Store, check: CheckId, version: u64, within: Duration) {
+    bergamot_testkit::wait_until(
+        &format!("{version} results of {check} to be applied"),
+        within,
+        || async { store.state(check).await.unwrap().version == version },
+    )
+    .await;
+}
+
+/// The aggregate of a group update of `root`.
+fn root_aggregate(u: &Update) -> Option<bergamot_core::aggregate::Aggregate> {
+    match u {
+        Update::Group(gu) if gu.group_id == g("root") => Some(gu.aggregate),
+        _ => None,
+    }
+}
+
 #[tokio::test]
 async fn result_publishes_check_alert_and_changed_groups_only() {
     let mut f = fixture().await;
     let h = CheckId::host(SITE, "h");
-    let t = f
-        .processor
-        .handle_result(&result(h, Status::Critical, 10), at(10))
-        .await
-        .unwrap();
+    let t = handle(&f.processor, h, Status::Critical, 10).await;
     assert!(t.is_applied());
     let ups = drain(&mut f.updates);
     assert!(
@@ -126,29 +144,17 @@ async fn result_publishes_check_alert_and_changed_groups_only() {
     let mut want = vec![g("g1"), g("root")];
     want.sort();
     assert_eq!(groups_in(&ups), want, "g1 and root changed; g2 did not");
-    let root = ups
-        .iter()
-        .find_map(|u| match u {
-            Update::Group(gu) if gu.group_id == g("root") => Some(gu.aggregate),
-            _ => None,
-        })
-        .unwrap();
+    let root = ups.iter().find_map(root_aggregate).unwrap();
     assert_eq!((root.status, root.total), (Status::Critical, 2));
 
     // Same status again: the check changes (version), the groups do not.
-    f.processor
-        .handle_result(&result(h, Status::Critical, 20), at(20))
-        .await
-        .unwrap();
+    handle(&f.processor, h, Status::Critical, 20).await;
     let ups = drain(&mut f.updates);
     assert_eq!(ups.len(), 1, "only the check update: {ups:?}");
     assert!(matches!(&ups[0], Update::Check(c) if c.state.version == 2));
 
     // Recovery: alert update with the same alert id, groups change back.
-    f.processor
-        .handle_result(&result(h, Status::Ok, 30), at(30))
-        .await
-        .unwrap();
+    handle(&f.processor, h, Status::Ok, 30).await;
     let ups = drain(&mut f.updates);
     let rec = ups
         .iter()
@@ -169,18 +175,12 @@ async fn reschedule_only_when_interval_changes() {
     let f = fixture().await;
     let mut control = f.queue.consume_control().await.unwrap();
     let s = CheckId::service(SITE, "h", "s");
-    f.processor
-        .handle_result(&result(s, Status::Ok, 1), at(1))
-        .await
-        .unwrap();
+    handle(&f.processor, s, Status::Ok, 1).await;
     assert!(
         control.next().now_or_never().is_none(),
         "hard ok stays hard ok: same interval"
     );
-    f.processor
-        .handle_result(&result(s, Status::Warning, 2), at(2))
-        .await
-        .unwrap();
+    handle(&f.processor, s, Status::Warning, 2).await;
     let d = control
         .next()
         .now_or_never()
@@ -196,10 +196,7 @@ async fn reschedule_only_when_interval_changes() {
         "hard not-ok: retry_every"
     );
     d.ack().await.unwrap();
-    f.processor
-        .handle_result(&result(s, Status::Critical, 3), at(3))
-        .await
-        .unwrap();
+    handle(&f.processor, s, Status::Critical, 3).await;
     assert!(
         control.next().now_or_never().is_none(),
         "still hard not-ok: no reschedule"
@@ -221,6 +218,16 @@ fn execute(check: CheckId) -> ExecuteCheck {
     }
 }
 
+/// Handles `dead` at [`at`]`(secs)`: the transition, or `None` while the
+/// check waits for a worker.
+async fn handle_dead(processor: &Processor, dead: &DeadCheck, secs: i64) -> Option<Transition> {
+    processor.handle_dead_check(dead, at(secs)).await.unwrap()
+}
+
+fn assert_output(t: &Transition, part: &str) {
+    assert!(t.state.output.contains(part), "{}", t.state.output);
+}
+
 #[tokio::test]
 async fn dead_checks_become_timeout_and_error() {
     let f = fixture().await;
@@ -231,24 +238,10 @@ async fn dead_checks_become_timeout_and_error() {
         reason: DeadReason::Expired,
         at: at(5),
     };
-    let t = f
-        .processor
-        .handle_dead_check(&dead, at(5))
-        .await
-        .unwrap()
-        .expect("applied");
+    let t = handle_dead(&f.processor, &dead, 5).await.expect("applied");
     assert_eq!(t.state.status, Status::Timeout);
-    assert!(
-        t.state.output.contains("no worker took the check in time"),
-        "{}",
-        t.state.output
-    );
-    let again = f
-        .processor
-        .handle_dead_check(&dead, at(6))
-        .await
-        .unwrap()
-        .expect("handled");
+    assert_output(&t, "no worker took the check in time");
+    let again = handle_dead(&f.processor, &dead, 6).await.expect("handled");
     assert!(
         !again.is_applied(),
         "a redelivered dead check is applied once"
@@ -260,55 +253,33 @@ async fn dead_checks_become_timeout_and_error() {
         reason: DeadReason::Unroutable,
         at: at(5),
     };
-    assert!(f
-        .processor
-        .handle_dead_check(&dead, at(5))
-        .await
-        .unwrap()
-        .is_none());
+    assert!(handle_dead(&f.processor, &dead, 5).await.is_none());
     let grace =
         i64::try_from(bergamot_core::processor::DEFAULT_NO_WORKER_GRACE.as_secs()).expect("secs");
     let mut later = dead.clone();
     later.execute.id = uuid::Uuid::new_v4();
     later.at = at(5 + grace - 1);
-    assert!(f
-        .processor
-        .handle_dead_check(&later, at(5 + grace - 1))
+    assert!(handle_dead(&f.processor, &later, 5 + grace - 1)
         .await
-        .unwrap()
         .is_none());
-    let page = bergamot_core::store::HistoryPage {
-        before_version: None,
-        limit: 10,
-    };
     assert!(
-        f.store.history(s, page).await.unwrap().is_empty(),
+        history(f.store.as_ref(), s, None, 10).await.is_empty(),
         "no history rows while waiting"
     );
     later.execute.id = uuid::Uuid::new_v4();
     later.at = at(5 + grace);
-    let t = f
-        .processor
-        .handle_dead_check(&later, at(5 + grace))
+    let t = handle_dead(&f.processor, &later, 5 + grace)
         .await
-        .unwrap()
         .expect("applied after the grace");
     assert_eq!(t.state.status, Status::Error);
-    assert!(
-        t.state.output.contains("no worker pool serves engine"),
-        "{}",
-        t.state.output
-    );
+    assert_output(&t, "no worker pool serves engine");
 }
 
 #[tokio::test]
 async fn actions_publish_through_publish_transition() {
     let mut f = fixture().await;
     let h = CheckId::host(SITE, "h");
-    f.processor
-        .handle_result(&result(h, Status::Critical, 10), at(10))
-        .await
-        .unwrap();
+    handle(&f.processor, h, Status::Critical, 10).await;
     drain(&mut f.updates);
     let t = f
         .store
@@ -330,11 +301,7 @@ async fn actions_publish_through_publish_transition() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_check_result_does_not_stop_the_loop() {
     let f = fixture().await;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let processor = f.processor;
-    let run = tokio::spawn(processor.run(async move {
-        stopped.await.ok();
-    }));
+    let running = Running::start(f.processor);
     let h = CheckId::host(SITE, "h");
     f.queue
         .publish_result(result(CheckId::host(SITE, "ghost"), Status::Critical, 1))
@@ -350,8 +317,7 @@ async fn unknown_check_result_does_not_stop_the_loop() {
         || async { f.store.state(h).await.unwrap().status == Status::Critical },
     )
     .await;
-    stop.send(()).unwrap();
-    run.await.unwrap().expect("run returns Ok on shutdown");
+    running.stop().await;
     // Both were acked: a new consumer gets nothing.
     let mut results = f.queue.consume_results().await.unwrap();
     assert!(
@@ -360,192 +326,99 @@ async fn unknown_check_result_does_not_stop_the_loop() {
     );
 }
 
-/// A real in-memory store whose `apply_result` fails the first `failures` times.
-struct FailingFirst {
-    inner: InMemoryStore,
-    failures: std::sync::atomic::AtomicUsize,
+/// What a [`FailingFirst`] store fails and counts.
+#[derive(Default)]
+struct Faults {
+    /// Calls of `apply_result` and `apply_results` left to fail.
+    failures: AtomicUsize,
     /// Calls of `group_states_of` and `location_states_of`.
-    aggregate_queries: std::sync::atomic::AtomicUsize,
-    /// Calls of `alerts`.
-    alert_reads: std::sync::atomic::AtomicUsize,
+    aggregate_queries: AtomicUsize,
+    /// Calls of `alerts` and `active_alerts`.
+    alert_reads: AtomicUsize,
 }
 
-impl FailingFirst {
-    /// Fails while injected failures are left.
-    fn fail(&self) -> bergamot_core::Result<()> {
-        use std::sync::atomic::Ordering;
-        let left = self.failures.load(Ordering::SeqCst);
-        if left > 0 {
-            self.failures.store(left - 1, Ordering::SeqCst);
-            return Err(bergamot_core::Error::backend(
-                "injected",
-                std::io::Error::other("database went away"),
-            ));
+impl StoreHook<InMemoryStore> for Faults {
+    fn before(&self, method: &'static str) -> bergamot_core::Result<()> {
+        match method {
+            "apply_result" | "apply_results" => {
+                let left = self.failures.load(Ordering::SeqCst);
+                if left > 0 {
+                    self.failures.store(left - 1, Ordering::SeqCst);
+                    return Err(bergamot_core::Error::backend(
+                        "injected",
+                        std::io::Error::other("database went away"),
+                    ));
+                }
+            }
+            "group_states_of" | "location_states_of" => {
+                self.aggregate_queries.fetch_add(1, Ordering::SeqCst);
+            }
+            "alerts" | "active_alerts" => {
+                self.alert_reads.fetch_add(1, Ordering::SeqCst);
+            }
+            _ => {}
         }
         Ok(())
     }
 }
 
-mod failing {
-    use super::FailingFirst;
-    use bergamot_core::aggregate::{GroupState, LocationState};
-    use bergamot_core::model::{CheckId, CheckResult, GroupId, LocationId, Model};
-    use bergamot_core::state::{Ack, CheckState, Transition};
-    use bergamot_core::store::{
-        AlertRecord, Downtime, HistoryEntry, HistoryPage, Store, SyncReport,
-    };
-    use bergamot_core::Result;
-    use chrono::{DateTime, Utc};
-    use std::sync::atomic::Ordering;
-    use uuid::Uuid;
+/// A real in-memory store whose `apply_result` fails the first `failures`
+/// times, counting the calls that [`Faults`] counts.
+type FailingFirst = HookedStore<InMemoryStore, Faults>;
 
-    #[async_trait::async_trait]
-    impl Store for FailingFirst {
-        async fn sync_config(&self, m: &Model) -> Result<SyncReport> {
-            self.inner.sync_config(m).await
-        }
-        async fn model(&self) -> Result<Model> {
-            self.inner.model().await
-        }
-        async fn apply_result(&self, r: &CheckResult, now: DateTime<Utc>) -> Result<Transition> {
-            self.fail()?;
-            self.inner.apply_result(r, now).await
-        }
-        async fn apply_results(
-            &self,
-            r: &[CheckResult],
-            now: DateTime<Utc>,
-        ) -> Result<Vec<Result<Transition>>> {
-            self.fail()?;
-            self.inner.apply_results(r, now).await
-        }
-        async fn state(&self, c: CheckId) -> Result<CheckState> {
-            self.inner.state(c).await
-        }
-        async fn states(&self) -> Result<Vec<(CheckId, CheckState)>> {
-            self.inner.states().await
-        }
-        async fn group_states(&self, r: Option<GroupId>) -> Result<Vec<GroupState>> {
-            self.inner.group_states(r).await
-        }
-        async fn group_states_of(&self, g: &[GroupId]) -> Result<Vec<GroupState>> {
-            self.aggregate_queries.fetch_add(1, Ordering::SeqCst);
-            self.inner.group_states_of(g).await
-        }
-        async fn location_states_of(&self, l: &[LocationId]) -> Result<Vec<LocationState>> {
-            self.aggregate_queries.fetch_add(1, Ordering::SeqCst);
-            self.inner.location_states_of(l).await
-        }
-        async fn location_states(&self, r: Option<LocationId>) -> Result<Vec<LocationState>> {
-            self.inner.location_states(r).await
-        }
-        async fn ancestor_groups(&self, c: CheckId) -> Result<Vec<GroupId>> {
-            self.inner.ancestor_groups(c).await
-        }
-        async fn ancestor_locations(&self, c: CheckId) -> Result<Vec<LocationId>> {
-            self.inner.ancestor_locations(c).await
-        }
-        async fn acknowledge(
-            &self,
-            c: CheckId,
-            k: Ack,
-            a: &str,
-            m: &str,
-            now: DateTime<Utc>,
-        ) -> Result<Transition> {
-            self.inner.acknowledge(c, k, a, m, now).await
-        }
-        async fn remove_acknowledgement(
-            &self,
-            c: CheckId,
-            now: DateTime<Utc>,
-        ) -> Result<Transition> {
-            self.inner.remove_acknowledgement(c, now).await
-        }
-        async fn set_suppressed(
-            &self,
-            c: CheckId,
-            s: bool,
-            now: DateTime<Utc>,
-        ) -> Result<Transition> {
-            self.inner.set_suppressed(c, s, now).await
-        }
-        async fn reset_clock(&self, c: CheckId, now: DateTime<Utc>) -> Result<Transition> {
-            self.inner.reset_clock(c, now).await
-        }
-        async fn schedule_downtime(
-            &self,
-            d: Downtime,
-            now: DateTime<Utc>,
-        ) -> Result<Option<Transition>> {
-            self.inner.schedule_downtime(d, now).await
-        }
-        async fn cancel_downtime(
-            &self,
-            id: Uuid,
-            now: DateTime<Utc>,
-        ) -> Result<Option<(CheckId, Transition)>> {
-            self.inner.cancel_downtime(id, now).await
-        }
-        async fn downtimes(&self, c: Option<CheckId>, now: DateTime<Utc>) -> Result<Vec<Downtime>> {
-            self.inner.downtimes(c, now).await
-        }
-        async fn apply_due_downtimes(
-            &self,
-            now: DateTime<Utc>,
-        ) -> Result<Vec<(CheckId, Transition)>> {
-            self.inner.apply_due_downtimes(now).await
-        }
-        async fn history(&self, c: CheckId, p: HistoryPage) -> Result<Vec<HistoryEntry>> {
-            self.inner.history(c, p).await
-        }
-        async fn alerts(&self, c: Option<CheckId>, l: usize) -> Result<Vec<AlertRecord>> {
-            self.alert_reads.fetch_add(1, Ordering::SeqCst);
-            self.inner.alerts(c, l).await
-        }
+/// A [`FailingFirst`] store with [`model`] synced, to fail `failures` times.
+async fn failing_first(failures: usize) -> Arc<FailingFirst> {
+    let faults = Faults {
+        failures: failures.into(),
+        ..Faults::default()
+    };
+    let store = Arc::new(HookedStore::new(InMemoryStore::new(), faults));
+    store.sync_config(&model()).await.unwrap();
+    store
+}
+
+/// A processor's `run` on its own task until [`Running::stop`].
+struct Running {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<bergamot_core::Result<()>>,
+}
+
+impl Running {
+    fn start(processor: Processor) -> Running {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(processor.run(async move {
+            stopped.await.ok();
+        }));
+        Running { stop, task }
+    }
+
+    /// Stops the loop; asserts that it returns Ok on shutdown.
+    async fn stop(self) {
+        self.stop.send(()).unwrap();
+        self.task
+            .await
+            .unwrap()
+            .expect("run returns Ok on shutdown");
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn store_errors_are_retried_with_backoff_until_applied() {
-    let store = Arc::new(FailingFirst {
-        inner: InMemoryStore::new(),
-        failures: 3.into(),
-        aggregate_queries: Default::default(),
-        alert_reads: Default::default(),
-    });
-    store.sync_config(&model()).await.unwrap();
+    let store = failing_first(3).await;
     let store: Arc<dyn Store> = store;
     let queue: Arc<dyn Queue> = Arc::new(InMemoryQueue::new());
     let processor = Processor::new(Arc::clone(&store), Arc::clone(&queue));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(processor.run(async move {
-        stopped.await.ok();
-    }));
+    let running = Running::start(processor);
     let h = CheckId::host(SITE, "h");
     queue
         .publish_result(result(h, Status::Critical, 1))
         .await
         .unwrap();
     // Backoff 100 + 200 + 400 ms on the paused clock, then applied.
-    bergamot_testkit::wait_until(
-        "the result to be retried after each failure and applied once the store recovered",
-        Duration::from_secs(10),
-        || async { store.state(h).await.unwrap().version == 1 },
-    )
-    .await;
-    stop.send(()).unwrap();
-    run.await.unwrap().unwrap();
-    let hist = store
-        .history(
-            h,
-            bergamot_core::store::HistoryPage {
-                before_version: None,
-                limit: 10,
-            },
-        )
-        .await
-        .unwrap();
+    // (retried after each failure and applied once the store recovered)
+    until_version(store.as_ref(), h, 1, Duration::from_secs(10)).await;
+    running.stop().await;
+    let hist = history(store.as_ref(), h, None, 10).await;
     assert_eq!(hist.len(), 1, "applied exactly once");
 }
 
@@ -646,13 +519,7 @@ impl Queue for RequeueAtBack {
 /// queue that redelivers at the back.
 #[tokio::test(start_paused = true)]
 async fn store_errors_keep_a_checks_results_in_order() {
-    let store = Arc::new(FailingFirst {
-        inner: InMemoryStore::new(),
-        failures: 3.into(),
-        aggregate_queries: Default::default(),
-        alert_reads: Default::default(),
-    });
-    store.sync_config(&model()).await.unwrap();
+    let store = failing_first(3).await;
     let store: Arc<dyn Store> = store;
     let queue: Arc<dyn Queue> = Arc::new(RequeueAtBack {
         inner: Arc::new(InMemoryQueue::new()),
@@ -672,23 +539,11 @@ async fn store_errors_keep_a_checks_results_in_order() {
         queue.publish_result(r.clone()).await.unwrap();
     }
     let processor = Processor::new(Arc::clone(&store), Arc::clone(&queue));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(processor.run(async move {
-        stopped.await.ok();
-    }));
-    let mut done = false;
-    for _ in 0..200 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if store.state(h).await.unwrap().version == 5 {
-            done = true;
-            break;
-        }
-    }
-    stop.send(()).unwrap();
-    run.await.unwrap().unwrap();
+    let running = Running::start(processor);
+    until_version(store.as_ref(), h, 5, Duration::from_secs(20)).await;
+    running.stop().await;
     let applied = applied_in_order(store.as_ref(), h).await;
     let want: Vec<_> = sent.iter().map(|r| r.id).collect();
-    assert!(done, "not every result was applied: {applied:?}");
     assert_eq!(applied, want, "every result applied once, in order");
 }
 
@@ -697,14 +552,7 @@ async fn store_errors_keep_a_checks_results_in_order() {
 /// publishes no group update; one that changes it does both.
 #[tokio::test]
 async fn unchanged_contribution_publishes_no_group_update() {
-    use std::sync::atomic::Ordering;
-    let store = Arc::new(FailingFirst {
-        inner: InMemoryStore::new(),
-        failures: Default::default(),
-        aggregate_queries: Default::default(),
-        alert_reads: Default::default(),
-    });
-    store.sync_config(&model()).await.unwrap();
+    let store = failing_first(0).await;
     let queue: Arc<dyn Queue> = Arc::new(InMemoryQueue::new());
     let mut updates = queue.subscribe_updates().await.unwrap();
     let dyn_store: Arc<dyn Store> = store.clone();
@@ -712,50 +560,38 @@ async fn unchanged_contribution_publishes_no_group_update() {
     let s = CheckId::service(SITE, "h", "s");
 
     // PENDING -> OK: the contribution changes, g2 and root are recomputed.
-    processor
-        .handle_result(&result(s, Status::Ok, 10), at(10))
-        .await
-        .unwrap();
+    handle(&processor, s, Status::Ok, 10).await;
     let mut want = vec![g("g2"), g("root")];
     want.sort();
     assert_eq!(groups_in(&drain(&mut updates)), want);
-    let queries = store.aggregate_queries.load(Ordering::SeqCst);
+    let queries = store.hook.aggregate_queries.load(Ordering::SeqCst);
     assert!(queries > 0, "the first result recomputed aggregates");
 
     // OK again: applied (new version), but no aggregate query and no group update.
-    let t = processor
-        .handle_result(&result(s, Status::Ok, 20), at(20))
-        .await
-        .unwrap();
+    let t = handle(&processor, s, Status::Ok, 20).await;
     assert!(t.is_applied());
     let ups = drain(&mut updates);
     assert_eq!(ups.len(), 1, "only the check update: {ups:?}");
     assert!(matches!(&ups[0], Update::Check(c) if c.check_id == s && c.state.version == 2));
-    assert_eq!(store.aggregate_queries.load(Ordering::SeqCst), queries);
+    assert_eq!(store.hook.aggregate_queries.load(Ordering::SeqCst), queries);
 
     // OK -> CRITICAL: recomputed and published again.
-    processor
-        .handle_result(&result(s, Status::Critical, 30), at(30))
-        .await
-        .unwrap();
+    handle(&processor, s, Status::Critical, 30).await;
     assert_eq!(groups_in(&drain(&mut updates)), want);
-    assert!(store.aggregate_queries.load(Ordering::SeqCst) > queries);
+    assert!(store.hook.aggregate_queries.load(Ordering::SeqCst) > queries);
 
     // CRITICAL again: nothing to recompute; publish_transition follows the
     // transition's own word on whether the contribution changed.
-    let before = store.aggregate_queries.load(Ordering::SeqCst);
-    let mut t = processor
-        .handle_result(&result(s, Status::Critical, 40), at(40))
-        .await
-        .unwrap();
+    let before = store.hook.aggregate_queries.load(Ordering::SeqCst);
+    let mut t = handle(&processor, s, Status::Critical, 40).await;
     drain(&mut updates);
     assert!(!t.contribution_changed);
-    assert_eq!(store.aggregate_queries.load(Ordering::SeqCst), before);
+    assert_eq!(store.hook.aggregate_queries.load(Ordering::SeqCst), before);
     processor.publish_transition(s, &t).await.unwrap();
-    assert_eq!(store.aggregate_queries.load(Ordering::SeqCst), before);
+    assert_eq!(store.hook.aggregate_queries.load(Ordering::SeqCst), before);
     t.contribution_changed = true;
     processor.publish_transition(s, &t).await.unwrap();
-    assert!(store.aggregate_queries.load(Ordering::SeqCst) > before);
+    assert!(store.hook.aggregate_queries.load(Ordering::SeqCst) > before);
 }
 
 /// `run` applies what has piled up in batches: every result once and in
@@ -763,14 +599,7 @@ async fn unchanged_contribution_publishes_no_group_update() {
 /// there are results, and the last published aggregate the true one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_applies_a_backlog_in_batches_with_coalesced_aggregates() {
-    use std::sync::atomic::Ordering;
-    let store = Arc::new(FailingFirst {
-        inner: InMemoryStore::new(),
-        failures: Default::default(),
-        aggregate_queries: Default::default(),
-        alert_reads: Default::default(),
-    });
-    store.sync_config(&model()).await.unwrap();
+    let store = failing_first(0).await;
     let queue: Arc<dyn Queue> = Arc::new(InMemoryQueue::with_update_capacity(10_000));
     let mut updates = queue.subscribe_updates().await.unwrap();
     let h = CheckId::host(SITE, "h");
@@ -796,23 +625,26 @@ async fn run_applies_a_backlog_in_batches_with_coalesced_aggregates() {
     }
     let dyn_store: Arc<dyn Store> = store.clone();
     let processor = Processor::new(dyn_store, Arc::clone(&queue)).with_lanes(2);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(processor.run(async move {
-        stopped.await.ok();
-    }));
-    bergamot_testkit::wait_until(
-        "the backlog to be applied",
-        Duration::from_secs(5),
-        || async {
-            store.state(h).await.unwrap().version == 200
-                && store.state(s).await.unwrap().version == 200
-        },
-    )
-    .await;
-    // Let the aggregate task publish the last change.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.send(()).unwrap();
-    run.await.unwrap().unwrap();
+    let running = Running::start(processor);
+    // The backlog applied.
+    for check in [h, s] {
+        until_version(store.as_ref(), check, 200, Duration::from_secs(5)).await;
+    }
+    // The aggregate task publishes the last change after the last result
+    // is applied: read the updates until it has.
+    // (Not `drain`: tokio's cooperative budget makes a long run of
+    // `now_or_never` polls come back empty.)
+    let truth = store.group_states(Some(g("root"))).await.unwrap();
+    let root = truth.iter().find(|gs| gs.id == g("root")).unwrap();
+    let mut ups = Vec::new();
+    while ups.iter().rev().find_map(root_aggregate) != Some(root.aggregate) {
+        let u = tokio::time::timeout(Duration::from_secs(5), updates.next())
+            .await
+            .expect("the current root aggregate is published")
+            .expect("updates go on");
+        ups.push(u.unwrap());
+    }
+    running.stop().await;
     for check in [h, s] {
         let applied = applied_in_order(store.as_ref(), check).await;
         let want: Vec<_> = sent
@@ -822,14 +654,12 @@ async fn run_applies_a_backlog_in_batches_with_coalesced_aggregates() {
             .collect();
         assert_eq!(applied, want, "every result of {check} once, in order");
     }
-    let queries = store.aggregate_queries.load(Ordering::SeqCst);
+    let queries = store.hook.aggregate_queries.load(Ordering::SeqCst);
     assert!(
         queries < 100,
         "{queries} aggregate queries for 400 aggregate changes: not coalesced"
     );
-    // (Not `drain`: tokio's cooperative budget makes a long run of
-    // `now_or_never` polls come back empty.)
-    let mut ups = Vec::new();
+    // The rest, until nothing more comes for 200 ms.
     while let Ok(Some(u)) = tokio::time::timeout(Duration::from_millis(200), updates.next()).await {
         ups.push(u.unwrap());
     }
@@ -838,13 +668,8 @@ async fn run_applies_a_backlog_in_batches_with_coalesced_aggregates() {
     let last_root = ups
         .iter()
         .rev()
-        .find_map(|u| match u {
-            Update::Group(gu) if gu.group_id == g("root") => Some(gu.aggregate),
-            _ => None,
-        })
+        .find_map(root_aggregate)
         .expect("a root update");
-    let truth = store.group_states(Some(g("root"))).await.unwrap();
-    let root = truth.iter().find(|gs| gs.id == g("root")).unwrap();
     assert_eq!(
         last_root, root.aggregate,
         "the last published root aggregate is current"
@@ -865,10 +690,7 @@ async fn future_results_are_poisoned_and_outputs_capped() {
         max_skew: Duration::from_secs(60),
     };
     let processor = Processor::new(store.clone(), Arc::new(queue.clone())).with_limits(limits);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(processor.run(async move {
-        stopped.await.ok();
-    }));
+    let running = Running::start(processor);
     let h = CheckId::host(SITE, "h");
     let now = chrono::Utc::now();
     let mut future = bergamot_core::model::CheckResult::new(h, Status::Critical, "2999", now);
@@ -877,18 +699,16 @@ async fn future_results_are_poisoned_and_outputs_capped() {
     let mut big = bergamot_core::model::CheckResult::new(h, Status::Warning, "w".repeat(5000), now);
     big.long_output = "l".repeat(5000).into();
     queue.publish_result(big).await.unwrap();
-    let mut state = None;
-    for _ in 0..500 {
-        let s = store.state(h).await.unwrap();
-        if s.status == Status::Warning {
-            state = Some(s);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    stop.send(()).unwrap();
-    run.await.unwrap().expect("run returns Ok on shutdown");
-    let state = state.expect("the result after the future one was applied");
+    let state = bergamot_testkit::wait_for(
+        "the result after the future one to be applied",
+        Duration::from_secs(5),
+        || async {
+            let s = store.state(h).await.unwrap();
+            (s.status == Status::Warning).then_some(s)
+        },
+    )
+    .await;
+    running.stop().await;
     assert!(state.output.len() <= 1000 && state.output.ends_with(" bytes]"));
     assert!(state.long_output.len() <= 500 && state.long_output.ends_with(" bytes]"));
     let poisoned = queue.poisoned_results();
@@ -906,27 +726,14 @@ async fn future_results_are_poisoned_and_outputs_capped() {
 /// (before, one store query per event of a check without an open alert).
 #[tokio::test]
 async fn a_recovery_names_its_alert_without_a_store_query() {
-    use std::sync::atomic::Ordering;
-    let store = Arc::new(FailingFirst {
-        inner: InMemoryStore::new(),
-        failures: 0.into(),
-        aggregate_queries: Default::default(),
-        alert_reads: Default::default(),
-    });
-    store.sync_config(&model()).await.unwrap();
+    let store = failing_first(0).await;
     let queue: Arc<dyn Queue> = Arc::new(InMemoryQueue::new());
     let mut updates = queue.subscribe_updates().await.unwrap();
     let processor = Processor::new(store.clone(), Arc::clone(&queue));
     let h = CheckId::host(SITE, "h");
-    let t = processor
-        .handle_result(&result(h, Status::Critical, 10), at(10))
-        .await
-        .unwrap();
+    let t = handle(&processor, h, Status::Critical, 10).await;
     let open = t.state.current_alert.expect("alert opened").id;
-    let t = processor
-        .handle_result(&result(h, Status::Ok, 20), at(20))
-        .await
-        .unwrap();
+    let t = handle(&processor, h, Status::Ok, 20).await;
     assert_eq!(t.closed_alert, Some(open));
     let ups = drain(&mut updates);
     let rec = ups
@@ -938,7 +745,7 @@ async fn a_recovery_names_its_alert_without_a_store_query() {
         .expect("recovery update");
     assert_eq!(rec.alert_id, open);
     assert_eq!(
-        store.alert_reads.load(Ordering::SeqCst),
+        store.hook.alert_reads.load(Ordering::SeqCst),
         0,
         "alert records read to publish"
     );

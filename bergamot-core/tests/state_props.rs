@@ -12,6 +12,14 @@ use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;
 use std::time::Duration;
 
+/// `t` is `outcome` and changed nothing: still `state`, no events.
+fn unchanged(t: &Transition, outcome: Outcome, state: &CheckState) -> Result<(), TestCaseError> {
+    prop_assert_eq!(t.outcome, outcome);
+    prop_assert_eq!(&t.state, state);
+    prop_assert!(t.events.is_empty());
+    Ok(())
+}
+
 #[derive(Debug, Clone)]
 enum Input {
     /// A result `dt` seconds after the newest time so far (negative: maybe
@@ -50,6 +58,11 @@ fn input() -> impl Strategy<Value = Input> {
         1 => any::<bool>().prop_map(Input::Downtime),
         1 => any::<bool>().prop_map(Input::Suppressed),
     ]
+}
+
+/// A history of `len` inputs.
+fn history(len: std::ops::Range<usize>) -> impl Strategy<Value = Vec<Input>> {
+    prop::collection::vec(input(), len)
 }
 
 fn policy() -> impl Strategy<Value = Policy> {
@@ -154,7 +167,7 @@ proptest! {
     #[test]
     fn invariants_hold_after_every_input(
         p in policy(),
-        inputs in prop::collection::vec(input(), 0..120),
+        inputs in history(0..120),
     ) {
         let mut run = Run::new(&p);
         for (i, input) in inputs.iter().enumerate() {
@@ -184,7 +197,7 @@ proptest! {
     #[test]
     fn enough_equal_results_end_hard(
         p in policy(),
-        inputs in prop::collection::vec(input(), 0..80),
+        inputs in history(0..80),
         tail in status(),
         extra in 0u32..3,
         deps in prop::collection::vec(dep().prop_map(|d| DependencyState { hard: true, ..d }), 0..3),
@@ -210,7 +223,7 @@ proptest! {
     #[test]
     fn the_same_result_twice_is_once(
         p in policy(),
-        inputs in prop::collection::vec(input(), 0..80),
+        inputs in history(0..80),
     ) {
         let mut run = Run::new(&p);
         for input in &inputs {
@@ -218,9 +231,7 @@ proptest! {
             if let (Some(r), Some(t)) = (r, t) {
                 if t.is_applied() {
                     let again = transition(&t.state, &r, &p, &run.deps, run.newest);
-                    prop_assert_eq!(again.outcome, Outcome::Duplicate);
-                    prop_assert_eq!(&again.state, &t.state);
-                    prop_assert!(again.events.is_empty());
+                    unchanged(&again, Outcome::Duplicate, &t.state)?;
                 }
             }
         }
@@ -231,7 +242,7 @@ proptest! {
     #[test]
     fn stale_results_never_change_state(
         p in policy(),
-        inputs in prop::collection::vec(input(), 1..80),
+        inputs in history(1..80),
         st in status(),
         older_ms in 1i64..10_000_000,
         deps in prop::collection::vec(dep(), 0..3),
@@ -246,9 +257,7 @@ proptest! {
                 ..CheckResult::new(CheckId::random(), st, "late", last - chrono::Duration::milliseconds(older_ms))
             };
             let t = transition(&run.state, &r, &p, &deps, run.newest);
-            prop_assert_eq!(t.outcome, Outcome::Stale);
-            prop_assert_eq!(&t.state, &run.state);
-            prop_assert!(t.events.is_empty());
+            unchanged(&t, Outcome::Stale, &run.state)?;
         }
     }
 
@@ -257,7 +266,7 @@ proptest! {
     #[test]
     fn in_place_equals_pure(
         p in policy(),
-        inputs in prop::collection::vec(input(), 0..120),
+        inputs in history(0..120),
     ) {
         let mut run = Run::new(&p);
         let mut in_place = run.state.clone();

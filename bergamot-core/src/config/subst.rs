@@ -281,6 +281,24 @@ fn whole_reference(s: &str) -> Option<&str> {
 mod tests {
     use super::*;
 
+    /// The scope of service `service` on host `host` at `address`, with the
+    /// default listen address.
+    fn scope<'a>(
+        host: &'a str,
+        address: &'a str,
+        service: &'a str,
+        layers: &'a [&'a Params],
+    ) -> Scope<'a> {
+        static LISTEN: std::sync::LazyLock<Listen> = std::sync::LazyLock::new(Listen::default);
+        Scope {
+            host_name: host,
+            host_address: address,
+            service_name: service,
+            listen: &LISTEN,
+            layers,
+        }
+    }
+
     fn params(pairs: &[(&str, toml::Value)]) -> Params {
         pairs
             .iter()
@@ -305,13 +323,7 @@ mod tests {
             ("url", "http://#{host.address}:#{port}/".into()),
         ]);
         let layers = [&svc, &host];
-        let scope = Scope {
-            host_name: "web1",
-            host_address: "10.0.0.5",
-            service_name: "ping",
-            listen: &Listen::default(),
-            layers: &layers,
-        };
+        let scope = scope("web1", "10.0.0.5", "ping", &layers);
         assert_eq!(
             scope.string("-H #{host.address}").expect("ok"),
             "-H 10.0.0.5"
@@ -346,13 +358,7 @@ mod tests {
             ("c", "x#{zz}".into()),
         ]);
         let layers = [&p];
-        let scope = Scope {
-            host_name: "h",
-            host_address: "h",
-            service_name: "s",
-            listen: &Listen::default(),
-            layers: &layers,
-        };
+        let scope = scope("h", "h", "s", &layers);
         let e = scope.string("#{a}").expect_err("cycle");
         assert_eq!(e.problem, Problem::TooDeep);
         let e = scope.value(&"#{c}".into()).expect_err("unknown");

@@ -30,9 +30,12 @@
 //! worker_threads = 2)]` per case, named after the case, that calls the
 //! factory, returns early when it gives `None`, and runs the case.
 
+mod hooked;
 pub mod notify;
 pub mod queue;
 pub mod store;
+
+pub use hooked::{HookedStore, StoreHook};
 
 use crate::model::{Check, CheckId, CheckResult, GroupId, LocationId, Policy, Status};
 use chrono::{DateTime, TimeZone, Utc};
@@ -106,6 +109,30 @@ pub fn result(check: CheckId, status: Status, secs: i64) -> CheckResult {
         format!("{} at {secs}", status.as_str()),
         at(secs),
     )
+}
+
+/// A status flipping at every step: CRITICAL at even `i`, OK at odd.
+pub fn flipping(i: i64) -> Status {
+    if i % 2 == 0 {
+        Status::Critical
+    } else {
+        Status::Ok
+    }
+}
+
+/// The history of `check` in `store`, newest first: at most `limit` entries
+/// with a version below `before_version` (`None`: from the newest).
+pub async fn history(
+    store: &dyn crate::store::Store,
+    check: CheckId,
+    before_version: Option<u64>,
+    limit: usize,
+) -> Vec<crate::store::HistoryEntry> {
+    let page = crate::store::HistoryPage {
+        before_version,
+        limit,
+    };
+    store.history(check, page).await.expect("history")
 }
 
 /// Runs every store case against stores made by `$make`

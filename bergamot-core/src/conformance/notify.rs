@@ -72,6 +72,67 @@ async fn one(store: &dyn NotificationStore, id: Uuid) -> NotificationJob {
         .unwrap_or_else(|| panic!("job {id} is listed"))
 }
 
+/// What `node` claims at [`at`]`(t)` (at most 10 jobs).
+async fn claim(store: &dyn NotificationStore, node: &str, t: i64) -> Vec<NotificationJob> {
+    store.claim(node, at(t), LEASE, 10).await.unwrap()
+}
+
+/// Asserts that `node` claims exactly `job` at [`at`]`(t)`; `what` says
+/// why. Returns the claimed job.
+async fn claim_exactly(
+    store: &dyn NotificationStore,
+    node: &str,
+    t: i64,
+    job: &NotificationJob,
+    what: &str,
+) -> NotificationJob {
+    let got = claim(store, node, t).await;
+    assert_eq!(ids(&got), vec![job.notification.id], "{what}");
+    got.into_iter().next().expect("claimed")
+}
+
+/// Asserts that `node` can claim nothing at [`at`]`(t)`; `what` says why.
+async fn assert_nothing_due(store: &dyn NotificationStore, node: &str, t: i64, what: &str) {
+    assert!(claim(store, node, t).await.is_empty(), "{what}");
+}
+
+/// Enqueues one due job (for ann) and claims it as `n1` at [`at`]`(0)`;
+/// returns its id.
+async fn claimed_job(store: &dyn NotificationStore) -> Uuid {
+    let j = job(Uuid::new_v4(), check("a"), "ann", 0, 0);
+    let id = j.notification.id;
+    store.enqueue(&[j]).await.unwrap();
+    claim(store, "n1", 0).await;
+    id
+}
+
+/// Finishes `id` as failed with `error` at [`at`]`(t)`, to be retried at
+/// `retry_at` (`None`: given up).
+async fn fail(
+    store: &dyn NotificationStore,
+    id: Uuid,
+    error: &str,
+    retry_at: Option<chrono::DateTime<chrono::Utc>>,
+    t: i64,
+) {
+    let outcome = SendOutcome::Failed {
+        error: error.into(),
+        retry_at,
+    };
+    store.finish(id, outcome, at(t)).await.unwrap();
+}
+
+async fn list(store: &dyn NotificationStore, filter: JobFilter) -> Vec<NotificationJob> {
+    store.notifications(&filter).await.unwrap()
+}
+
+fn with_status(status: JobStatus) -> JobFilter {
+    JobFilter {
+        status: Some(status),
+        ..JobFilter::default()
+    }
+}
+
 fn ids(jobs: &[NotificationJob]) -> Vec<Uuid> {
     jobs.iter().map(|j| j.notification.id).collect()
 }
@@ -110,45 +171,36 @@ pub async fn claim_only_due_jobs(store: Arc<dyn NotificationStore>) {
     let due = job(a, check("a"), "ann", 10, 0);
     let later = job(a, check("a"), "bob", 50, 0);
     store.enqueue(&[due.clone(), later.clone()]).await.unwrap();
-    assert!(
-        store
-            .claim("n1", at(5), LEASE, 10)
-            .await
-            .unwrap()
-            .is_empty(),
-        "claim: nothing is due before not_before"
-    );
-    let got = store.claim("n1", at(10), LEASE, 10).await.unwrap();
-    assert_eq!(
-        ids(&got),
-        vec![due.notification.id],
-        "claim: exactly the due job"
-    );
-    assert_eq!(
-        got[0].status,
-        JobStatus::Sending,
-        "claim: the job is sending"
-    );
-    assert_eq!(got[0].attempts, 1, "claim: the attempt is counted");
-    assert!(
-        store
-            .claim("n2", at(11), LEASE, 10)
-            .await
-            .unwrap()
-            .is_empty(),
-        "claim: a claimed job under lease goes to nobody else"
-    );
+    assert_nothing_due(
+        store.as_ref(),
+        "n1",
+        5,
+        "claim: nothing is due before not_before",
+    )
+    .await;
+    let got = claim_exactly(store.as_ref(), "n1", 10, &due, "claim: exactly the due job").await;
+    assert_eq!(got.status, JobStatus::Sending, "claim: the job is sending");
+    assert_eq!(got.attempts, 1, "claim: the attempt is counted");
+    assert_nothing_due(
+        store.as_ref(),
+        "n2",
+        11,
+        "claim: a claimed job under lease goes to nobody else",
+    )
+    .await;
     assert_eq!(
         one(store.as_ref(), due.notification.id).await.status,
         JobStatus::Sending,
         "claim: listed as sending"
     );
-    let got = store.claim("n2", at(50), LEASE, 10).await.unwrap();
-    assert_eq!(
-        ids(&got),
-        vec![later.notification.id],
-        "claim: the later job once due"
-    );
+    claim_exactly(
+        store.as_ref(),
+        "n2",
+        50,
+        &later,
+        "claim: the later job once due",
+    )
+    .await;
 }
 
 /// `claim` respects `limit` and returns jobs in `not_before` order.
@@ -169,7 +221,7 @@ pub async fn claim_in_not_before_order(store: Arc<dyn NotificationStore>) {
         vec!["r10", "r20"],
         "claim: the two earliest, in order"
     );
-    let rest = store.claim("n1", at(100), LEASE, 10).await.unwrap();
+    let rest = claim(store.as_ref(), "n1", 100).await;
     let names: Vec<&str> = rest
         .iter()
         .map(|j| j.notification.recipient.name.as_str())
@@ -213,54 +265,32 @@ pub async fn concurrent_claims_are_exclusive(store: Arc<dyn NotificationStore>) 
 pub async fn expired_lease_is_claimed_again(store: Arc<dyn NotificationStore>) {
     let j = job(Uuid::new_v4(), check("a"), "ann", 0, 0);
     store.enqueue(std::slice::from_ref(&j)).await.unwrap();
-    assert_eq!(
-        store.claim("dead", at(0), LEASE, 10).await.unwrap().len(),
-        1
-    );
-    assert!(
-        store
-            .claim("n2", at(59), LEASE, 10)
-            .await
-            .unwrap()
-            .is_empty(),
-        "lease: not claimable before it ends"
-    );
-    let again = store.claim("n2", at(60), LEASE, 10).await.unwrap();
-    assert_eq!(
-        ids(&again),
-        vec![j.notification.id],
-        "lease: claimable once it ended"
-    );
-    assert_eq!(again[0].attempts, 2, "lease: the second attempt is counted");
+    assert_eq!(claim(store.as_ref(), "dead", 0).await.len(), 1);
+    assert_nothing_due(
+        store.as_ref(),
+        "n2",
+        59,
+        "lease: not claimable before it ends",
+    )
+    .await;
+    let again = claim_exactly(
+        store.as_ref(),
+        "n2",
+        60,
+        &j,
+        "lease: claimable once it ended",
+    )
+    .await;
+    assert_eq!(again.attempts, 2, "lease: the second attempt is counted");
 }
 
 /// A job finished `Sent` is never claimed again, not even after its lease,
 /// and a late report of another node does not undo it.
 pub async fn sent_is_never_claimed_again(store: Arc<dyn NotificationStore>) {
-    let j = job(Uuid::new_v4(), check("a"), "ann", 0, 0);
-    let id = j.notification.id;
-    store.enqueue(&[j]).await.unwrap();
-    store.claim("n1", at(0), LEASE, 10).await.unwrap();
+    let id = claimed_job(store.as_ref()).await;
     store.finish(id, SendOutcome::Sent, at(1)).await.unwrap();
-    assert!(
-        store
-            .claim("n1", at(10_000), LEASE, 10)
-            .await
-            .unwrap()
-            .is_empty(),
-        "sent: never claimed again"
-    );
-    store
-        .finish(
-            id,
-            SendOutcome::Failed {
-                error: "late".into(),
-                retry_at: Some(at(2)),
-            },
-            at(2),
-        )
-        .await
-        .unwrap();
+    assert_nothing_due(store.as_ref(), "n1", 10_000, "sent: never claimed again").await;
+    fail(store.as_ref(), id, "late", Some(at(2)), 2).await;
     let got = one(store.as_ref(), id).await;
     assert_eq!(
         got.status,
@@ -272,34 +302,20 @@ pub async fn sent_is_never_claimed_again(store: Arc<dyn NotificationStore>) {
         Some(at(1)),
         "sent: finished_at is the send time"
     );
-    assert!(
-        store
-            .claim("n1", at(10_000), LEASE, 10)
-            .await
-            .unwrap()
-            .is_empty(),
-        "sent: still never claimed again"
-    );
+    assert_nothing_due(
+        store.as_ref(),
+        "n1",
+        10_000,
+        "sent: still never claimed again",
+    )
+    .await;
 }
 
 /// `Failed` with a retry time makes the job pending at that time, keeping
 /// the error; without one marks it failed, listed by status.
 pub async fn failed_retries_then_gives_up(store: Arc<dyn NotificationStore>) {
-    let j = job(Uuid::new_v4(), check("a"), "ann", 0, 0);
-    let id = j.notification.id;
-    store.enqueue(&[j]).await.unwrap();
-    store.claim("n1", at(0), LEASE, 10).await.unwrap();
-    store
-        .finish(
-            id,
-            SendOutcome::Failed {
-                error: "HTTP 500".into(),
-                retry_at: Some(at(30)),
-            },
-            at(1),
-        )
-        .await
-        .unwrap();
+    let id = claimed_job(store.as_ref()).await;
+    fail(store.as_ref(), id, "HTTP 500", Some(at(30)), 1).await;
     let got = one(store.as_ref(), id).await;
     assert_eq!(got.status, JobStatus::Pending, "retry: pending again");
     assert_eq!(got.not_before, at(30), "retry: due at the retry time");
@@ -308,56 +324,23 @@ pub async fn failed_retries_then_gives_up(store: Arc<dyn NotificationStore>) {
         Some("HTTP 500"),
         "retry: the error is kept"
     );
-    assert!(
-        store
-            .claim("n1", at(29), LEASE, 10)
-            .await
-            .unwrap()
-            .is_empty(),
-        "retry: not before the retry time"
-    );
-    let again = store.claim("n1", at(30), LEASE, 10).await.unwrap();
+    assert_nothing_due(store.as_ref(), "n1", 29, "retry: not before the retry time").await;
+    let again = claim(store.as_ref(), "n1", 30).await;
     assert_eq!(again.len(), 1, "retry: claimable at the retry time");
     assert_eq!(again[0].attempts, 2, "retry: second attempt");
-    store
-        .finish(
-            id,
-            SendOutcome::Failed {
-                error: "HTTP 500 again".into(),
-                retry_at: None,
-            },
-            at(31),
-        )
-        .await
-        .unwrap();
+    fail(store.as_ref(), id, "HTTP 500 again", None, 31).await;
     let got = one(store.as_ref(), id).await;
     assert_eq!(got.status, JobStatus::Failed, "give up: failed");
     assert_eq!(got.finished_at, Some(at(31)), "give up: finished_at set");
     assert_eq!(got.last_error.as_deref(), Some("HTTP 500 again"));
-    assert!(
-        store
-            .claim("n1", at(10_000), LEASE, 10)
-            .await
-            .unwrap()
-            .is_empty(),
-        "give up: never claimed again"
-    );
-    let failed = store
-        .notifications(&JobFilter {
-            status: Some(JobStatus::Failed),
-            ..JobFilter::default()
-        })
-        .await
-        .unwrap();
+    assert_nothing_due(store.as_ref(), "n1", 10_000, "give up: never claimed again").await;
+    let failed = list(store.as_ref(), with_status(JobStatus::Failed)).await;
     assert_eq!(ids(&failed), vec![id], "give up: listed with status=failed");
 }
 
 /// `Cancelled` ends the job with its reason in the log.
 pub async fn cancelled_is_recorded(store: Arc<dyn NotificationStore>) {
-    let j = job(Uuid::new_v4(), check("a"), "ann", 0, 0);
-    let id = j.notification.id;
-    store.enqueue(&[j]).await.unwrap();
-    store.claim("n1", at(0), LEASE, 10).await.unwrap();
+    let id = claimed_job(store.as_ref()).await;
     store
         .finish(
             id,
@@ -376,14 +359,7 @@ pub async fn cancelled_is_recorded(store: Arc<dyn NotificationStore>) {
         "cancel: reason kept"
     );
     assert_eq!(got.finished_at, Some(at(3)));
-    assert!(
-        store
-            .claim("n1", at(10_000), LEASE, 10)
-            .await
-            .unwrap()
-            .is_empty(),
-        "cancel: never claimed again"
-    );
+    assert_nothing_due(store.as_ref(), "n1", 10_000, "cancel: never claimed again").await;
 }
 
 /// `finish` of an unknown id is `NotFound`.
@@ -413,53 +389,51 @@ pub async fn list_filters_newest_first(store: Arc<dyn NotificationStore>) {
         ids(&[j3.clone(), j2.clone(), j1.clone()]),
         "list: newest first"
     );
-    let by_alert = store
-        .notifications(&JobFilter {
+    let by_alert = list(
+        store.as_ref(),
+        JobFilter {
             alert_id: Some(a1),
             ..JobFilter::default()
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await;
     assert_eq!(
         ids(&by_alert),
         ids(&[j2.clone(), j1.clone()]),
         "list: by alert"
     );
-    let by_check = store
-        .notifications(&JobFilter {
+    let by_check = list(
+        store.as_ref(),
+        JobFilter {
             check_id: Some(check("b")),
             ..JobFilter::default()
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await;
     assert_eq!(
         ids(&by_check),
         ids(std::slice::from_ref(&j3)),
         "list: by check"
     );
-    let limited = store
-        .notifications(&JobFilter {
+    let limited = list(
+        store.as_ref(),
+        JobFilter {
             limit: 1,
             ..JobFilter::default()
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await;
     assert_eq!(ids(&limited), ids(&[j3]), "list: limit");
     store.claim("n1", at(0), LEASE, 1).await.unwrap();
-    let pending = store
-        .notifications(&JobFilter {
-            status: Some(JobStatus::Pending),
-            ..JobFilter::default()
-        })
-        .await
-        .unwrap();
+    let pending = list(store.as_ref(), with_status(JobStatus::Pending)).await;
     assert_eq!(pending.len(), 2, "list: by status (one of three claimed)");
-    let none: Vec<NotificationJob> = store
-        .notifications(&JobFilter {
+    let none: Vec<NotificationJob> = list(
+        store.as_ref(),
+        JobFilter {
             alert_id: Some(Uuid::new_v4()),
             ..JobFilter::default()
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await;
     assert!(none.is_empty(), "list: unknown alert lists nothing");
 }

@@ -8,7 +8,7 @@
 use super::{result, ARRIVAL_BOUND};
 use crate::model::{CheckId, Status};
 use crate::queue::{
-    AlertUpdate, DeadReason, Delivery, DeliveryStream, ExecuteCheck, Message, Queue,
+    AlertUpdate, DeadCheck, DeadReason, Delivery, DeliveryStream, ExecuteCheck, Message, Queue,
     SchedulerControl, Update,
 };
 use crate::state::Event;
@@ -45,6 +45,23 @@ async fn next<T>(stream: &mut DeliveryStream<T>, what: &str) -> Delivery<T> {
         Ok(Some(Err(e))) => panic!("{what}: stream error {e}"),
         Ok(None) => panic!("{what}: stream ended"),
         Err(_) => panic!("{what}: nothing arrived within {ARRIVAL_BOUND:?}"),
+    }
+}
+
+/// Acks dead checks until the one of `e` comes; its reason.
+async fn dead_reason(
+    dead: &mut DeliveryStream<DeadCheck>,
+    e: &ExecuteCheck,
+    what: &str,
+) -> DeadReason {
+    loop {
+        let d = next(dead, what).await;
+        let mine = d.message.execute.id == e.id;
+        let reason = d.message.reason.clone();
+        d.ack().await.unwrap();
+        if mine {
+            return reason;
+        }
     }
 }
 
@@ -124,16 +141,8 @@ pub async fn unroutable_execute_becomes_dead_check(queue: Arc<dyn Queue>) {
     let mut dead = queue.consume_dead_checks().await.unwrap();
     let e = execute(&pool(), "nobody", Duration::from_secs(60));
     queue.publish_execute(e.clone()).await.unwrap();
-    loop {
-        let d = next(&mut dead, "dead check for an unroutable execute").await;
-        let mine = d.message.execute.id == e.id;
-        let reason = d.message.reason.clone();
-        d.ack().await.unwrap();
-        if mine {
-            assert_eq!(reason, DeadReason::Unroutable);
-            break;
-        }
-    }
+    let reason = dead_reason(&mut dead, &e, "dead check for an unroutable execute").await;
+    assert_eq!(reason, DeadReason::Unroutable);
 }
 
 /// An execute nobody takes within its TTL comes back as Expired.
@@ -145,27 +154,19 @@ pub async fn expired_execute_becomes_dead_check(queue: Arc<dyn Queue>) {
     let mut dead = queue.consume_dead_checks().await.unwrap();
     let e = execute(&p, "slow", Duration::from_millis(300));
     queue.publish_execute(e.clone()).await.unwrap();
-    loop {
-        let d = next(&mut dead, "dead check for an expired execute").await;
-        let mine = d.message.execute.id == e.id;
-        let reason = d.message.reason.clone();
-        d.ack().await.unwrap();
-        if mine {
-            assert_eq!(reason, DeadReason::Expired);
-            let r = crate::queue::DeadCheck {
-                execute: e,
-                reason,
-                at: Utc::now(),
-            }
-            .to_result();
-            assert_eq!(
-                r.status,
-                Status::Timeout,
-                "an expired execute becomes TIMEOUT"
-            );
-            break;
-        }
+    let reason = dead_reason(&mut dead, &e, "dead check for an expired execute").await;
+    assert_eq!(reason, DeadReason::Expired);
+    let r = crate::queue::DeadCheck {
+        execute: e,
+        reason,
+        at: Utc::now(),
     }
+    .to_result();
+    assert_eq!(
+        r.status,
+        Status::Timeout,
+        "an expired execute becomes TIMEOUT"
+    );
 }
 
 /// A delivery dropped without ack is redelivered once its stream is gone.

@@ -1,7 +1,7 @@
 //! Store conformance cases: one per clause of the [`Store`] contract.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use super::{at, group, host, location, policy, result, service};
+use super::{at, flipping, group, history, host, location, policy, result, service};
 use crate::aggregate;
 use crate::model::{CheckId, GroupId, LocationId, Model, Status};
 use crate::state::{self, Ack, CheckState, Event, Outcome, Transition};
@@ -44,6 +44,21 @@ async fn synced(store: &Arc<dyn Store>, model: &Model) {
         .sync_config(model)
         .await
         .expect("sync_config of a valid model");
+}
+
+/// Offers a result of `check` executed at [`at`]`(executed)` at
+/// [`at`]`(now)`, whatever the outcome; returns the transition.
+async fn offer(
+    store: &Arc<dyn Store>,
+    check: CheckId,
+    status: Status,
+    executed: i64,
+    now: i64,
+) -> Transition {
+    store
+        .apply_result(&result(check, status, executed), at(now))
+        .await
+        .unwrap()
 }
 
 /// Applies a result that must be applied; returns the transition.
@@ -147,16 +162,7 @@ pub async fn duplicate_result_dropped(store: Arc<dyn Store>) {
     );
     let st = store.state(r.check_id).await.unwrap();
     assert_eq!(st.version, 1, "a duplicate does not bump the version");
-    let hist = store
-        .history(
-            r.check_id,
-            HistoryPage {
-                before_version: None,
-                limit: 10,
-            },
-        )
-        .await
-        .unwrap();
+    let hist = history(store.as_ref(), r.check_id, None, 10).await;
     assert_eq!(hist.len(), 1, "a duplicate adds no history");
 }
 
@@ -165,10 +171,7 @@ pub async fn stale_result_dropped(store: Arc<dyn Store>) {
     synced(&store, &small_model()).await;
     let c = s("h", "a");
     apply(&store, c, Status::Critical, 100).await;
-    let old = store
-        .apply_result(&result(c, Status::Ok, 50), at(101))
-        .await
-        .unwrap();
+    let old = offer(&store, c, Status::Ok, 50, 101).await;
     assert_eq!(
         old.outcome,
         Outcome::Stale,
@@ -254,10 +257,7 @@ pub async fn concurrent_applies_serialise(store: Arc<dyn Store>) {
         tasks.push(tokio::spawn(async move {
             let mut applied = 0u64;
             for _ in 0..M {
-                let t = store
-                    .apply_result(&result(c, Status::Critical, 5), at(5))
-                    .await
-                    .unwrap();
+                let t = offer(&store, c, Status::Critical, 5, 5).await;
                 match t.outcome {
                     Outcome::Applied => applied += 1,
                     Outcome::Stale => {}
@@ -279,16 +279,7 @@ pub async fn concurrent_applies_serialise(store: Arc<dyn Store>) {
         n,
         "lost update: attempt after {n} not-ok results"
     );
-    let hist = store
-        .history(
-            c,
-            HistoryPage {
-                before_version: None,
-                limit: N * M + 10,
-            },
-        )
-        .await
-        .unwrap();
+    let hist = history(store.as_ref(), c, None, N * M + 10).await;
     let versions: Vec<u64> = hist.iter().map(|e| e.version).collect();
     let want: Vec<u64> = (1..=n).rev().collect();
     assert_eq!(
@@ -309,10 +300,7 @@ pub async fn reset_clock_unfreezes_a_check(store: Arc<dyn Store>) {
     synced(&store, &small_model()).await;
     let c = s("h", "a");
     apply(&store, c, Status::Critical, 1_000_000_000).await;
-    let later = store
-        .apply_result(&result(c, Status::Ok, 100), at(100))
-        .await
-        .unwrap();
+    let later = offer(&store, c, Status::Ok, 100, 100).await;
     assert_eq!(later.outcome, Outcome::Stale, "frozen by the future result");
     let t = store.reset_clock(c, at(100)).await.unwrap();
     assert_eq!(t.outcome, Outcome::Applied);
@@ -325,10 +313,7 @@ pub async fn reset_clock_unfreezes_a_check(store: Arc<dyn Store>) {
         Status::Critical,
         "the status stays until the next result"
     );
-    let after = store
-        .apply_result(&result(c, Status::Ok, 101), at(101))
-        .await
-        .unwrap();
+    let after = offer(&store, c, Status::Ok, 101, 101).await;
     assert_eq!(after.outcome, Outcome::Applied, "the next result applies");
     assert_eq!(store.state(c).await.unwrap().status, Status::Ok);
     assert!(matches!(
@@ -351,12 +336,10 @@ pub async fn different_checks_apply_concurrently(store: Arc<dyn Store>) {
         let c = s("h", n);
         tasks.push(tokio::spawn(async move {
             for i in 0..10 {
-                let st = if i % 2 == 0 {
-                    Status::Critical
-                } else {
-                    Status::Ok
-                };
-                store.apply_result(&result(c, st, i), at(i)).await.unwrap();
+                store
+                    .apply_result(&result(c, flipping(i), i), at(i))
+                    .await
+                    .unwrap();
             }
             store.state(c).await.unwrap()
         }));
@@ -465,17 +448,43 @@ async fn states_map(store: &Arc<dyn Store>) -> HashMap<CheckId, CheckState> {
     store.states().await.unwrap().into_iter().collect()
 }
 
+/// The store's group aggregates under `root`, asserted equal to
+/// [`aggregate::group_states`] over the store's own states (`what` names
+/// the call in the failure message).
+async fn groups_as_pure(
+    store: &Arc<dyn Store>,
+    model: &Model,
+    root: Option<GroupId>,
+    what: &str,
+) -> Vec<aggregate::GroupState> {
+    let states = states_map(store).await;
+    let got = store.group_states(root).await.unwrap();
+    let want = aggregate::group_states(model, |id| states.get(&id), root);
+    assert_eq!(got, want, "{what} differs from aggregate::group_states");
+    got
+}
+
+/// As [`groups_as_pure`], for the location aggregates.
+async fn locations_as_pure(
+    store: &Arc<dyn Store>,
+    model: &Model,
+    root: Option<LocationId>,
+) -> Vec<aggregate::LocationState> {
+    let states = states_map(store).await;
+    let got = store.location_states(root).await.unwrap();
+    let want = aggregate::location_states(model, |id| states.get(&id), root);
+    assert_eq!(
+        got, want,
+        "store location aggregates differ from aggregate::location_states"
+    );
+    got
+}
+
 /// Group aggregates of the whole graph equal [`aggregate::group_states`]
 /// over the same states, and match hand-computed values.
 pub async fn group_aggregates_match_pure(store: Arc<dyn Store>) {
     let model = graph_states(&store).await;
-    let states = states_map(&store).await;
-    let got = store.group_states(None).await.unwrap();
-    let want = aggregate::group_states(&model, |id| states.get(&id), None);
-    assert_eq!(
-        got, want,
-        "store aggregates differ from aggregate::group_states"
-    );
+    let got = groups_as_pure(&store, &model, None, "store aggregates").await;
     let by: HashMap<GroupId, aggregate::Aggregate> =
         got.iter().map(|g| (g.id, g.aggregate)).collect();
     let root = by[&g("root")];
@@ -534,13 +543,7 @@ pub async fn group_aggregates_match_pure(store: Arc<dyn Store>) {
 /// `group_states(Some(root))` gives the root and its descendants only.
 pub async fn group_subtree_root(store: Arc<dyn Store>) {
     let model = graph_states(&store).await;
-    let states = states_map(&store).await;
-    let got = store.group_states(Some(g("c"))).await.unwrap();
-    let want = aggregate::group_states(&model, |id| states.get(&id), Some(g("c")));
-    assert_eq!(
-        got, want,
-        "subtree of c differs from aggregate::group_states"
-    );
+    let got = groups_as_pure(&store, &model, Some(g("c")), "subtree of c").await;
     let mut ids: Vec<GroupId> = vec![g("c"), g("d"), g("e"), g("f")];
     ids.sort();
     assert_eq!(
@@ -582,13 +585,7 @@ pub async fn group_states_of_selects(store: Arc<dyn Store>) {
 /// Location aggregates count host checks only, over the location tree.
 pub async fn location_aggregates(store: Arc<dyn Store>) {
     let model = graph_states(&store).await;
-    let states = states_map(&store).await;
-    let got = store.location_states(None).await.unwrap();
-    let want = aggregate::location_states(&model, |id| states.get(&id), None);
-    assert_eq!(
-        got, want,
-        "store location aggregates differ from aggregate::location_states"
-    );
+    let got = locations_as_pure(&store, &model, None).await;
     let by: HashMap<LocationId, aggregate::Aggregate> =
         got.iter().map(|x| (x.id, x.aggregate)).collect();
     let l1 = by[&l("l1")];
@@ -661,13 +658,7 @@ pub async fn severity_order_critical_over_broken_checks(store: Arc<dyn Store>) {
         (Status::Warning, Status::Critical)
     );
 
-    let states = states_map(&store).await;
-    let groups = store.group_states(None).await.unwrap();
-    assert_eq!(
-        groups,
-        aggregate::group_states(&model, |id| states.get(&id), None),
-        "store group aggregates differ from aggregate::group_states"
-    );
+    let groups = groups_as_pure(&store, &model, None, "store group aggregates").await;
     let by: HashMap<GroupId, aggregate::Aggregate> =
         groups.iter().map(|g| (g.id, g.aggregate)).collect();
     assert_eq!(
@@ -680,12 +671,7 @@ pub async fn severity_order_critical_over_broken_checks(store: Arc<dyn Store>) {
         Status::Critical,
         "b: CRITICAL (via c) over DISCONNECTED"
     );
-    let locations = store.location_states(None).await.unwrap();
-    assert_eq!(
-        locations,
-        aggregate::location_states(&model, |id| states.get(&id), None),
-        "store location aggregates differ from aggregate::location_states"
-    );
+    let locations = locations_as_pure(&store, &model, None).await;
     let by: HashMap<LocationId, aggregate::Aggregate> =
         locations.iter().map(|x| (x.id, x.aggregate)).collect();
     assert_eq!(
@@ -1026,16 +1012,7 @@ pub async fn history_records_flags_after_each_change(store: Arc<dyn Store>) {
     store.set_suppressed(c, false, at(14)).await.unwrap();
     store.remove_acknowledgement(c, at(15)).await.unwrap();
     apply(&store, c, Status::Critical, 16).await;
-    let mut all = store
-        .history(
-            c,
-            HistoryPage {
-                before_version: None,
-                limit: 100,
-            },
-        )
-        .await
-        .unwrap();
+    let mut all = history(store.as_ref(), c, None, 100).await;
     all.reverse();
     let flags: Vec<(u64, bool, bool, bool)> = all
         .iter()
@@ -1068,16 +1045,7 @@ pub async fn history_newest_first_paginated(store: Arc<dyn Store>) {
         };
         apply(&store, c, st, i).await;
     }
-    let all = store
-        .history(
-            c,
-            HistoryPage {
-                before_version: None,
-                limit: 100,
-            },
-        )
-        .await
-        .unwrap();
+    let all = history(store.as_ref(), c, None, 100).await;
     assert_eq!(
         all.iter().map(|e| e.version).collect::<Vec<_>>(),
         (1..=10).rev().collect::<Vec<u64>>()
@@ -1085,57 +1053,21 @@ pub async fn history_newest_first_paginated(store: Arc<dyn Store>) {
     assert!(all.iter().all(|e| e.check_id == c && e.result_id.is_some()));
     assert_eq!(all[0].at, at(9), "at is the result's executed_at");
     assert_eq!(all[0].status, Status::Ok);
-    let page1 = store
-        .history(
-            c,
-            HistoryPage {
-                before_version: None,
-                limit: 4,
-            },
-        )
-        .await
-        .unwrap();
+    let page1 = history(store.as_ref(), c, None, 4).await;
     assert_eq!(page1, all[..4].to_vec(), "first page");
-    let page2 = store
-        .history(
-            c,
-            HistoryPage {
-                before_version: Some(page1[3].version),
-                limit: 4,
-            },
-        )
-        .await
-        .unwrap();
+    let page2 = history(store.as_ref(), c, Some(page1[3].version), 4).await;
     assert_eq!(
         page2,
         all[4..8].to_vec(),
         "second page continues below the first"
     );
-    let last = store
-        .history(
-            c,
-            HistoryPage {
-                before_version: Some(3),
-                limit: 4,
-            },
-        )
-        .await
-        .unwrap();
+    let last = history(store.as_ref(), c, Some(3), 4).await;
     assert_eq!(
         last.iter().map(|e| e.version).collect::<Vec<_>>(),
         vec![2, 1]
     );
     store.set_suppressed(c, true, at(100)).await.unwrap();
-    let top = store
-        .history(
-            c,
-            HistoryPage {
-                before_version: None,
-                limit: 1,
-            },
-        )
-        .await
-        .unwrap();
+    let top = history(store.as_ref(), c, None, 1).await;
     assert_eq!(
         (top[0].version, top[0].result_id),
         (11, None),
@@ -1265,12 +1197,7 @@ pub async fn apply_results_batch_equals_serial(store: Arc<dyn Store>) {
     let b = s("h", "b");
     let mut results = Vec::new();
     for i in 0..6 {
-        let st = if i % 2 == 0 {
-            Status::Critical
-        } else {
-            Status::Ok
-        };
-        results.push(result(a, st, 10 + i));
+        results.push(result(a, flipping(i), 10 + i));
         results.push(result(b, Status::Warning, 10 + i));
     }
     results.push(results[0].clone()); // a duplicate... of an older one: stale

@@ -518,7 +518,7 @@ impl Executor for HttpExecutor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::tests::execute;
+    use crate::exec::tests::assert_bad_params;
     use serde_json::json;
 
     #[test]
@@ -552,8 +552,7 @@ mod tests {
 
     #[tokio::test]
     async fn bad_params_are_errors_naming_them() {
-        let h = HttpExecutor::new();
-        for (params, needle) in [
+        let cases = [
             (json!({}), "\"url\""),
             (json!({"url": 5}), "\"url\""),
             (json!({"url": "ftp://x/"}), "\"url\""),
@@ -568,14 +567,7 @@ mod tests {
                 json!({"url": "http://x/", "body_contains": 1}),
                 "\"body_contains\"",
             ),
-        ] {
-            let r = h.execute(&execute("http", params.clone())).await;
-            assert_eq!(r.status, Status::Error, "{params}");
-            assert!(
-                r.output.starts_with("http: ") && r.output.contains(needle),
-                "{params}: {}",
-                r.output
-            );
-        }
+        ];
+        assert_bad_params(&HttpExecutor::new(), "http", &cases).await;
     }
 }

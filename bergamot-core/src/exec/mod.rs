@@ -461,27 +461,45 @@ mod tests {
         }
     }
 
-    struct Panicking;
-
-    #[async_trait]
-    impl Executor for Panicking {
-        fn engine(&self) -> &str {
-            "panics"
-        }
-        async fn execute(&self, _execute: &ExecuteCheck) -> CheckResult {
-            panic!("boom")
+    /// Asserts that each of `cases` (params, a word the output must name)
+    /// is an ERROR result of `executor` whose output starts with `engine: `.
+    pub(crate) async fn assert_bad_params(
+        executor: &dyn Executor,
+        engine: &str,
+        cases: &[(serde_json::Value, &str)],
+    ) {
+        for (params, needle) in cases {
+            let r = executor.execute(&execute(engine, params.clone())).await;
+            assert_eq!(r.status, Status::Error, "{params}");
+            assert!(
+                r.output.starts_with(&format!("{engine}: ")) && r.output.contains(needle),
+                "{params}: {}",
+                r.output
+            );
         }
     }
 
-    struct Hanging;
+    /// An executor that misbehaves: engine `panics` panics, engine `hangs`
+    /// never returns.
+    enum Misbehaving {
+        Panicking,
+        Hanging,
+    }
+    use Misbehaving::{Hanging, Panicking};
 
     #[async_trait]
-    impl Executor for Hanging {
+    impl Executor for Misbehaving {
         fn engine(&self) -> &str {
-            "hangs"
+            match self {
+                Panicking => "panics",
+                Hanging => "hangs",
+            }
         }
         async fn execute(&self, _execute: &ExecuteCheck) -> CheckResult {
-            futures::future::pending().await
+            match self {
+                Panicking => panic!("boom"),
+                Hanging => futures::future::pending().await,
+            }
         }
     }
 

@@ -424,16 +424,29 @@ mod tests {
     use crate::exec::tests::execute;
     use serde_json::json;
 
+    /// Runs a nagios check with `params` (the default timeout).
+    async fn run(params: serde_json::Value) -> CheckResult {
+        NagiosExecutor::new()
+            .execute(&execute("nagios", params))
+            .await
+    }
+
+    /// Runs a nagios check with `params` and a timeout of `secs`.
+    async fn run_within(params: serde_json::Value, secs: u64) -> CheckResult {
+        let mut e = execute("nagios", params);
+        e.timeout = Duration::from_secs(secs);
+        NagiosExecutor::new().execute(&e).await
+    }
+
     #[tokio::test]
     async fn bad_command_params_are_errors_naming_them() {
-        let n = NagiosExecutor::new();
         for params in [
             json!({}),
             json!({"command": "/bin/true"}),
             json!({"command": []}),
             json!({"command": ["/bin/echo", 3]}),
         ] {
-            let r = n.execute(&execute("nagios", params.clone())).await;
+            let r = run(params.clone()).await;
             assert_eq!(r.status, Status::Error, "{params}");
             assert!(r.output.contains("\"command\""), "{params}: {}", r.output);
         }
@@ -441,22 +454,10 @@ mod tests {
 
     #[tokio::test]
     async fn runs_without_a_shell() {
-        let n = NagiosExecutor::new();
-        let r = n
-            .execute(&execute(
-                "nagios",
-                json!({"command": ["/bin/echo", "a;b $HOME | x=1"]}),
-            ))
-            .await;
+        let r = run(json!({"command": ["/bin/echo", "a;b $HOME | x=1"]})).await;
         assert_eq!(r.status, Status::Ok);
         assert_eq!(&*r.output, "a;b $HOME");
         assert_eq!(r.perfdata.len(), 1);
-    }
-
-    fn with_timeout(params: serde_json::Value, secs: u64) -> ExecuteCheck {
-        let mut e = execute("nagios", params);
-        e.timeout = Duration::from_secs(secs);
-        e
     }
 
     /// Whether `pid` is gone (or a zombie nobody reaps: dead all the same).
@@ -478,14 +479,8 @@ mod tests {
             "sleep 300 & echo $! > {}; echo 'LOAD WARNING - high'; exit 1",
             pidfile.display()
         );
-        let n = NagiosExecutor::new();
         // Before the fix this waited for the child's stdout to close: TIMEOUT.
-        let r = n
-            .execute(&with_timeout(
-                json!({"command": ["/bin/sh", "-c", script]}),
-                60,
-            ))
-            .await;
+        let r = run_within(json!({"command": ["/bin/sh", "-c", script]}), 60).await;
         assert_eq!(r.status, Status::Warning, "{}", r.output);
         assert_eq!(&*r.output, "LOAD WARNING - high");
         let pid: i32 = std::fs::read_to_string(&pidfile)
@@ -507,26 +502,18 @@ mod tests {
 
     #[tokio::test]
     async fn real_timeout_still_kills_the_group() {
-        let n = NagiosExecutor::new();
-        let r = n
-            .execute(&with_timeout(
-                json!({"command": ["/bin/sh", "-c", "sleep 300 & sleep 300"]}),
-                1,
-            ))
-            .await;
+        let r = run_within(
+            json!({"command": ["/bin/sh", "-c", "sleep 300 & sleep 300"]}),
+            1,
+        )
+        .await;
         assert_eq!(r.status, Status::Timeout, "{}", r.output);
     }
 
     #[tokio::test]
     async fn stderr_is_kept_when_the_plugin_also_prints_to_stdout() {
-        let n = NagiosExecutor::new();
-        let r = n
-            .execute(&execute(
-                "nagios",
-                json!({"command": ["/bin/sh", "-c",
-                    "echo 'Usage: check_load -w WARN -c CRIT'; echo 'check_load: unrecognized option --bogus' >&2; exit 3"]}),
-            ))
-            .await;
+        let r = run(json!({"command": ["/bin/sh", "-c",
+                    "echo 'Usage: check_load -w WARN -c CRIT'; echo 'check_load: unrecognized option --bogus' >&2; exit 3"]})).await;
         assert_eq!(r.status, Status::Unknown);
         assert_eq!(&*r.output, "Usage: check_load -w WARN -c CRIT");
         assert!(
@@ -539,14 +526,9 @@ mod tests {
 
     #[tokio::test]
     async fn plugins_get_a_clean_environment_plus_env() {
-        let n = NagiosExecutor::new();
-        let r = n
-            .execute(&execute(
-                "nagios",
-                json!({"command": ["/bin/sh", "-c", "echo env; env"],
-                       "env": {"NAGIOS_HOSTNAME": "web1", "EXTRA": "a b"}}),
-            ))
-            .await;
+        let r = run(json!({"command": ["/bin/sh", "-c", "echo env; env"],
+                       "env": {"NAGIOS_HOSTNAME": "web1", "EXTRA": "a b"}}))
+        .await;
         assert_eq!(r.status, Status::Ok, "{}", r.output);
         let mut names: Vec<&str> = r
             .long_output
@@ -566,25 +548,15 @@ mod tests {
         assert!(r.long_output.contains("EXTRA=a b"));
         assert!(r.long_output.contains("NAGIOS_HOSTNAME=web1"));
 
-        let r = n
-            .execute(&execute(
-                "nagios",
-                json!({"command": ["/bin/true"], "env": {"A": 1}}),
-            ))
-            .await;
+        let r = run(json!({"command": ["/bin/true"], "env": {"A": 1}})).await;
         assert_eq!(r.status, Status::Error);
         assert!(r.output.contains("\"env\""), "{}", r.output);
     }
 
     #[tokio::test]
     async fn nul_and_invalid_utf8_become_replacement_characters() {
-        let n = NagiosExecutor::new();
-        let r = n
-            .execute(&execute(
-                "nagios",
-                json!({"command": ["/usr/bin/printf", "ok \\000nul \\377 end\\nmore\\000"]}),
-            ))
-            .await;
+        let r =
+            run(json!({"command": ["/usr/bin/printf", "ok \\000nul \\377 end\\nmore\\000"]})).await;
         assert_eq!(r.status, Status::Ok, "{}", r.output);
         assert_eq!(&*r.output, "ok \u{FFFD}nul \u{FFFD} end");
         assert_eq!(&*r.long_output, "more\u{FFFD}");

@@ -124,13 +124,12 @@ impl Executor for TcpExecutor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::tests::execute;
+    use crate::exec::tests::assert_bad_params;
     use serde_json::json;
 
     #[tokio::test]
     async fn bad_params_are_errors_naming_them() {
-        let t = TcpExecutor::new();
-        for (params, needle) in [
+        let cases = [
             (json!({"port": 80}), "\"host\""),
             (json!({"host": "", "port": 80}), "\"host\""),
             (json!({"host": "h"}), "\"port\""),
@@ -141,14 +140,7 @@ mod tests {
                 json!({"host": "h", "port": 1, "warn_ms": "soon"}),
                 "\"warn_ms\"",
             ),
-        ] {
-            let r = t.execute(&execute("tcp", params.clone())).await;
-            assert_eq!(r.status, Status::Error, "{params}");
-            assert!(
-                r.output.starts_with("tcp: ") && r.output.contains(needle),
-                "{params}: {}",
-                r.output
-            );
-        }
+        ];
+        assert_bad_params(&TcpExecutor::new(), "tcp", &cases).await;
     }
 }

@@ -260,21 +260,37 @@ mod tests {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
     }
 
+    /// Asserts that `office` next opens at `want`, looking from `from`.
+    fn assert_next_open(p: &TimePeriods, from: &str, want: &str) {
+        assert_eq!(
+            p.next_open("office", utc(from)),
+            Some(utc(want)),
+            "from {from}"
+        );
+    }
+
+    /// Period `office` in zone `tz` with `ranges` and `exclude`.
     fn periods(tz: &str, ranges: &[&str], exclude: Vec<Exclusion>) -> TimePeriods {
         let mut p = TimePeriods::default();
-        p.periods.insert(
-            "office".into(),
-            TimePeriod {
-                name: "office".into(),
-                timezone: tz.parse().unwrap(),
-                ranges: ranges
-                    .iter()
-                    .map(|r| WeeklyRange::parse(r).unwrap())
-                    .collect(),
-                exclude,
-            },
-        );
+        add(&mut p, "office", tz, ranges);
+        if let Some(o) = p.periods.get_mut("office") {
+            o.exclude = exclude;
+        }
         p
+    }
+
+    /// Adds period `name` in zone `tz` with `ranges`, excluding nothing.
+    fn add(p: &mut TimePeriods, name: &str, tz: &str, ranges: &[&str]) {
+        let period = TimePeriod {
+            name: name.into(),
+            timezone: tz.parse().unwrap(),
+            ranges: ranges
+                .iter()
+                .map(|r| WeeklyRange::parse(r).unwrap())
+                .collect(),
+            exclude: vec![],
+        };
+        p.periods.insert(name.into(), period);
     }
 
     #[test]
@@ -323,44 +339,26 @@ mod tests {
         let p = periods("Europe/Berlin", &["mon-fri 09:00-17:30"], vec![]);
         // Thursday 2026-12-03, 02:00 UTC = 03:00 Berlin (CET, +1): closed.
         assert!(!p.contains("office", utc("2026-12-03T02:00:00Z")));
-        assert_eq!(
-            p.next_open("office", utc("2026-12-03T02:00:00Z")),
-            Some(utc("2026-12-03T08:00:00Z"))
-        );
+        assert_next_open(&p, "2026-12-03T02:00:00Z", "2026-12-03T08:00:00Z");
         assert!(p.contains("office", utc("2026-12-03T08:00:00Z")));
         assert!(p.contains("office", utc("2026-12-03T16:29:59Z")));
         assert!(!p.contains("office", utc("2026-12-03T16:30:00Z")));
         // Friday evening: next Monday 09:00 Berlin.
-        assert_eq!(
-            p.next_open("office", utc("2026-12-04T17:00:00Z")),
-            Some(utc("2026-12-07T08:00:00Z"))
-        );
+        assert_next_open(&p, "2026-12-04T17:00:00Z", "2026-12-07T08:00:00Z");
     }
 
     #[test]
     fn dst_changes_keep_local_times() {
         let p = periods("Europe/Berlin", &["mon-sun 09:00-17:00"], vec![]);
         // Before the change on 2026-03-29 Berlin is +1, after it +2.
-        assert_eq!(
-            p.next_open("office", utc("2026-03-28T17:00:00Z")),
-            Some(utc("2026-03-29T07:00:00Z"))
-        );
-        assert_eq!(
-            p.next_open("office", utc("2026-03-27T17:00:00Z")),
-            Some(utc("2026-03-28T08:00:00Z"))
-        );
+        assert_next_open(&p, "2026-03-28T17:00:00Z", "2026-03-29T07:00:00Z");
+        assert_next_open(&p, "2026-03-27T17:00:00Z", "2026-03-28T08:00:00Z");
         // A range starting in the skipped hour starts when the gap ends.
         let gap = periods("Europe/Berlin", &["sun 02:30-04:00"], vec![]);
-        assert_eq!(
-            gap.next_open("office", utc("2026-03-28T12:00:00Z")),
-            Some(utc("2026-03-29T01:00:00Z"))
-        );
+        assert_next_open(&gap, "2026-03-28T12:00:00Z", "2026-03-29T01:00:00Z");
         // New York falls back on 2026-11-01: 01:30 exists twice, the earlier counts.
         let ny = periods("America/New_York", &["sun 01:30-03:00"], vec![]);
-        assert_eq!(
-            ny.next_open("office", utc("2026-10-31T12:00:00Z")),
-            Some(utc("2026-11-01T05:30:00Z"))
-        );
+        assert_next_open(&ny, "2026-10-31T12:00:00Z", "2026-11-01T05:30:00Z");
         assert!(
             ny.contains("office", utc("2026-11-01T06:45:00Z")),
             "01:45 EST is still inside"
@@ -372,42 +370,20 @@ mod tests {
         let date = NaiveDate::from_ymd_opt(2026, 12, 3).unwrap();
         let mut p = periods("UTC", &["mon-fri 09:00-17:00"], vec![Exclusion::Date(date)]);
         assert!(!p.contains("office", utc("2026-12-03T10:00:00Z")));
-        assert_eq!(
-            p.next_open("office", utc("2026-12-03T10:00:00Z")),
-            Some(utc("2026-12-04T09:00:00Z"))
-        );
+        assert_next_open(&p, "2026-12-03T10:00:00Z", "2026-12-04T09:00:00Z");
         // Excluding a lunch period: open again when lunch ends.
-        p.periods.insert(
-            "lunch".into(),
-            TimePeriod {
-                name: "lunch".into(),
-                timezone: chrono_tz::UTC,
-                ranges: vec![WeeklyRange::parse("mon-sun 12:00-13:00").unwrap()],
-                exclude: vec![],
-            },
-        );
+        add(&mut p, "lunch", "UTC", &["mon-sun 12:00-13:00"]);
         if let Some(o) = p.periods.get_mut("office") {
             o.exclude = vec![Exclusion::Period("lunch".into())];
         }
         assert!(!p.contains("office", utc("2026-12-03T12:30:00Z")));
-        assert_eq!(
-            p.next_open("office", utc("2026-12-03T12:30:00Z")),
-            Some(utc("2026-12-03T13:00:00Z"))
-        );
+        assert_next_open(&p, "2026-12-03T12:30:00Z", "2026-12-03T13:00:00Z");
     }
 
     #[test]
     fn next_open_of_several_periods() {
         let mut p = periods("UTC", &["mon-fri 09:00-17:00"], vec![]);
-        p.periods.insert(
-            "late".into(),
-            TimePeriod {
-                name: "late".into(),
-                timezone: chrono_tz::UTC,
-                ranges: vec![WeeklyRange::parse("mon-sun 16:00-20:00").unwrap()],
-                exclude: vec![],
-            },
-        );
+        add(&mut p, "late", "UTC", &["mon-sun 16:00-20:00"]);
         assert_eq!(
             p.next_open_all(&["office", "late"], utc("2026-12-03T02:00:00Z")),
             Some(utc("2026-12-03T16:00:00Z"))

@@ -71,6 +71,28 @@ fn times_by_check(log: &[(Duration, ExecuteCheck)]) -> HashMap<CheckId, Vec<Dura
     m
 }
 
+/// A scheduler driver running on its own task until [`Running::stop`].
+struct Running {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<crate::error::Result<()>>,
+}
+
+impl Running {
+    fn start(scheduler: Scheduler) -> Running {
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(scheduler.run(async {
+            stop_rx.await.ok();
+        }));
+        Running { stop, task }
+    }
+
+    /// Stops the scheduler; asserts that it was running and stops cleanly.
+    async fn stop(self) {
+        self.stop.send(()).expect("scheduler running");
+        self.task.await.expect("no panic").expect("clean stop");
+    }
+}
+
 fn new_schedule(m: &Model) -> (Schedule, Instant) {
     let origin = Instant::now();
     let mut s = Schedule::new(ScheduleConfig::default(), origin);
@@ -791,10 +813,7 @@ mod driver {
             SchedulerConfig::default(),
             Arc::new(FixedClock),
         );
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(scheduler.run(async {
-            stop_rx.await.ok();
-        }));
+        let running = Running::start(scheduler);
 
         // Two intervals: every check published twice, 60 s apart, on time.
         tokio::time::sleep(secs(120) - Duration::from_millis(1)).await;
@@ -852,8 +871,7 @@ mod driver {
         }
         assert_eq!(handle.stats().checks, 30);
 
-        stop_tx.send(()).expect("scheduler running");
-        task.await.expect("no panic").expect("clean stop");
+        running.stop().await;
         assert!(matches!(
             handle.reload(model(vec![])).await,
             Err(Error::Closed(_))
@@ -869,10 +887,7 @@ mod driver {
         // The first 3 publishes fail: those checks run at their next turn.
         queue.fail_publishes.store(3, Ordering::SeqCst);
         let (scheduler, handle) = Scheduler::new(&m, queue.clone(), SchedulerConfig::default());
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(scheduler.run(async {
-            stop_rx.await.ok();
-        }));
+        let running = Running::start(scheduler);
         tokio::time::sleep(secs(60) - Duration::from_millis(1)).await;
         assert_eq!(handle.stats().publish_errors, 3);
         assert_eq!(queue.executes.lock().len(), 7);
@@ -895,8 +910,7 @@ mod driver {
             .iter()
             .any(|(_, e)| e.execute_now && e.check_id == m.checks[0].id));
 
-        stop_tx.send(()).expect("scheduler running");
-        task.await.expect("no panic").expect("clean stop");
+        running.stop().await;
     }
 
     #[tokio::test(start_paused = true)]
@@ -906,10 +920,7 @@ mod driver {
         let m = model((0..n).map(|i| check(i, 60)).collect());
         let start = Instant::now();
         let (scheduler, handle) = Scheduler::new(&m, queue.clone(), SchedulerConfig::default());
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(scheduler.run(async {
-            stop_rx.await.ok();
-        }));
+        let running = Running::start(scheduler);
         tokio::time::sleep(secs(20)).await;
         // One publish hangs for 15 s: the scheduler cannot send meanwhile.
         *queue.stall.lock() = Some(secs(15));
@@ -946,8 +957,7 @@ mod driver {
             by.values().all(|c| (1..=2).contains(c)),
             "a check ran 3+ times"
         );
-        stop_tx.send(()).expect("scheduler running");
-        task.await.expect("no panic").expect("clean stop");
+        running.stop().await;
     }
 
     #[tokio::test(start_paused = true)]
@@ -1023,19 +1033,12 @@ mod in_memory {
     use parking_lot::Mutex;
     use std::sync::Arc;
 
-    /// The scheduler against the real in-process queue: a worker takes the
-    /// executes, control messages published on the queue reach the
-    /// scheduler and are acked, and executes nobody can take come back as
-    /// dead checks.
-    #[tokio::test(start_paused = true)]
-    async fn scheduler_with_in_memory_queue_and_a_worker() {
-        let queue = Arc::new(InMemoryQueue::new());
-        let mut m = model((0..20).map(|i| check(i, 60)).collect());
-        // One check on an engine no worker serves: it must come back dead.
-        m.checks[19].engine = "nowhere".into();
-        let orphan = m.checks[19].id;
+    type Taken = Arc<Mutex<Vec<(Instant, ExecuteCheck)>>>;
 
-        let taken: Arc<Mutex<Vec<(Instant, ExecuteCheck)>>> = Arc::default();
+    /// A worker of pool `default`, engine `dummy`, that acks every execute
+    /// and records it with the time it was taken.
+    async fn take_executes(queue: &InMemoryQueue) -> (Taken, tokio::task::JoinHandle<()>) {
+        let taken: Taken = Arc::default();
         let mut work = queue
             .consume_executes("default", &["dummy".to_string()])
             .await
@@ -1050,13 +1053,26 @@ mod in_memory {
                 }
             })
         };
+        (taken, worker)
+    }
+
+    /// The scheduler against the real in-process queue: a worker takes the
+    /// executes, control messages published on the queue reach the
+    /// scheduler and are acked, and executes nobody can take come back as
+    /// dead checks.
+    #[tokio::test(start_paused = true)]
+    async fn scheduler_with_in_memory_queue_and_a_worker() {
+        let queue = Arc::new(InMemoryQueue::new());
+        let mut m = model((0..20).map(|i| check(i, 60)).collect());
+        // One check on an engine no worker serves: it must come back dead.
+        m.checks[19].engine = "nowhere".into();
+        let orphan = m.checks[19].id;
+
+        let (taken, worker) = take_executes(&queue).await;
         let mut dead = queue.consume_dead_checks().await.expect("consume dead");
 
         let (scheduler, handle) = Scheduler::new(&m, queue.clone(), SchedulerConfig::default());
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(scheduler.run(async {
-            stop_rx.await.ok();
-        }));
+        let running = Running::start(scheduler);
 
         tokio::time::sleep(secs(60) - Duration::from_millis(1)).await;
         {
@@ -1110,8 +1126,7 @@ mod in_memory {
         assert!(tokio::time::timeout(secs(1), control.next()).await.is_err());
         assert_eq!(handle.stats().checks, 20);
 
-        stop_tx.send(()).expect("scheduler running");
-        task.await.expect("no panic").expect("clean stop");
+        running.stop().await;
         worker.abort();
     }
 
@@ -1143,21 +1158,7 @@ mod in_memory {
                 .await
                 .expect("apply");
         }
-        let taken: Arc<Mutex<Vec<(Instant, ExecuteCheck)>>> = Arc::default();
-        let mut work = queue
-            .consume_executes("default", &["dummy".to_string()])
-            .await
-            .expect("consume executes");
-        let worker = {
-            let taken = taken.clone();
-            tokio::spawn(async move {
-                while let Some(d) = work.next().await {
-                    let d = d.expect("delivery");
-                    taken.lock().push((Instant::now(), d.message.clone()));
-                    d.ack().await.expect("ack");
-                }
-            })
-        };
+        let (taken, worker) = take_executes(&queue).await;
 
         let start = Instant::now();
         let (owner_tx, owner_rx) = tokio::sync::watch::channel(BTreeSet::new());
@@ -1170,10 +1171,7 @@ mod in_memory {
         let scheduler = scheduler
             .with_ownership(owner_rx)
             .with_store(store.clone() as Arc<dyn Store>);
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(scheduler.run(async {
-            stop_rx.await.ok();
-        }));
+        let running = Running::start(scheduler);
 
         tokio::time::sleep(secs(120)).await;
         assert!(taken.lock().is_empty(), "owns nothing, runs nothing");
@@ -1221,8 +1219,7 @@ mod in_memory {
         assert_eq!(taken.lock().len(), mark);
         assert_eq!(handle.stats().partitions_owned, 0);
 
-        stop_tx.send(()).expect("scheduler running");
-        task.await.expect("no panic").expect("clean stop");
+        running.stop().await;
         worker.abort();
     }
 }

@@ -603,8 +603,7 @@ impl Store for InMemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conformance::{at, host, policy, result, SITE};
-    use crate::model::Status;
+    use crate::conformance::{at, flipping, history, host, policy, result, SITE};
 
     #[tokio::test]
     async fn history_is_capped_per_check() {
@@ -617,23 +616,12 @@ mod tests {
         store.sync_config(&model).await.unwrap();
         let c = CheckId::host(SITE, "h");
         for i in 0..20 {
-            let st = if i % 2 == 0 {
-                Status::Critical
-            } else {
-                Status::Ok
-            };
-            store.apply_result(&result(c, st, i), at(i)).await.unwrap();
+            store
+                .apply_result(&result(c, flipping(i), i), at(i))
+                .await
+                .unwrap();
         }
-        let h = store
-            .history(
-                c,
-                HistoryPage {
-                    before_version: None,
-                    limit: 100,
-                },
-            )
-            .await
-            .unwrap();
+        let h = history(&store, c, None, 100).await;
         assert_eq!(
             h.iter().map(|e| e.version).collect::<Vec<_>>(),
             vec![20, 19]

@@ -245,31 +245,18 @@ fn field(n: &Notification, name: &str) -> String {
 pub(crate) mod tests {
     use super::*;
     use crate::model::CheckId;
-    use crate::notify::Recipient;
+    use uuid::Uuid;
 
+    /// An alert of web1/http to alice, escalation step 1, with a two-line
+    /// output.
     pub(crate) fn sample() -> Notification {
-        Notification {
-            id: uuid::Uuid::new_v4(),
-            kind: NotificationKind::Alert,
-            alert_id: Some(uuid::Uuid::new_v4()),
-            check_id: CheckId::random(),
-            check: "web1/http".into(),
-            host: "web1".into(),
-            status: Status::Critical,
-            output: "HTTP CRITICAL - 500\nsecond line".into(),
-            at: chrono::Utc::now(),
-            alert_opened_at: Some(chrono::Utc::now()),
-            escalation: 1,
-            sequence: 0,
-            author: None,
-            comment: None,
-            recipient: Recipient {
-                name: "alice".into(),
-                email: Some("alice@example.com".into()),
-                ..Recipient::default()
-            },
-            channel: "ops".into(),
-        }
+        let job = crate::conformance::notify::job(Uuid::new_v4(), CheckId::random(), "alice", 0, 0);
+        let mut n = job.notification;
+        n.output = "HTTP CRITICAL - 500\nsecond line".into();
+        n.escalation = 1;
+        n.recipient.email = Some("alice@example.com".into());
+        n.channel = "ops".into();
+        n
     }
 
     #[test]

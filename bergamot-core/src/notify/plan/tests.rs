@@ -154,6 +154,28 @@ fn sent(who: &str, ch: &str) -> NotificationJob {
     job(NotificationKind::Alert, who, ch, 0, 0, JobStatus::Sent)
 }
 
+/// The first alert to `who` on `mail`, in `status`.
+fn alert_job(who: &str, status: JobStatus) -> NotificationJob {
+    job(NotificationKind::Alert, who, "mail", 0, 0, status)
+}
+
+/// The alert sent to `who` on `mail` at escalation step `esc`.
+fn sent_at_step(who: &str, esc: u32) -> NotificationJob {
+    job(
+        NotificationKind::Alert,
+        who,
+        "mail",
+        0,
+        esc,
+        JobStatus::Sent,
+    )
+}
+
+/// A notification of `kind` sent to `who` on `mail`.
+fn sent_kind(kind: NotificationKind, who: &str) -> NotificationJob {
+    job(kind, who, "mail", 0, 0, JobStatus::Sent)
+}
+
 fn show(j: &NotificationJob) -> String {
     let n = &j.notification;
     format!(
@@ -191,6 +213,40 @@ fn none() -> Vec<NotificationJob> {
 fn keep(_: &mut NotifyRule) {}
 fn same(_: &mut AlertFacts) {}
 
+/// The alert reached alice on `mail`.
+fn alice_told() -> Vec<NotificationJob> {
+    vec![sent("alice", "mail")]
+}
+
+/// The alert and then its acknowledgement reached alice on `mail`.
+fn alice_told_and_acknowledged() -> Vec<NotificationJob> {
+    vec![
+        sent("alice", "mail"),
+        sent_kind(NotificationKind::Acknowledge, "alice"),
+    ]
+}
+
+fn acknowledged_at_10(f: &mut AlertFacts) {
+    f.acknowledged = Some(at(10));
+}
+
+/// One escalation step: carol, 15 minutes in, without renotify.
+fn carol_after_15(r: &mut NotifyRule) {
+    r.escalations = vec![step(15, &["carol"], false)];
+}
+
+fn repeat_every_30(r: &mut NotifyRule) {
+    r.repeat_every = Some(Duration::from_secs(30 * 60));
+}
+
+/// Paused from minute `start` to minute `end` (`None`: still paused).
+fn paused(start: i64, end: Option<i64>) -> Pause {
+    Pause {
+        start: at(start),
+        end: end.map(at),
+    }
+}
+
 const CASES: &[Case] = &[
     Case {
         name: "an alert goes to the contact on its channel at once",
@@ -220,16 +276,7 @@ const CASES: &[Case] = &[
         name: "planning again plans nothing new",
         rule: keep,
         facts: same,
-        existing: || {
-            vec![job(
-                NotificationKind::Alert,
-                "alice",
-                "mail",
-                0,
-                0,
-                JobStatus::Pending,
-            )]
-        },
+        existing: || vec![alert_job("alice", JobStatus::Pending)],
         now: 1,
         want: &[],
     },
@@ -237,7 +284,7 @@ const CASES: &[Case] = &[
         name: "a sent alert is not planned again",
         rule: keep,
         facts: same,
-        existing: || vec![sent("alice", "mail")],
+        existing: alice_told,
         now: 5,
         want: &[],
     },
@@ -299,17 +346,17 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "no escalation before its delay",
-        rule: |r| r.escalations = vec![step(15, &["carol"], false)],
+        rule: carol_after_15,
         facts: same,
-        existing: || vec![sent("alice", "mail")],
+        existing: alice_told,
         now: 14,
         want: &[],
     },
     Case {
         name: "the escalation after its delay adds its contacts",
-        rule: |r| r.escalations = vec![step(15, &["carol"], false)],
+        rule: carol_after_15,
         facts: same,
-        existing: || vec![sent("alice", "mail")],
+        existing: alice_told,
         now: 15,
         want: &["alert carol/mail s0 e1 +15"],
     },
@@ -317,7 +364,7 @@ const CASES: &[Case] = &[
         name: "renotify tells the first recipients again at the step",
         rule: |r| r.escalations = vec![step(15, &["carol"], true)],
         facts: same,
-        existing: || vec![sent("alice", "mail")],
+        existing: alice_told,
         now: 20,
         want: &["alert alice/mail s0 e1 +20", "alert carol/mail s0 e1 +20"],
     },
@@ -325,7 +372,7 @@ const CASES: &[Case] = &[
         name: "an escalation contact already told is not told again without renotify",
         rule: |r| r.escalations = vec![step(15, &["alice", "carol"], false)],
         facts: same,
-        existing: || vec![sent("alice", "mail")],
+        existing: alice_told,
         now: 15,
         want: &["alert carol/mail s0 e1 +15"],
     },
@@ -338,79 +385,46 @@ const CASES: &[Case] = &[
             ]
         },
         facts: same,
-        existing: || vec![sent("alice", "mail")],
+        existing: alice_told,
         now: 45,
         want: &["alert bob/mail s0 e1 +45", "alert carol/mail s0 e2 +45"],
     },
     Case {
         name: "time acknowledged does not count towards the escalation",
-        rule: |r| r.escalations = vec![step(15, &["carol"], false)],
-        facts: |f| {
-            f.paused = vec![Pause {
-                start: at(5),
-                end: Some(at(15)),
-            }]
-        },
-        existing: || vec![sent("alice", "mail")],
+        rule: carol_after_15,
+        facts: |f| f.paused = vec![paused(5, Some(15))],
+        existing: alice_told,
         now: 20,
         want: &[],
     },
     Case {
         name: "the escalation comes once the paused time is made up",
-        rule: |r| r.escalations = vec![step(15, &["carol"], false)],
-        facts: |f| {
-            f.paused = vec![Pause {
-                start: at(5),
-                end: Some(at(15)),
-            }]
-        },
-        existing: || vec![sent("alice", "mail")],
+        rule: carol_after_15,
+        facts: |f| f.paused = vec![paused(5, Some(15))],
+        existing: alice_told,
         now: 25,
         want: &["alert carol/mail s0 e1 +25"],
     },
     Case {
         name: "overlapping pauses (ack during downtime) count once",
-        rule: |r| r.escalations = vec![step(15, &["carol"], false)],
-        facts: |f| {
-            f.paused = vec![
-                Pause {
-                    start: at(5),
-                    end: Some(at(15)),
-                },
-                Pause {
-                    start: at(10),
-                    end: Some(at(20)),
-                },
-            ]
-        },
-        existing: || vec![sent("alice", "mail")],
+        rule: carol_after_15,
+        facts: |f| f.paused = vec![paused(5, Some(15)), paused(10, Some(20))],
+        existing: alice_told,
         now: 30,
         want: &["alert carol/mail s0 e1 +30"],
     },
     Case {
         name: "an acknowledged alert escalates no more",
-        rule: |r| r.escalations = vec![step(15, &["carol"], false)],
-        facts: |f| f.acknowledged = Some(at(10)),
-        existing: || {
-            vec![
-                sent("alice", "mail"),
-                job(
-                    NotificationKind::Acknowledge,
-                    "alice",
-                    "mail",
-                    0,
-                    0,
-                    JobStatus::Sent,
-                ),
-            ]
-        },
+        rule: carol_after_15,
+        facts: acknowledged_at_10,
+        existing: alice_told_and_acknowledged,
         now: 60,
         want: &[],
     },
     Case {
         name: "acknowledging tells everyone told of the alert",
         rule: |r| r.contacts = vec!["alice".into(), "bob".into()],
-        facts: |f| f.acknowledged = Some(at(10)),
+        facts: acknowledged_at_10,
         existing: || vec![sent("alice", "mail"), sent("bob", "mail")],
         now: 10,
         want: &[
@@ -421,52 +435,40 @@ const CASES: &[Case] = &[
     Case {
         name: "an acknowledgement is not sent to whom the alert has not reached yet",
         rule: |r| r.contacts = vec!["alice".into(), "dave".into()],
-        facts: |f| f.acknowledged = Some(at(10)),
-        existing: || {
-            vec![
-                sent("alice", "mail"),
-                job(
-                    NotificationKind::Alert,
-                    "dave",
-                    "mail",
-                    0,
-                    0,
-                    JobStatus::Pending,
-                ),
-            ]
-        },
+        facts: acknowledged_at_10,
+        existing: || vec![sent("alice", "mail"), alert_job("dave", JobStatus::Pending)],
         now: 10,
         want: &["acknowledge alice/mail s0 e0 +10"],
     },
     Case {
         name: "types without acknowledge: no acknowledgement",
         rule: |r| r.types = vec![NotificationKind::Alert, NotificationKind::Recovery],
-        facts: |f| f.acknowledged = Some(at(10)),
-        existing: || vec![sent("alice", "mail")],
+        facts: acknowledged_at_10,
+        existing: alice_told,
         now: 10,
         want: &[],
     },
     Case {
         name: "a repeat after repeat_every to everyone told",
-        rule: |r| r.repeat_every = Some(Duration::from_secs(30 * 60)),
+        rule: repeat_every_30,
         facts: same,
-        existing: || vec![sent("alice", "mail")],
+        existing: alice_told,
         now: 31,
         want: &["alert alice/mail s1 e0 +31"],
     },
     Case {
         name: "no repeat before repeat_every",
-        rule: |r| r.repeat_every = Some(Duration::from_secs(30 * 60)),
+        rule: repeat_every_30,
         facts: same,
-        existing: || vec![sent("alice", "mail")],
+        existing: alice_told,
         now: 29,
         want: &[],
     },
     Case {
         name: "a planner down for hours plans only the latest repeat",
-        rule: |r| r.repeat_every = Some(Duration::from_secs(30 * 60)),
+        rule: repeat_every_30,
         facts: same,
-        existing: || vec![sent("alice", "mail")],
+        existing: alice_told,
         now: 185,
         want: &["alert alice/mail s6 e0 +185"],
     },
@@ -477,59 +479,23 @@ const CASES: &[Case] = &[
             r.repeat_every = Some(Duration::from_secs(30 * 60));
         },
         facts: same,
-        existing: || {
-            vec![
-                sent("alice", "mail"),
-                job(
-                    NotificationKind::Alert,
-                    "dave",
-                    "mail",
-                    0,
-                    0,
-                    JobStatus::Pending,
-                ),
-            ]
-        },
+        existing: || vec![sent("alice", "mail"), alert_job("dave", JobStatus::Pending)],
         now: 60,
         want: &["alert alice/mail s2 e0 +60"],
     },
     Case {
         name: "an acknowledged alert repeats no more",
-        rule: |r| r.repeat_every = Some(Duration::from_secs(30 * 60)),
-        facts: |f| f.acknowledged = Some(at(10)),
-        existing: || {
-            vec![
-                sent("alice", "mail"),
-                job(
-                    NotificationKind::Acknowledge,
-                    "alice",
-                    "mail",
-                    0,
-                    0,
-                    JobStatus::Sent,
-                ),
-            ]
-        },
+        rule: repeat_every_30,
+        facts: acknowledged_at_10,
+        existing: alice_told_and_acknowledged,
         now: 90,
         want: &[],
     },
     Case {
         name: "repeats reach escalated recipients at their step",
-        rule: |r| r.repeat_every = Some(Duration::from_secs(30 * 60)),
+        rule: repeat_every_30,
         facts: same,
-        existing: || {
-            vec![
-                sent("alice", "mail"),
-                job(
-                    NotificationKind::Alert,
-                    "carol",
-                    "mail",
-                    0,
-                    1,
-                    JobStatus::Sent,
-                ),
-            ]
-        },
+        existing: || vec![sent("alice", "mail"), sent_at_step("carol", 1)],
         now: 30,
         want: &["alert alice/mail s1 e0 +30", "alert carol/mail s1 e1 +30"],
     },
@@ -541,25 +507,17 @@ const CASES: &[Case] = &[
         },
         facts: |f| {
             f.held_back = true;
-            f.paused = vec![Pause {
-                start: at(5),
-                end: None,
-            }];
+            f.paused = vec![paused(5, None)];
         },
-        existing: || vec![sent("alice", "mail")],
+        existing: alice_told,
         now: 120,
         want: &[],
     },
     Case {
         name: "after the downtime, the clock resumes without the downtime",
-        rule: |r| r.escalations = vec![step(15, &["carol"], false)],
-        facts: |f| {
-            f.paused = vec![Pause {
-                start: at(5),
-                end: Some(at(65)),
-            }]
-        },
-        existing: || vec![sent("alice", "mail")],
+        rule: carol_after_15,
+        facts: |f| f.paused = vec![paused(5, Some(65))],
+        existing: alice_told,
         now: 75,
         want: &["alert carol/mail s0 e1 +75"],
     },
@@ -594,27 +552,15 @@ const CASES: &[Case] = &[
         name: "a realert of an ignored status is not sent",
         rule: |r| r.ignore_statuses = vec![Status::Unknown],
         facts: |f| f.realerts = vec![ev(10, 5, Status::Unknown)],
-        existing: || vec![sent("alice", "mail")],
+        existing: alice_told,
         now: 10,
         want: &[],
     },
     Case {
         name: "recovery goes to everyone the alert reached, escalations included",
-        rule: |r| r.escalations = vec![step(15, &["carol"], false)],
+        rule: carol_after_15,
         facts: |f| close(f, 40),
-        existing: || {
-            vec![
-                sent("alice", "mail"),
-                job(
-                    NotificationKind::Alert,
-                    "carol",
-                    "mail",
-                    0,
-                    1,
-                    JobStatus::Sent,
-                ),
-            ]
-        },
+        existing: || vec![sent("alice", "mail"), sent_at_step("carol", 1)],
         now: 40,
         want: &[
             "recovery alice/mail s0 e0 +40",
@@ -625,16 +571,7 @@ const CASES: &[Case] = &[
         name: "recovery reaches a recipient whose alert is being sent right now",
         rule: keep,
         facts: |f| close(f, 3),
-        existing: || {
-            vec![job(
-                NotificationKind::Alert,
-                "alice",
-                "mail",
-                0,
-                0,
-                JobStatus::Sending,
-            )]
-        },
+        existing: || vec![alert_job("alice", JobStatus::Sending)],
         now: 3,
         want: &["recovery alice/mail s0 e0 +3"],
     },
@@ -645,14 +582,7 @@ const CASES: &[Case] = &[
         existing: || {
             vec![
                 sent("alice", "mail"),
-                job(
-                    NotificationKind::Alert,
-                    "dave",
-                    "mail",
-                    0,
-                    0,
-                    JobStatus::Cancelled,
-                ),
+                alert_job("dave", JobStatus::Cancelled),
             ]
         },
         now: 30,
@@ -662,16 +592,7 @@ const CASES: &[Case] = &[
         name: "no recovery after a failed alert",
         rule: keep,
         facts: |f| close(f, 30),
-        existing: || {
-            vec![job(
-                NotificationKind::Alert,
-                "alice",
-                "mail",
-                0,
-                0,
-                JobStatus::Failed,
-            )]
-        },
+        existing: || vec![alert_job("alice", JobStatus::Failed)],
         now: 30,
         want: &[],
     },
@@ -702,14 +623,7 @@ const CASES: &[Case] = &[
         existing: || {
             vec![
                 sent("alice", "mail"),
-                job(
-                    NotificationKind::Recovery,
-                    "alice",
-                    "mail",
-                    0,
-                    0,
-                    JobStatus::Sent,
-                ),
+                sent_kind(NotificationKind::Recovery, "alice"),
             ]
         },
         now: 31,
@@ -719,7 +633,7 @@ const CASES: &[Case] = &[
         name: "types without recovery: no recovery",
         rule: |r| r.types = vec![NotificationKind::Alert],
         facts: |f| close(f, 30),
-        existing: || vec![sent("alice", "mail")],
+        existing: alice_told,
         now: 30,
         want: &[],
     },
@@ -727,7 +641,7 @@ const CASES: &[Case] = &[
         name: "an escalation outside the escalated contact's period waits",
         rule: |r| r.escalations = vec![step(15, &["dave"], false)],
         facts: same,
-        existing: || vec![sent("alice", "mail")],
+        existing: alice_told,
         now: 15,
         want: &["alert dave/mail s0 e1 +360"],
     },
@@ -741,6 +655,51 @@ const CASES: &[Case] = &[
     },
 ];
 
+/// Checks one table case: `planner` given `existing` plans exactly `want`
+/// (in any order), with distinct ids, and planning again with what it
+/// planned adds nothing. What is wrong goes onto `failures`.
+fn check_case(
+    name: &str,
+    want: &[&str],
+    existing: Vec<NotificationJob>,
+    planner: impl Fn(&[NotificationJob]) -> Vec<NotificationJob>,
+    failures: &mut Vec<String>,
+) {
+    let jobs = planner(&existing);
+    let mut got: Vec<String> = jobs.iter().map(show).collect();
+    got.sort();
+    let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    if got != want {
+        failures.push(format!("{name}:\n   got  {got:?}\n   want {want:?}"));
+    }
+    // Planning again with what was planned is a no-op.
+    let mut all = existing;
+    all.extend(jobs.iter().cloned());
+    let again = planner(&all);
+    if !again.is_empty() {
+        failures.push(format!(
+            "{name}: planning again added {:?}",
+            again.iter().map(show).collect::<Vec<_>>()
+        ));
+    }
+    let mut ids: Vec<Uuid> = jobs.iter().map(|j| j.notification.id).collect();
+    ids.sort();
+    ids.dedup();
+    if ids.len() != jobs.len() {
+        failures.push(format!("{name}: duplicate ids"));
+    }
+}
+
+fn assert_no_failures(failures: &[String], cases: usize) {
+    assert!(
+        failures.is_empty(),
+        "{} of {cases} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
 #[test]
 fn planner_table() {
     assert!(CASES.len() >= 30, "{} cases", CASES.len());
@@ -751,40 +710,15 @@ fn planner_table() {
         let m = model(rule);
         let mut facts = base_facts();
         (case.facts)(&mut facts);
-        let existing = (case.existing)();
-        let jobs = plan(&m, &facts, &existing, at(case.now));
-        let mut got: Vec<String> = jobs.iter().map(show).collect();
-        got.sort();
-        let mut want: Vec<String> = case.want.iter().map(|s| s.to_string()).collect();
-        want.sort();
-        if got != want {
-            failures.push(format!("{}:\n   got  {got:?}\n   want {want:?}", case.name));
-        }
-        // Planning again with what was planned is a no-op.
-        let mut all = existing.clone();
-        all.extend(jobs.iter().cloned());
-        let again = plan(&m, &facts, &all, at(case.now));
-        if !again.is_empty() {
-            failures.push(format!(
-                "{}: planning again added {:?}",
-                case.name,
-                again.iter().map(show).collect::<Vec<_>>()
-            ));
-        }
-        let mut ids: Vec<Uuid> = jobs.iter().map(|j| j.notification.id).collect();
-        ids.sort();
-        ids.dedup();
-        if ids.len() != jobs.len() {
-            failures.push(format!("{}: duplicate ids", case.name));
-        }
+        check_case(
+            case.name,
+            case.want,
+            (case.existing)(),
+            |existing| plan(&m, &facts, existing, at(case.now)),
+            &mut failures,
+        );
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n{}",
-        failures.len(),
-        CASES.len(),
-        failures.join("\n")
-    );
+    assert_no_failures(&failures, CASES.len());
 }
 
 #[test]
@@ -979,16 +913,7 @@ fn still_relevant_table() {
 
 #[test]
 fn active_time_minus_pauses() {
-    let p = [
-        Pause {
-            start: at(10),
-            end: Some(at(20)),
-        },
-        Pause {
-            start: at(30),
-            end: None,
-        },
-    ];
+    let p = [paused(10, Some(20)), paused(30, None)];
     assert_eq!(
         active_elapsed(t0(), &p, at(25)),
         chrono::Duration::minutes(15)
@@ -998,10 +923,7 @@ fn active_time_minus_pauses() {
         chrono::Duration::minutes(20)
     );
     // A pause before the opening does not count.
-    let before = [Pause {
-        start: at(-30),
-        end: Some(at(5)),
-    }];
+    let before = [paused(-30, Some(5))];
     assert_eq!(
         active_elapsed(t0(), &before, at(10)),
         chrono::Duration::minutes(5)
@@ -1191,40 +1113,20 @@ fn check_events_table() {
         (case.rule)(&mut rule);
         let m = model(rule);
         let events = (case.events)();
-        let existing = (case.existing)();
-        let jobs = plan_check_events(&m, &check(), &events, &existing, at(case.now));
-        let mut got: Vec<String> = jobs.iter().map(show).collect();
-        got.sort();
-        let mut want: Vec<String> = case.want.iter().map(|s| s.to_string()).collect();
-        want.sort();
-        if got != want {
-            failures.push(format!("{}:\n   got  {got:?}\n   want {want:?}", case.name));
-        }
-        let mut all = existing.clone();
-        all.extend(jobs.iter().cloned());
-        let again = plan_check_events(&m, &check(), &events, &all, at(case.now));
-        if !again.is_empty() {
-            failures.push(format!("{}: planning again added jobs", case.name));
-        }
-        let mut ids: Vec<Uuid> = jobs.iter().map(|j| j.notification.id).collect();
-        ids.sort();
-        ids.dedup();
-        if ids.len() != jobs.len() {
-            failures.push(format!("{}: duplicate ids", case.name));
-        }
+        check_case(
+            case.name,
+            case.want,
+            (case.existing)(),
+            |existing| plan_check_events(&m, &check(), &events, existing, at(case.now)),
+            &mut failures,
+        );
     }
     // A check without a rule plans nothing.
     let m = model(base_rule());
     let other = CheckId::host("default", "other");
     let evs = [cev(NotificationKind::FlappingStarted, 5, 4)];
     assert!(plan_check_events(&m, &other, &evs, &[], at(5)).is_empty());
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n{}",
-        failures.len(),
-        EVENT_CASES.len(),
-        failures.join("\n")
-    );
+    assert_no_failures(&failures, EVENT_CASES.len());
 }
 
 #[test]

@@ -21,6 +21,11 @@ fn policy(failed_after: u32, recovers_after: u32) -> Policy {
         .build()
 }
 
+/// A dependency's state.
+fn dep(hard: bool, ok: bool) -> DependencyState {
+    DependencyState { hard, ok }
+}
+
 /// One check driven through inputs one minute apart.
 struct Sim {
     policy: Policy,
@@ -234,12 +239,7 @@ fn no_realert_when_acknowledged_or_held_back() {
         ("suppressed", |s| {
             s.suppressed(true);
         }),
-        ("encompassed", |s| {
-            s.deps = vec![DependencyState {
-                hard: true,
-                ok: false,
-            }]
-        }),
+        ("encompassed", |s| s.deps = vec![dep(true, false)]),
     ];
     for (name, setup) in cases {
         let mut sim = Sim::new(policy(1, 1));
@@ -259,16 +259,7 @@ fn soft_dependency_holds_the_dependant_soft() {
     for failed_after in [1u32, 2, 3] {
         let mut sim = Sim::new(policy(failed_after, 3));
         sim.result(OkS);
-        sim.deps = vec![
-            DependencyState {
-                hard: true,
-                ok: true,
-            },
-            DependencyState {
-                hard: false,
-                ok: false,
-            },
-        ];
+        sim.deps = vec![dep(true, true), dep(false, false)];
         for n in 1..=failed_after + 3 {
             let t = sim.result(Critical);
             let ctx = format!("failed_after {failed_after}, result {n}");
@@ -285,10 +276,7 @@ fn soft_dependency_holds_the_dependant_soft() {
             assert_eq!(t.events, vec![], "{ctx}");
         }
         // The dependency settles ok: the next result turns hard and alerts.
-        sim.deps = vec![DependencyState {
-            hard: true,
-            ok: true,
-        }];
+        sim.deps = vec![dep(true, true)];
         let t = sim.result(Critical);
         assert!(t.state.hard);
         assert_eq!(t.state.attempt, failed_after);
@@ -300,10 +288,7 @@ fn soft_dependency_holds_the_dependant_soft() {
 fn soft_dependency_holds_a_recovery_soft_too() {
     let mut sim = Sim::new(policy(1, 1));
     sim.hard_failing(Critical);
-    sim.deps = vec![DependencyState {
-        hard: false,
-        ok: true,
-    }];
+    sim.deps = vec![dep(false, true)];
     let t = sim.result(OkS);
     assert!(!t.state.hard && t.state.ok);
     assert_eq!(t.events, vec![]);
@@ -316,18 +301,9 @@ fn soft_dependency_holds_a_recovery_soft_too() {
 #[test]
 fn encompassed_by_a_hard_failing_dependency() {
     // (dependencies, encompassed?)
-    let hard_bad = DependencyState {
-        hard: true,
-        ok: false,
-    };
-    let hard_ok = DependencyState {
-        hard: true,
-        ok: true,
-    };
-    let soft_bad = DependencyState {
-        hard: false,
-        ok: false,
-    };
+    let hard_bad = dep(true, false);
+    let hard_ok = dep(true, true);
+    let soft_bad = dep(false, false);
     let cases: &[(&[DependencyState], bool)] = &[
         (&[], false),
         (&[hard_ok], false),
@@ -363,10 +339,7 @@ fn encompassed_by_a_hard_failing_dependency() {
 fn encompassed_check_still_recovers() {
     let mut sim = Sim::new(policy(1, 1));
     sim.hard_failing(Critical);
-    sim.deps = vec![DependencyState {
-        hard: true,
-        ok: false,
-    }];
+    sim.deps = vec![dep(true, false)];
     let t = sim.result(OkS);
     assert_eq!(t.events, vec![Event::Recovery]);
 }
@@ -872,10 +845,7 @@ fn ack_ends_at_hard_ok_even_while_recovery_is_held_back() {
 fn encompassed_check_never_realerts() {
     let mut sim = Sim::new(policy(1, 1));
     sim.hard_failing(Warning);
-    sim.deps = vec![DependencyState {
-        hard: true,
-        ok: false,
-    }];
+    sim.deps = vec![dep(true, false)];
     for status in [Critical, Warning, Unknown, Critical] {
         let t = sim.result(status);
         assert!(t.state.encompassed && t.state.current_alert.is_some());
