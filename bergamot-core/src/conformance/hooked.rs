@@ -103,6 +103,7 @@ pass_on! {
     fn apply_results(&self, results: &[CheckResult], now: DateTime<Utc>) -> Result<Vec<Result<Transition>>>;
     fn state(&self, check: CheckId) -> Result<CheckState>;
     fn states(&self) -> Result<Vec<(CheckId, CheckState)>>;
+    fn states_checked_before(&self, before: DateTime<Utc>) -> Result<Vec<(CheckId, CheckState)>>;
     fn group_states(&self, root: Option<GroupId>) -> Result<Vec<GroupState>>;
     fn group_states_of(&self, groups: &[GroupId]) -> Result<Vec<GroupState>>;
     fn location_states_of(&self, locations: &[LocationId]) -> Result<Vec<LocationState>>;
