@@ -16,6 +16,7 @@ mod tcp;
 
 pub use dummy::DummyExecutor;
 pub use http::HttpExecutor;
+pub(crate) use nagios::{process_group, DEFAULT_PATH};
 pub use nagios::{NagiosExecutor, DRAIN_LIMIT, STDOUT_LIMIT};
 pub use perfdata::{parse_plugin_output, ParsedOutput};
 pub use tcp::TcpExecutor;

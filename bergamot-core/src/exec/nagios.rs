@@ -22,7 +22,7 @@ const STDERR_LIMIT: usize = 4 * 1024;
 /// process group was killed (a child that left the group may hold them).
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 /// `PATH` for plugins when the daemon has none.
-const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+pub(crate) const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// Runs Nagios plugins.
 ///
@@ -131,6 +131,15 @@ fn env_param(execute: &ExecuteCheck) -> Result<Vec<(String, String)>, String> {
             }
         })
         .collect()
+}
+
+/// The process group of a child spawned with `process_group(0)`: it leads
+/// its own group, so its pid is the group id (`None` once it was reaped).
+pub(crate) fn process_group(child: &tokio::process::Child) -> Option<Pid> {
+    child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .map(Pid::from_raw)
 }
 
 /// Kills the process group `pgid` with SIGKILL (a group already gone is fine).
@@ -262,11 +271,7 @@ impl Executor for NagiosExecutor {
                 );
             }
         };
-        // The child leads its own process group: its pid is the group id.
-        let pgid = child
-            .id()
-            .and_then(|id| i32::try_from(id).ok())
-            .map(Pid::from_raw);
+        let pgid = process_group(&child);
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
 

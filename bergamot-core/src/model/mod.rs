@@ -2,7 +2,7 @@
 //! resolved model that a configuration loads to.
 
 mod check;
-pub(crate) use check::secs as secs_serde;
+pub(crate) use check::{opt_secs as opt_secs_serde, secs as secs_serde};
 mod ids;
 mod result;
 mod status;

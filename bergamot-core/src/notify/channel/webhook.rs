@@ -64,14 +64,7 @@ impl WebhookChannel {
     /// Builds the channel from its `[[channel]]` table.
     pub fn from_config(cfg: &ChannelConfig) -> crate::Result<Self> {
         let mut s = Settings::new(cfg);
-        let url = s.required_string("url");
-        let target = url.and_then(|u| match Target::parse(&u, false) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                s.problem("url", e);
-                None
-            }
-        });
+        let target = Target::from_settings(&mut s, false);
         let headers = match s.string_map("headers").map(|m| parse_headers(&m)) {
             None => Vec::new(),
             Some(Ok(h)) => h,
@@ -114,16 +107,7 @@ pub(crate) fn signature(secret: &[u8], body: &[u8]) -> String {
 #[async_trait]
 impl Notifier for WebhookChannel {
     async fn send(&self, n: &Notification) -> Result<(), SendError> {
-        let own;
-        let target = match n.recipient.settings.get("url") {
-            None => &self.target,
-            Some(url) => {
-                own = Target::parse(url, false).map_err(|e| {
-                    SendError::permanent(format!("contact {}'s webhook url: {e}", n.recipient.name))
-                })?;
-                &own
-            }
-        };
+        let target = self.target.for_recipient(n, "webhook", false)?;
         let body = Bytes::from(notification_json(n).to_string());
         let mut headers = self.headers.clone();
         let id = HeaderValue::from_str(&n.id.to_string())
@@ -140,7 +124,7 @@ impl Notifier for WebhookChannel {
             headers.push((HeaderName::from_static(SIGNATURE_HEADER), sig));
         }
         self.poster
-            .post("webhook", target, &headers, body, self.timeout)
+            .post("webhook", &target, &headers, body, self.timeout)
             .await
     }
 }
