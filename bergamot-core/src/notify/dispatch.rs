@@ -129,7 +129,7 @@ pub trait Relevance: Send + Sync + 'static {
 
 /// Every job is relevant.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct AlwaysRelevant;
+pub(crate) struct AlwaysRelevant;
 
 #[async_trait]
 impl Relevance for AlwaysRelevant {
@@ -446,7 +446,7 @@ impl DispatcherHandle {
 }
 
 /// Whether a job is done (sent, failed or cancelled): no node claims it again.
-pub fn is_finished(status: JobStatus) -> bool {
+pub(crate) fn is_finished(status: JobStatus) -> bool {
     matches!(
         status,
         JobStatus::Sent | JobStatus::Failed | JobStatus::Cancelled

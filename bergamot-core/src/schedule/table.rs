@@ -15,7 +15,7 @@ use uuid::Uuid;
 /// Shortest interval the schedule runs a check at; shorter intervals
 /// (a zero `every` from a bad config) are raised to it so a check can never
 /// spin.
-pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Tuning of a [`Schedule`]. [`Default`] gives the documented values.
 #[derive(Debug, Clone, PartialEq, Eq)]

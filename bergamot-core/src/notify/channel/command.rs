@@ -28,7 +28,7 @@ const STDERR_LIMIT: usize = 64 * 1024;
 /// aliases; see docs/notifications.md) — never the daemon's other variables.
 /// Exit 0 is sent; anything else is transient, with stderr's first line.
 #[derive(Clone)]
-pub struct CommandChannel {
+pub(crate) struct CommandChannel {
     name: String,
     argv: Vec<String>,
     timeout: Duration,
@@ -48,7 +48,7 @@ impl std::fmt::Debug for CommandChannel {
 
 impl CommandChannel {
     /// Builds the channel from its `[[channel]]` table.
-    pub fn from_config(cfg: &ChannelConfig) -> crate::Result<Self> {
+    pub(crate) fn from_config(cfg: &ChannelConfig) -> crate::Result<Self> {
         let mut s = Settings::new(cfg);
         let present = cfg.settings.get("command").is_some_and(|v| !v.is_null());
         let argv = s.string_list("command");

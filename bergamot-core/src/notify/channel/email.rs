@@ -14,7 +14,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How the SMTP connection is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SmtpSecurity {
+pub(crate) enum SmtpSecurity {
     /// Plain SMTP (default port 25): only for a relay on a trusted network.
     None,
     /// Plain connection upgraded with STARTTLS, which is required (port 587).

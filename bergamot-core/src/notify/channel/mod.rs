@@ -45,12 +45,11 @@ pub(crate) mod message;
 mod slack;
 mod webhook;
 
-pub use command::CommandChannel;
-pub use email::{EmailChannel, SmtpSecurity};
-pub use log::LogChannel;
-pub use message::{notification_json, Template, PAYLOAD_VERSION};
+use command::CommandChannel;
+pub use email::EmailChannel;
+use log::LogChannel;
 pub use slack::SlackChannel;
-pub use webhook::{WebhookChannel, IDEMPOTENCY_HEADER, ID_HEADER, SIGNATURE_HEADER};
+use webhook::WebhookChannel;
 
 use super::{ChannelConfig, Notifier};
 use crate::error::{ConfigErrors, ConfigProblem};

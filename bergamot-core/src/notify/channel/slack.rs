@@ -119,7 +119,10 @@ impl Notifier for SlackChannel {
         let body = Bytes::from(self.payload(n).to_string());
         let id = hyper::header::HeaderValue::from_str(&n.id.to_string())
             .map_err(|_| SendError::permanent("bad notification id"))?;
-        let headers = [(hyper::header::HeaderName::from_static(super::ID_HEADER), id)];
+        let headers = [(
+            hyper::header::HeaderName::from_static(super::webhook::ID_HEADER),
+            id,
+        )];
         self.poster
             .post("slack", &target, &headers, body, self.timeout)
             .await

@@ -11,18 +11,18 @@ use hyper::header::{HeaderName, HeaderValue};
 use std::time::Duration;
 
 /// The header carrying the notification (job) id, for receiver-side dedup.
-pub const ID_HEADER: &str = "x-bergamot-notification-id";
+pub(crate) const ID_HEADER: &str = "x-bergamot-notification-id";
 /// The same id as a conventional idempotency key.
-pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+pub(crate) const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 /// `sha256=<hex HMAC-SHA256 of the body with the channel's secret>`.
-pub const SIGNATURE_HEADER: &str = "x-bergamot-signature";
+pub(crate) const SIGNATURE_HEADER: &str = "x-bergamot-signature";
 /// The notification's kind (`alert`, `recovery`, ...).
 pub(super) const EVENT_HEADER: &str = "x-bergamot-event";
 
 /// Default time for one whole POST (connect to response).
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// POSTs the JSON payload ([`super::notification_json`]) to `url`.
+/// POSTs the JSON payload ([`notification_json`](super::message::notification_json)) to `url`.
 ///
 /// Settings: `url` (required; `http://` or `https://`, userinfo becomes
 /// basic auth), `headers` (table of extra headers), `secret` (signs the
@@ -32,7 +32,7 @@ pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// 2xx is sent; 408, 429, 5xx, a timeout or a connection error are
 /// transient; other statuses are permanent.
 #[derive(Clone)]
-pub struct WebhookChannel {
+pub(crate) struct WebhookChannel {
     name: String,
     target: Target,
     headers: Vec<(HeaderName, HeaderValue)>,
@@ -62,7 +62,7 @@ impl std::fmt::Debug for WebhookChannel {
 
 impl WebhookChannel {
     /// Builds the channel from its `[[channel]]` table.
-    pub fn from_config(cfg: &ChannelConfig) -> crate::Result<Self> {
+    pub(crate) fn from_config(cfg: &ChannelConfig) -> crate::Result<Self> {
         let mut s = Settings::new(cfg);
         let target = Target::from_settings(&mut s, false);
         let headers = match s.string_map("headers").map(|m| parse_headers(&m)) {
