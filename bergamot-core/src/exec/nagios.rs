@@ -39,8 +39,10 @@ pub(crate) const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 ///
 /// Exit codes 0–3 map to OK, WARNING, CRITICAL, UNKNOWN; any other code, a
 /// death by signal, or a plugin that cannot be started is ERROR with an
-/// output that names the plugin and the reason. Output is parsed with
-/// [`parse_plugin_output`]; stdout is capped at [`STDOUT_LIMIT`]. Stderr is
+/// output that names the plugin and the reason. Output is parsed as the
+/// Nagios plugin guidelines lay it out (first line, long output, perfdata
+/// after `|`; malformed perfdata is skipped); stdout is capped at
+/// [`STDOUT_LIMIT`]. Stderr is
 /// kept too: it is the output when stdout is empty, and otherwise it is
 /// appended to the long output as lines starting with `stderr: `.
 ///

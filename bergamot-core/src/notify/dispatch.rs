@@ -453,7 +453,7 @@ pub(crate) fn is_finished(status: JobStatus) -> bool {
     )
 }
 
-/// The planner's relevance rule ([`still_relevant`](super::plan::still_relevant))
+/// The planner's relevance rule ([`Planner::still_relevant`](super::Planner::still_relevant))
 /// over the check's current state in a [`Store`](crate::store::Store).
 ///
 /// A job of a check that no longer exists is cancelled; when the store

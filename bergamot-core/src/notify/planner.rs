@@ -425,9 +425,19 @@ impl Planner {
         Ok(n)
     }
 
-    /// Whether a due job should still be sent ([`still_relevant`] over the
-    /// current state of its check); `Ok(Err(reason))`: cancel it. A job of a
-    /// check no longer configured is cancelled.
+    /// Whether a due job should still be sent, given the current state of
+    /// its check's alert; `Ok(Err(reason))`: cancel it. A job of a check no
+    /// longer configured is cancelled. The rule:
+    ///
+    /// - alert, realert (first notifications): while the alert is open and
+    ///   not acknowledged;
+    /// - repeats and escalations (`sequence > 0` or `escalation > 0` of an
+    ///   alert): also not while held back;
+    /// - acknowledge: while the alert is open;
+    /// - flapping started / stopped: while the check is still / not again
+    ///   flapping; downtime started / ended: while the check is still / not
+    ///   again in downtime;
+    /// - recovery, test and the rest: always.
     pub async fn still_relevant(
         &self,
         job: &NotificationJob,
