@@ -125,11 +125,7 @@ impl<Id: Copy + Ord + Hash> Nodes<Id> {
         let mut ids: Vec<Id> = ids.collect();
         ids.sort();
         ids.dedup();
-        let index = ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| (*id, i as u32))
-            .collect();
+        let index = positions(&ids);
         Nodes {
             ids,
             index,
@@ -227,6 +223,14 @@ impl<Id: Copy + Ord + Hash> Nodes<Id> {
     }
 }
 
+/// Each id's position in `ids`.
+fn positions<Id: Copy + Eq + Hash>(ids: &[Id]) -> HashMap<Id, u32> {
+    ids.iter()
+        .enumerate()
+        .map(|(i, id)| (*id, i as u32))
+        .collect()
+}
+
 /// Walks `start` and everything reachable through `next`, each node once.
 fn closure<'a>(
     start: u32,
@@ -322,11 +326,7 @@ impl GraphIndex {
             counts_in_locations.push(c.kind == CheckKind::Host);
         }
         let check_ids: Vec<CheckId> = checks.iter().map(|c| c.id).collect();
-        let check_index = check_ids
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (*c, i as u32))
-            .collect();
+        let check_index = positions(&check_ids);
         GraphIndex {
             checks: check_ids,
             check_index,
