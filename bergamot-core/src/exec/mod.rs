@@ -26,14 +26,14 @@ pub use tcp::TcpExecutor;
 pub mod engine {
     /// The engine of [`NagiosExecutor`](super::NagiosExecutor): runs a
     /// plugin command (`params.command`, an argv), the config's default.
-    pub const NAGIOS: &str = "nagios";
+    pub(crate) const NAGIOS: &str = "nagios";
     /// The engine of a check nothing runs: its results are submitted
     /// (`POST /api/checks/{id}/results`). No executor serves it and the
     /// scheduler does not hold it.
-    pub const PASSIVE: &str = "passive";
+    pub(crate) const PASSIVE: &str = "passive";
 
     /// Whether `engine` is run by no executor: results are submitted.
-    pub fn is_passive(engine: &str) -> bool {
+    pub(crate) fn is_passive(engine: &str) -> bool {
         engine == PASSIVE
     }
 

@@ -8,6 +8,6 @@ mod result;
 mod status;
 
 pub use check::{Check, CheckBuilder, CheckKind, Group, Location, Model, Policy, PolicyBuilder};
-pub use ids::{CheckId, GroupId, LocationId, ObjectKind, ResultId};
+pub use ids::{CheckId, GroupId, LocationId, ResultId};
 pub use result::{CheckResult, Perfdata, ResultLimits, DEFAULT_MAX_OUTPUT, DEFAULT_MAX_SKEW};
 pub use status::{Status, UnknownStatus};
