@@ -1,7 +1,8 @@
 //! Channel kinds and the registry that builds them from `[[channel]]` tables.
 //!
 //! [`Channels::standard`] knows the built-in kinds (`email`, `webhook`,
-//! `slack`, `command`, `log`); an embedding developer adds their own with
+//! `slack`, `command`, `log`; their settings, headers and status rules are in
+//! `docs/notifications.md`); an embedding developer adds their own with
 //! [`Channels::register`]:
 //!
 //! ```
