@@ -1,6 +1,6 @@
 //! Freshness: a scheduled check whose last result is older than its bound
 //! gets a *stale mark*, a synthetic `TIMEOUT` result whose output starts
-//! with [`STALE_PREFIX`], so that a dead scheduler or a dead worker fleet
+//! with `STALE: `, so that a dead scheduler or a dead worker fleet
 //! alerts like any other problem instead of leaving the last status on
 //! screen.
 //!
@@ -37,7 +37,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 /// How every stale mark's output begins.
-pub const STALE_PREFIX: &str = "STALE: ";
+const STALE_PREFIX: &str = "STALE: ";
 
 /// Namespace of the stale marks' result ids.
 const STALE_NAMESPACE: Uuid = Uuid::from_u128(0x8d2e_51c4_0b7f_4a1e_9c33_6f0d_b2a8_e417);

@@ -267,7 +267,7 @@ impl Processor {
 /// before the aggregates). An alert update names the open alert, or on a
 /// recovery the alert the transition closed ([`Transition::closed_alert`]);
 /// nil when there is neither (a flapping event of a check with no alert).
-pub fn transition_updates(check: CheckId, t: &Transition, at: DateTime<Utc>) -> Vec<Update> {
+pub(crate) fn transition_updates(check: CheckId, t: &Transition, at: DateTime<Utc>) -> Vec<Update> {
     let mut out = Vec::with_capacity(1 + t.events.len());
     out.push(Update::Check(CheckUpdate {
         check_id: check,

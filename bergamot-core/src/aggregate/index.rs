@@ -6,6 +6,7 @@ use super::{Aggregate, GroupState, LocationState};
 use crate::model::{CheckId, CheckKind, GroupId, LocationId, Model, Status};
 use crate::state::CheckState;
 use std::collections::HashMap;
+use std::hash::Hash;
 
 /// What one check adds to an aggregate: its effective status (PENDING when
 /// ignored) and its ignore flags. Small and `Copy` so a backend can snapshot
@@ -88,10 +89,8 @@ impl Rows {
 pub struct GraphIndex {
     checks: Vec<CheckId>,
     check_index: HashMap<CheckId, u32>,
-    groups: Vec<GroupId>,
-    group_index: HashMap<GroupId, u32>,
-    locations: Vec<LocationId>,
-    location_index: HashMap<LocationId, u32>,
+    groups: Nodes<GroupId>,
+    locations: Nodes<LocationId>,
     /// Per check: every group it is in, directly or below (deduplicated, sorted by id).
     check_groups: Rows,
     /// Per check: the locations its host is in (host checks only count in
@@ -99,10 +98,137 @@ pub struct GraphIndex {
     check_locations: Rows,
     /// Per check: whether it counts in location aggregates (a host check).
     counts_in_locations: Vec<bool>,
-    /// Per group: itself and its descendant groups.
-    group_subtree: Rows,
-    /// Per location: itself and its descendant locations.
-    location_subtree: Rows,
+}
+
+/// The groups or the locations of a model: their ids sorted (a node's
+/// position is its index), and per node itself and its descendants.
+#[derive(Debug, Clone)]
+struct Nodes<Id> {
+    ids: Vec<Id>,
+    index: HashMap<Id, u32>,
+    subtree: Rows,
+}
+
+impl<Id> Default for Nodes<Id> {
+    fn default() -> Self {
+        Nodes {
+            ids: Vec::new(),
+            index: HashMap::new(),
+            subtree: Rows::default(),
+        }
+    }
+}
+
+impl<Id: Copy + Ord + Hash> Nodes<Id> {
+    /// Sorted, deduplicated `ids` and their index; subtrees come later.
+    fn new(ids: impl Iterator<Item = Id>) -> Self {
+        let mut ids: Vec<Id> = ids.collect();
+        ids.sort();
+        ids.dedup();
+        let index = positions(&ids);
+        Nodes {
+            ids,
+            index,
+            subtree: Rows::new(),
+        }
+    }
+
+    fn get(&self, id: &Id) -> Option<u32> {
+        self.index.get(id).copied()
+    }
+
+    /// Empty parent and child lists, one per node.
+    fn empty_links(&self) -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
+        (
+            vec![Vec::new(); self.ids.len()],
+            vec![Vec::new(); self.ids.len()],
+        )
+    }
+
+    /// Sets each node's subtree from `children`; returns each node's
+    /// ancestors (itself included) from `parents`.
+    fn link(&mut self, parents: &[Vec<u32>], children: &[Vec<u32>]) -> Rows {
+        let mut stamp = vec![u32::MAX; self.ids.len()];
+        let mut mark = 0u32;
+        let mut ancestors = Rows::new();
+        let mut subtree = Rows::new();
+        for i in 0..self.ids.len() as u32 {
+            mark += 1;
+            ancestors.push_row(closure(i, &mut stamp, mark, |n| &parents[n as usize]));
+            mark += 1;
+            subtree.push_row(closure(i, &mut stamp, mark, |n| &children[n as usize]));
+        }
+        self.subtree = subtree;
+        ancestors
+    }
+
+    /// The ids selected by `root` (all, or root and its descendants; an
+    /// unknown root selects nothing), as indices sorted by id.
+    fn select(&self, root: Option<Id>) -> Vec<u32> {
+        match root {
+            None => (0..self.ids.len() as u32).collect(),
+            Some(r) => match self.get(&r) {
+                None => Vec::new(),
+                Some(ri) => {
+                    let mut v = self.subtree.row(ri as usize).to_vec();
+                    v.sort_unstable();
+                    v
+                }
+            },
+        }
+    }
+
+    /// The indices of the known ones of `ids`, sorted, each once.
+    fn select_of(&self, ids: &[Id]) -> Vec<u32> {
+        let mut idx: Vec<u32> = ids.iter().filter_map(|id| self.get(id)).collect();
+        idx.sort_unstable();
+        idx.dedup();
+        idx
+    }
+
+    /// The state (made by `state`) of each selected node out of `aggregates`.
+    fn pick<S>(
+        &self,
+        selected: Vec<u32>,
+        aggregates: &[Aggregate],
+        state: impl Fn(Id, Aggregate) -> S,
+    ) -> Vec<S> {
+        selected
+            .into_iter()
+            .filter_map(|i| Some(state(self.ids[i as usize], *aggregates.get(i as usize)?)))
+            .collect()
+    }
+
+    /// Aggregates of every node, from the contribution of every check
+    /// (`checks` of them) to the nodes `row` gives for it.
+    fn aggregate<'r>(
+        &self,
+        checks: usize,
+        row: impl Fn(usize) -> &'r [u32],
+        contribution: impl Fn(usize) -> Contribution,
+    ) -> Vec<Aggregate> {
+        let mut aggs = vec![Aggregate::empty(); self.ids.len()];
+        for ci in 0..checks {
+            let row = row(ci);
+            if row.is_empty() {
+                continue;
+            }
+            let c = contribution(ci);
+            for &n in row {
+                aggs[n as usize].add_counts(c);
+            }
+        }
+        aggs.iter_mut().for_each(Aggregate::refresh);
+        aggs
+    }
+}
+
+/// Each id's position in `ids`.
+fn positions<Id: Copy + Eq + Hash>(ids: &[Id]) -> HashMap<Id, u32> {
+    ids.iter()
+        .enumerate()
+        .map(|(i, id)| (*id, i as u32))
+        .collect()
 }
 
 /// Walks `start` and everything reachable through `next`, each node once.
@@ -128,77 +254,36 @@ fn closure<'a>(
 }
 
 impl GraphIndex {
-    /// Indexes a model.
+    /// Indexes `model`.
     pub fn new(model: &Model) -> Self {
-        let mut groups: Vec<GroupId> = model.groups.iter().map(|g| g.id).collect();
-        groups.sort();
-        groups.dedup();
-        let group_index: HashMap<GroupId, u32> = groups
-            .iter()
-            .enumerate()
-            .map(|(i, g)| (*g, i as u32))
-            .collect();
-        let mut locations: Vec<LocationId> = model.locations.iter().map(|l| l.id).collect();
-        locations.sort();
-        locations.dedup();
-        let location_index: HashMap<LocationId, u32> = locations
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (*l, i as u32))
-            .collect();
+        let mut groups = Nodes::new(model.groups.iter().map(|g| g.id));
+        let mut locations = Nodes::new(model.locations.iter().map(|l| l.id));
 
         // Parent and child lists, by index.
-        let mut group_parents: Vec<Vec<u32>> = vec![Vec::new(); groups.len()];
-        let mut group_children: Vec<Vec<u32>> = vec![Vec::new(); groups.len()];
+        let (mut group_parents, mut group_children) = groups.empty_links();
         for g in &model.groups {
-            let Some(&gi) = group_index.get(&g.id) else {
+            let Some(gi) = groups.get(&g.id) else {
                 continue;
             };
             for p in &g.parents {
-                if let Some(&pi) = group_index.get(p) {
+                if let Some(pi) = groups.get(p) {
                     group_parents[gi as usize].push(pi);
                     group_children[pi as usize].push(gi);
                 }
             }
         }
-        let mut location_parent: Vec<Vec<u32>> = vec![Vec::new(); locations.len()];
-        let mut location_children: Vec<Vec<u32>> = vec![Vec::new(); locations.len()];
+        let (mut location_parent, mut location_children) = locations.empty_links();
         for l in &model.locations {
-            let Some(&li) = location_index.get(&l.id) else {
+            let Some(li) = locations.get(&l.id) else {
                 continue;
             };
-            if let Some(pi) = l.parent.and_then(|p| location_index.get(&p).copied()) {
+            if let Some(pi) = l.parent.and_then(|p| locations.get(&p)) {
                 location_parent[li as usize] = vec![pi];
                 location_children[pi as usize].push(li);
             }
         }
-
-        let mut stamp = vec![u32::MAX; groups.len().max(locations.len())];
-        let mut mark = 0u32;
-        let mut next_mark = || {
-            mark += 1;
-            mark
-        };
-
-        let mut group_ancestors = Rows::new();
-        let mut group_subtree = Rows::new();
-        for gi in 0..groups.len() as u32 {
-            let m = next_mark();
-            group_ancestors.push_row(closure(gi, &mut stamp, m, |g| &group_parents[g as usize]));
-            let m = next_mark();
-            group_subtree.push_row(closure(gi, &mut stamp, m, |g| &group_children[g as usize]));
-        }
-        let mut location_ancestors = Rows::new();
-        let mut location_subtree = Rows::new();
-        for li in 0..locations.len() as u32 {
-            let m = next_mark();
-            location_ancestors
-                .push_row(closure(li, &mut stamp, m, |l| &location_parent[l as usize]));
-            let m = next_mark();
-            location_subtree.push_row(closure(li, &mut stamp, m, |l| {
-                &location_children[l as usize]
-            }));
-        }
+        let group_ancestors = groups.link(&group_parents, &group_children);
+        let location_ancestors = locations.link(&location_parent, &location_children);
 
         let mut checks: Vec<&crate::model::Check> = model.checks.iter().collect();
         checks.sort_by_key(|c| c.id);
@@ -208,11 +293,11 @@ impl GraphIndex {
         let mut check_groups = Rows::new();
         let mut check_locations = Rows::new();
         let mut counts_in_locations = Vec::with_capacity(checks.len());
-        let mut gstamp = vec![u32::MAX; groups.len()];
+        let mut gstamp = vec![u32::MAX; groups.ids.len()];
         for (ci, c) in checks.iter().enumerate() {
             let mut row = Vec::new();
             for g in &c.groups {
-                if let Some(&gi) = group_index.get(g) {
+                if let Some(gi) = groups.get(g) {
                     for &a in group_ancestors.row(gi as usize) {
                         if gstamp[a as usize] != ci as u32 {
                             gstamp[a as usize] = ci as u32;
@@ -230,8 +315,8 @@ impl GraphIndex {
                     .and_then(|h| h.location)
             });
             let loc_row = host_location
-                .and_then(|l| location_index.get(&l))
-                .map(|&li| {
+                .and_then(|l| locations.get(&l))
+                .map(|li| {
                     let mut r = location_ancestors.row(li as usize).to_vec();
                     r.sort_unstable();
                     r
@@ -241,23 +326,15 @@ impl GraphIndex {
             counts_in_locations.push(c.kind == CheckKind::Host);
         }
         let check_ids: Vec<CheckId> = checks.iter().map(|c| c.id).collect();
-        let check_index = check_ids
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (*c, i as u32))
-            .collect();
+        let check_index = positions(&check_ids);
         GraphIndex {
             checks: check_ids,
             check_index,
             groups,
-            group_index,
             locations,
-            location_index,
             check_groups,
             check_locations,
             counts_in_locations,
-            group_subtree,
-            location_subtree,
         }
     }
 
@@ -273,12 +350,12 @@ impl GraphIndex {
 
     /// Every group id, sorted.
     pub fn groups(&self) -> &[GroupId] {
-        &self.groups
+        &self.groups.ids
     }
 
     /// Every location id, sorted.
     pub fn locations(&self) -> &[LocationId] {
-        &self.locations
+        &self.locations.ids
     }
 
     /// Every group the check is in, directly or through descendants, each once, sorted.
@@ -288,7 +365,7 @@ impl GraphIndex {
             self.check_groups
                 .row(ci)
                 .iter()
-                .map(|&g| self.groups[g as usize])
+                .map(|&g| self.groups.ids[g as usize])
                 .collect(),
         )
     }
@@ -320,39 +397,9 @@ impl GraphIndex {
             self.check_locations
                 .row(ci)
                 .iter()
-                .map(|&l| self.locations[l as usize])
+                .map(|&l| self.locations.ids[l as usize])
                 .collect(),
         )
-    }
-
-    /// The group ids selected by `root` (all, or root and its descendants;
-    /// an unknown root selects nothing), as indices sorted by id.
-    fn select_groups(&self, root: Option<GroupId>) -> Vec<u32> {
-        match root {
-            None => (0..self.groups.len() as u32).collect(),
-            Some(r) => match self.group_index.get(&r) {
-                None => Vec::new(),
-                Some(&ri) => {
-                    let mut v = self.group_subtree.row(ri as usize).to_vec();
-                    v.sort_unstable();
-                    v
-                }
-            },
-        }
-    }
-
-    fn select_locations(&self, root: Option<LocationId>) -> Vec<u32> {
-        match root {
-            None => (0..self.locations.len() as u32).collect(),
-            Some(r) => match self.location_index.get(&r) {
-                None => Vec::new(),
-                Some(&ri) => {
-                    let mut v = self.location_subtree.row(ri as usize).to_vec();
-                    v.sort_unstable();
-                    v
-                }
-            },
-        }
     }
 
     /// Aggregates of every group, indexed like [`GraphIndex::groups`], from the
@@ -361,19 +408,11 @@ impl GraphIndex {
         &self,
         contribution: impl Fn(usize) -> Contribution,
     ) -> Vec<Aggregate> {
-        let mut aggs = vec![Aggregate::empty(); self.groups.len()];
-        for ci in 0..self.checks.len() {
-            let row = self.check_groups.row(ci);
-            if row.is_empty() {
-                continue;
-            }
-            let c = contribution(ci);
-            for &g in row {
-                aggs[g as usize].add_counts(c);
-            }
-        }
-        aggs.iter_mut().for_each(Aggregate::refresh);
-        aggs
+        self.groups.aggregate(
+            self.checks.len(),
+            |ci| self.check_groups.row(ci),
+            contribution,
+        )
     }
 
     /// Aggregates of every location, indexed like [`GraphIndex::locations`].
@@ -381,51 +420,24 @@ impl GraphIndex {
         &self,
         contribution: impl Fn(usize) -> Contribution,
     ) -> Vec<Aggregate> {
-        let mut aggs = vec![Aggregate::empty(); self.locations.len()];
-        for ci in 0..self.checks.len() {
-            let row = self.location_indices_of_check(ci);
-            if row.is_empty() {
-                continue;
-            }
-            let c = contribution(ci);
-            for &l in row {
-                aggs[l as usize].add_counts(c);
-            }
-        }
-        aggs.iter_mut().for_each(Aggregate::refresh);
-        aggs
+        self.locations.aggregate(
+            self.checks.len(),
+            |ci| self.location_indices_of_check(ci),
+            contribution,
+        )
     }
 
     /// Picks the groups of `root` (see [`GraphIndex::group_states`]) out of
     /// precomputed aggregates (indexed like [`GraphIndex::groups`]).
     pub fn pick_groups(&self, aggregates: &[Aggregate], root: Option<GroupId>) -> Vec<GroupState> {
-        self.select_groups(root)
-            .into_iter()
-            .filter_map(|g| {
-                Some(GroupState {
-                    id: self.groups[g as usize],
-                    aggregate: *aggregates.get(g as usize)?,
-                })
-            })
-            .collect()
+        let selected = self.groups.select(root);
+        self.groups.pick(selected, aggregates, group_state)
     }
 
     /// Picks exactly these groups (unknown ids left out, sorted, each once).
     pub fn pick_groups_of(&self, aggregates: &[Aggregate], ids: &[GroupId]) -> Vec<GroupState> {
-        let mut idx: Vec<u32> = ids
-            .iter()
-            .filter_map(|g| self.group_index.get(g).copied())
-            .collect();
-        idx.sort_unstable();
-        idx.dedup();
-        idx.into_iter()
-            .filter_map(|g| {
-                Some(GroupState {
-                    id: self.groups[g as usize],
-                    aggregate: *aggregates.get(g as usize)?,
-                })
-            })
-            .collect()
+        let selected = self.groups.select_of(ids);
+        self.groups.pick(selected, aggregates, group_state)
     }
 
     /// Picks the locations of `root` out of precomputed aggregates.
@@ -434,15 +446,8 @@ impl GraphIndex {
         aggregates: &[Aggregate],
         root: Option<LocationId>,
     ) -> Vec<LocationState> {
-        self.select_locations(root)
-            .into_iter()
-            .filter_map(|l| {
-                Some(LocationState {
-                    id: self.locations[l as usize],
-                    aggregate: *aggregates.get(l as usize)?,
-                })
-            })
-            .collect()
+        let selected = self.locations.select(root);
+        self.locations.pick(selected, aggregates, location_state)
     }
 
     /// Picks exactly these locations (unknown ids left out, sorted, each once).
@@ -451,20 +456,8 @@ impl GraphIndex {
         aggregates: &[Aggregate],
         ids: &[LocationId],
     ) -> Vec<LocationState> {
-        let mut idx: Vec<u32> = ids
-            .iter()
-            .filter_map(|l| self.location_index.get(l).copied())
-            .collect();
-        idx.sort_unstable();
-        idx.dedup();
-        idx.into_iter()
-            .filter_map(|l| {
-                Some(LocationState {
-                    id: self.locations[l as usize],
-                    aggregate: *aggregates.get(l as usize)?,
-                })
-            })
-            .collect()
+        let selected = self.locations.select_of(ids);
+        self.locations.pick(selected, aggregates, location_state)
     }
 
     /// Aggregates of every group (`root` None) or of `root` and its
@@ -488,6 +481,14 @@ impl GraphIndex {
         let aggs = self.all_location_aggregates(|ci| Contribution::of(states(self.checks[ci])));
         self.pick_locations(&aggs, root)
     }
+}
+
+fn group_state(id: GroupId, aggregate: Aggregate) -> GroupState {
+    GroupState { id, aggregate }
+}
+
+fn location_state(id: LocationId, aggregate: Aggregate) -> LocationState {
+    LocationState { id, aggregate }
 }
 
 /// Aggregates of every group of `model` (`root` None), or of `root` and its

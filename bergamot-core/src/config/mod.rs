@@ -55,10 +55,10 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 /// The site name used when the configuration sets none.
-pub const DEFAULT_SITE: &str = "default";
+pub(crate) const DEFAULT_SITE: &str = "default";
 
 /// The worker pool used when the configuration names none.
-pub const DEFAULT_POOL: &str = "default";
+pub(crate) const DEFAULT_POOL: &str = "default";
 
 /// How to load a configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

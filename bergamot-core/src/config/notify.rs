@@ -3,9 +3,8 @@
 //! templates, services, traps and groups, resolved into a [`NotifyModel`].
 
 use super::duration::parse_duration;
-use super::graph::find_cycles;
 use super::raw::{RawContact, RawEscalation, RawNotify, RawTeam, RawTimePeriod};
-use super::resolve::{Conv, Named};
+use super::resolve::{report_cycles, resolve_graph, Conv, Named};
 use super::{Origin, Problems};
 use crate::model::Status;
 use crate::notify::{
@@ -433,20 +432,13 @@ impl NotifyBuild {
             }
             adj.push(out);
         }
-        let cycles = find_cycles(adj.len(), |i| &adj[i]);
-        let cyclic = !cycles.is_empty();
-        for cycle in cycles {
-            let names: Vec<&str> = cycle
-                .iter()
-                .map(|&i| defs.teams[i].0.name.as_str())
-                .collect();
-            let first = &defs.teams[cycle[0]].0;
-            problems.at(
-                first.at,
-                format!("team.{}.members", first.name),
-                format!("cycle in team members: {}", names.join(" -> ")),
-            );
-        }
+        let cyclic = report_cycles(
+            &adj,
+            |i| &defs.teams[i].0,
+            |n| format!("team.{n}.members"),
+            "team members",
+            problems,
+        );
         let mut teams: HashMap<String, Vec<String>> = HashMap::new();
         if !cyclic {
             for (t, _) in &defs.teams {
@@ -483,36 +475,15 @@ impl NotifyBuild {
             .rev()
             .map(|(i, p)| (p.name.name.as_str(), i))
             .collect();
-        let mut padj: Vec<Vec<usize>> = Vec::new();
-        for p in &defs.periods {
-            let mut out = Vec::new();
-            for e in &p.exclude_periods {
-                match period_index.get(e.name.as_str()) {
-                    Some(&i) => out.push(i),
-                    None => problems.at(
-                        e.at,
-                        format!("timeperiod.{}.exclude", p.name.name),
-                        format!(
-                            "unknown timeperiod `{}` (or a bad date: write YYYY-MM-DD)",
-                            e.name
-                        ),
-                    ),
-                }
-            }
-            padj.push(out);
-        }
-        for cycle in find_cycles(padj.len(), |i| &padj[i]) {
-            let names: Vec<&str> = cycle
-                .iter()
-                .map(|&i| defs.periods[i].name.name.as_str())
-                .collect();
-            let first = &defs.periods[cycle[0]].name;
-            problems.at(
-                first.at,
-                format!("timeperiod.{}.exclude", first.name),
-                format!("cycle in timeperiod exclusions: {}", names.join(" -> ")),
-            );
-        }
+        resolve_graph(
+            &defs.periods,
+            |p| (&p.name, &p.exclude_periods),
+            &period_index,
+            |n| format!("timeperiod.{n}.exclude"),
+            |e| format!("unknown timeperiod `{e}` (or a bad date: write YYYY-MM-DD)"),
+            "timeperiod exclusions",
+            problems,
+        );
         for p in &defs.periods {
             let mut exclude: Vec<Exclusion> = p
                 .exclude_dates

@@ -775,18 +775,63 @@ fn index<'a, T>(
     map
 }
 
-/// Reports each cycle of a graph of named nodes once.
-fn report_cycles(
-    cycles: Vec<Vec<usize>>,
-    name: impl Fn(usize) -> (String, Origin, String),
+/// Resolves the links of a graph of named definitions: `node` gives each
+/// one's name and the names it links to (written in `field(its name)`),
+/// `index` maps names to nodes. An unknown name is a problem saying
+/// `unknown(name)`, and so is each cycle (`cycle in {what}`). Returns each
+/// node's known links.
+pub(super) fn resolve_graph<'d, T, L>(
+    nodes: &'d [T],
+    node: impl Fn(&'d T) -> (&'d Named, L),
+    index: &HashMap<&str, usize>,
+    field: impl Fn(&str) -> String,
+    unknown: impl Fn(&str) -> String,
     what: &str,
     problems: &mut Problems,
-) {
-    for cycle in cycles {
-        let path: Vec<String> = cycle.iter().map(|&i| name(i).0).collect();
-        let (_, at, field) = name(cycle[0]);
-        problems.at(at, field, format!("cycle in {what}: {}", path.join(" -> ")));
+) -> Vec<Vec<usize>>
+where
+    L: IntoIterator<Item = &'d Named>,
+{
+    let adj: Vec<Vec<usize>> = nodes
+        .iter()
+        .map(|n| {
+            let (name, links) = node(n);
+            let field = field(&name.name);
+            let mut out = Vec::new();
+            for l in links {
+                match index.get(l.name.as_str()) {
+                    Some(&i) => out.push(i),
+                    None => problems.at(l.at, field.as_str(), unknown(&l.name)),
+                }
+            }
+            out
+        })
+        .collect();
+    report_cycles(&adj, |i| node(&nodes[i]).0, &field, what, problems);
+    adj
+}
+
+/// Reports each cycle of the graph `adj` of nodes named by `name` once, at
+/// its first node in the field `field(its name)`: `cycle in {what}: a -> b`.
+/// Returns whether there was a cycle.
+pub(super) fn report_cycles<'n>(
+    adj: &[Vec<usize>],
+    name: impl Fn(usize) -> &'n Named,
+    field: impl Fn(&str) -> String,
+    what: &str,
+    problems: &mut Problems,
+) -> bool {
+    let cycles = find_cycles(adj.len(), |i| &adj[i]);
+    for cycle in &cycles {
+        let path: Vec<&str> = cycle.iter().map(|&i| name(i).name.as_str()).collect();
+        let first = name(cycle[0]);
+        problems.at(
+            first.at,
+            field(&first.name),
+            format!("cycle in {what}: {}", path.join(" -> ")),
+        );
     }
+    !cycles.is_empty()
 }
 
 /// A service or trap as resolved for one host: its own fields over those of
@@ -1452,53 +1497,23 @@ pub(super) fn build(
     let locations = index(&defs.locations, |l| &l.name, "location", problems);
 
     // Groups: parents known, no cycles.
-    let mut group_adj: Vec<Vec<usize>> = Vec::with_capacity(defs.groups.len());
-    for g in &defs.groups {
-        let mut out = Vec::with_capacity(g.parents.len());
-        for p in &g.parents {
-            match groups.get(p.name.as_str()) {
-                Some(&i) => out.push(i),
-                None => problems.at(
-                    p.at,
-                    format!("group.{}.parents", g.name.name),
-                    format!("unknown group `{}`", p.name),
-                ),
-            }
-        }
-        group_adj.push(out);
-    }
-    report_cycles(
-        find_cycles(group_adj.len(), |i| &group_adj[i]),
-        |i| {
-            let n = &defs.groups[i].name;
-            (n.name.clone(), n.at, format!("group.{}.parents", n.name))
-        },
+    let group_adj = resolve_graph(
+        &defs.groups,
+        |g| (&g.name, &g.parents),
+        &groups,
+        |n| format!("group.{n}.parents"),
+        |p| format!("unknown group `{p}`"),
         "group parents",
         problems,
     );
 
     // Locations: parent known, no cycles.
-    let mut loc_adj: Vec<Vec<usize>> = Vec::with_capacity(defs.locations.len());
-    for l in &defs.locations {
-        let mut out = Vec::new();
-        if let Some(p) = &l.parent {
-            match locations.get(p.name.as_str()) {
-                Some(&i) => out.push(i),
-                None => problems.at(
-                    p.at,
-                    format!("location.{}.parent", l.name.name),
-                    format!("unknown location `{}`", p.name),
-                ),
-            }
-        }
-        loc_adj.push(out);
-    }
-    report_cycles(
-        find_cycles(loc_adj.len(), |i| &loc_adj[i]),
-        |i| {
-            let n = &defs.locations[i].name;
-            (n.name.clone(), n.at, format!("location.{}.parent", n.name))
-        },
+    let loc_adj = resolve_graph(
+        &defs.locations,
+        |l| (&l.name, &l.parent),
+        &locations,
+        |n| format!("location.{n}.parent"),
+        |p| format!("unknown location `{p}`"),
         "locations",
         problems,
     );
@@ -1518,11 +1533,9 @@ pub(super) fn build(
         })
         .collect();
     report_cycles(
-        find_cycles(template_adj.len(), |i| &template_adj[i]),
-        |i| {
-            let n = &defs.templates[i].name;
-            (n.name.clone(), n.at, format!("template.{}.extends", n.name))
-        },
+        &template_adj,
+        |i| &defs.templates[i].name,
+        |n| format!("template.{n}.extends"),
         "template extends",
         problems,
     );

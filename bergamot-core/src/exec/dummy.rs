@@ -19,14 +19,14 @@ use std::collections::HashMap;
 /// With neither `status` nor `statuses` the result is OK. Cheap enough for
 /// load tests (no allocation beyond the result, one short lock for cycles).
 #[derive(Debug, Default)]
-pub struct DummyExecutor {
+pub(crate) struct DummyExecutor {
     /// Next position in `statuses`, per check.
     cycles: Mutex<HashMap<CheckId, usize>>,
 }
 
 impl DummyExecutor {
     /// A dummy executor.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         DummyExecutor::default()
     }
 

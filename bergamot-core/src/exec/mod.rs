@@ -11,13 +11,14 @@
 mod dummy;
 pub(crate) mod http;
 mod nagios;
-pub mod perfdata;
+mod perfdata;
 mod tcp;
 
-pub use dummy::DummyExecutor;
+use dummy::DummyExecutor;
 pub use http::HttpExecutor;
+pub(crate) use nagios::{process_group, DEFAULT_PATH};
 pub use nagios::{NagiosExecutor, DRAIN_LIMIT, STDOUT_LIMIT};
-pub use perfdata::{parse_plugin_output, ParsedOutput};
+pub(crate) use perfdata::parse_plugin_output;
 pub use tcp::TcpExecutor;
 
 /// The engines the core knows by name, in one place: every other module
@@ -25,14 +26,14 @@ pub use tcp::TcpExecutor;
 pub mod engine {
     /// The engine of [`NagiosExecutor`](super::NagiosExecutor): runs a
     /// plugin command (`params.command`, an argv), the config's default.
-    pub const NAGIOS: &str = "nagios";
+    pub(crate) const NAGIOS: &str = "nagios";
     /// The engine of a check nothing runs: its results are submitted
     /// (`POST /api/checks/{id}/results`). No executor serves it and the
     /// scheduler does not hold it.
-    pub const PASSIVE: &str = "passive";
+    pub(crate) const PASSIVE: &str = "passive";
 
     /// Whether `engine` is run by no executor: results are submitted.
-    pub fn is_passive(engine: &str) -> bool {
+    pub(crate) fn is_passive(engine: &str) -> bool {
         engine == PASSIVE
     }
 
@@ -68,7 +69,7 @@ pub trait Executor: Send + Sync + 'static {
 }
 
 /// The timeout executors use when an execute carries none (zero).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How much longer than the check's own timeout [`Executors::execute`] waits
 /// for an executor before it gives up on it and answers TIMEOUT itself: a
@@ -308,8 +309,7 @@ impl Worker {
 
     /// Sets the output caps applied to every result before it is published
     /// (default [`ResultLimits::default`](crate::model::ResultLimits)):
-    /// output and long output are cut at a char boundary with a mark
-    /// ([`truncate_text`](crate::model::truncate_text)).
+    /// output and long output are cut at a char boundary with a mark.
     pub fn with_limits(mut self, limits: crate::model::ResultLimits) -> Self {
         self.limits = limits;
         self

@@ -22,7 +22,7 @@ const STDERR_LIMIT: usize = 4 * 1024;
 /// process group was killed (a child that left the group may hold them).
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 /// `PATH` for plugins when the daemon has none.
-const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+pub(crate) const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// Runs Nagios plugins.
 ///
@@ -39,8 +39,10 @@ const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 ///
 /// Exit codes 0–3 map to OK, WARNING, CRITICAL, UNKNOWN; any other code, a
 /// death by signal, or a plugin that cannot be started is ERROR with an
-/// output that names the plugin and the reason. Output is parsed with
-/// [`parse_plugin_output`]; stdout is capped at [`STDOUT_LIMIT`]. Stderr is
+/// output that names the plugin and the reason. Output is parsed as the
+/// Nagios plugin guidelines lay it out (first line, long output, perfdata
+/// after `|`; malformed perfdata is skipped); stdout is capped at
+/// [`STDOUT_LIMIT`]. Stderr is
 /// kept too: it is the output when stdout is empty, and otherwise it is
 /// appended to the long output as lines starting with `stderr: `.
 ///
@@ -131,6 +133,15 @@ fn env_param(execute: &ExecuteCheck) -> Result<Vec<(String, String)>, String> {
             }
         })
         .collect()
+}
+
+/// The process group of a child spawned with `process_group(0)`: it leads
+/// its own group, so its pid is the group id (`None` once it was reaped).
+pub(crate) fn process_group(child: &tokio::process::Child) -> Option<Pid> {
+    child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .map(Pid::from_raw)
 }
 
 /// Kills the process group `pgid` with SIGKILL (a group already gone is fine).
@@ -262,11 +273,7 @@ impl Executor for NagiosExecutor {
                 );
             }
         };
-        // The child leads its own process group: its pid is the group id.
-        let pgid = child
-            .id()
-            .and_then(|id| i32::try_from(id).ok())
-            .map(Pid::from_raw);
+        let pgid = process_group(&child);
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
 

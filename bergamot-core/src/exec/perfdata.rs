@@ -24,22 +24,22 @@ use crate::model::Perfdata;
 
 /// Plugin output split into its parts.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ParsedOutput {
+pub(crate) struct ParsedOutput {
     /// The first line, without perfdata, trimmed.
-    pub output: String,
+    pub(crate) output: String,
     /// The further lines, without perfdata, joined with `\n`.
-    pub long_output: String,
+    pub(crate) long_output: String,
     /// Every perfdata item that parsed.
-    pub perfdata: Vec<Perfdata>,
+    pub(crate) perfdata: Vec<Perfdata>,
     /// One message per item that did not parse, e.g.
     /// `perfdata: cannot parse 'x=abc' (bad value)`.
-    pub problems: Vec<String>,
+    pub(crate) problems: Vec<String>,
 }
 
 impl ParsedOutput {
     /// The long output with one note line per problem appended, the form
     /// executors put into a result so that a person sees what was skipped.
-    pub fn long_output_with_problems(&self) -> String {
+    pub(crate) fn long_output_with_problems(&self) -> String {
         let mut long = self.long_output.clone();
         for p in &self.problems {
             if !long.is_empty() {
@@ -52,7 +52,7 @@ impl ParsedOutput {
 }
 
 /// Parses plugin output (see the module docs for the format).
-pub fn parse_plugin_output(text: &str) -> ParsedOutput {
+pub(crate) fn parse_plugin_output(text: &str) -> ParsedOutput {
     let mut parsed = ParsedOutput::default();
     let mut lines = text.lines().map(|l| l.strip_suffix('\r').unwrap_or(l));
 
@@ -96,7 +96,7 @@ pub fn parse_plugin_output(text: &str) -> ParsedOutput {
 
 /// Parses a perfdata string (whitespace-separated items), returning the items
 /// that parsed and one problem message per item that did not.
-pub fn parse_perfdata(text: &str) -> (Vec<Perfdata>, Vec<String>) {
+pub(crate) fn parse_perfdata(text: &str) -> (Vec<Perfdata>, Vec<String>) {
     let mut items = Vec::new();
     let mut problems = Vec::new();
     let mut rest = text;

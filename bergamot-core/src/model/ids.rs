@@ -9,7 +9,7 @@ const NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_3c2e_8a4d_4e0b_9f7a_2d5c_b8e1_0a4
 /// The kind of a configured object, part of its derived id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ObjectKind {
+pub(crate) enum ObjectKind {
     /// A host check.
     Host,
     /// A service check on a host.

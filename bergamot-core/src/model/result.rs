@@ -84,7 +84,8 @@ pub const DEFAULT_MAX_SKEW: std::time::Duration = std::time::Duration::from_secs
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResultLimits {
     /// Bytes of `output` kept; the rest is cut at a char boundary and
-    /// replaced by a mark (see [`truncate_text`]).
+    /// replaced by a mark, `… [truncated N bytes]` (N: the bytes cut), the
+    /// text and mark together within the limit.
     pub max_output: usize,
     /// Bytes of `long_output` kept, likewise.
     pub max_long_output: usize,
@@ -115,7 +116,7 @@ impl ResultLimits {
 /// `text` cut to at most `max` bytes in all: a prefix ending at a char
 /// boundary, then `… [truncated N bytes]` (N: the bytes cut); `None` when
 /// it fits. The result fits `max`, so cutting again changes nothing.
-pub fn truncate_text(text: &str, max: usize) -> Option<String> {
+fn truncate_text(text: &str, max: usize) -> Option<String> {
     if text.len() <= max {
         return None;
     }
@@ -130,7 +131,7 @@ pub fn truncate_text(text: &str, max: usize) -> Option<String> {
 }
 
 impl CheckResult {
-    /// Cuts `output` and `long_output` to the limits ([`truncate_text`]);
+    /// Cuts `output` and `long_output` to the limits (see [`ResultLimits`]);
     /// true when something was cut.
     pub fn cap_output(&mut self, limits: &ResultLimits) -> bool {
         let mut cut = false;

@@ -129,7 +129,7 @@ pub trait Relevance: Send + Sync + 'static {
 
 /// Every job is relevant.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct AlwaysRelevant;
+pub(crate) struct AlwaysRelevant;
 
 #[async_trait]
 impl Relevance for AlwaysRelevant {
@@ -446,14 +446,14 @@ impl DispatcherHandle {
 }
 
 /// Whether a job is done (sent, failed or cancelled): no node claims it again.
-pub fn is_finished(status: JobStatus) -> bool {
+pub(crate) fn is_finished(status: JobStatus) -> bool {
     matches!(
         status,
         JobStatus::Sent | JobStatus::Failed | JobStatus::Cancelled
     )
 }
 
-/// The planner's relevance rule ([`still_relevant`](super::plan::still_relevant))
+/// The planner's relevance rule ([`Planner::still_relevant`](super::Planner::still_relevant))
 /// over the check's current state in a [`Store`](crate::store::Store).
 ///
 /// A job of a check that no longer exists is cancelled; when the store

@@ -33,7 +33,6 @@ mod planner;
 mod rules;
 
 pub use period::{Exclusion, TimePeriod, TimePeriods, WeeklyRange, ALWAYS};
-pub use plan::{plan, still_relevant, AlertFacts, AlertNow, CheckEvent, EventFact, Pause};
 pub use planner::{PlanReport, Planner};
 pub use rules::{CheckNotify, Contact, EscalationStep, NotifyModel, NotifyRule};
 
@@ -347,9 +346,10 @@ pub trait NotificationStore: Send + Sync + 'static {
 mod dispatch;
 mod memory;
 
+pub(crate) use dispatch::is_finished;
 pub use dispatch::{
-    is_finished, AlwaysRelevant, Backoff, ChannelMap, Dispatcher, DispatcherConfig,
-    DispatcherHandle, Outcome, Relevance, StoreRelevance,
+    Backoff, ChannelMap, Dispatcher, DispatcherConfig, DispatcherHandle, Outcome, Relevance,
+    StoreRelevance,
 };
 pub use memory::{InMemoryNotificationStore, DEFAULT_FINISHED_CAP, DEFAULT_LIST_LIMIT};
 

@@ -42,67 +42,67 @@ pub(crate) fn job_id(
 
 /// One event of an alert, from the check's history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EventFact {
+pub(crate) struct EventFact {
     /// The history version of the change (realerts are numbered by it).
-    pub version: u64,
+    pub(crate) version: u64,
     /// When it happened.
-    pub at: DateTime<Utc>,
+    pub(crate) at: DateTime<Utc>,
     /// The status after.
-    pub status: Status,
+    pub(crate) status: Status,
     /// The output after.
-    pub output: String,
+    pub(crate) output: String,
 }
 
 /// A span of the alert's life that does not count towards escalations and
 /// repeats: acknowledged, in downtime, suppressed or flapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Pause {
+pub(crate) struct Pause {
     /// Start.
-    pub start: DateTime<Utc>,
+    pub(crate) start: DateTime<Utc>,
     /// End (`None`: still going on).
-    pub end: Option<DateTime<Utc>>,
+    pub(crate) end: Option<DateTime<Utc>>,
 }
 
 /// What is known about one alert, read from durable state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AlertFacts {
+pub(crate) struct AlertFacts {
     /// The alert record (id, check, opened and closed).
-    pub alert: AlertRecord,
+    pub(crate) alert: AlertRecord,
     /// The opening: status and output at the alert event.
-    pub opened: EventFact,
+    pub(crate) opened: EventFact,
     /// Realerts while open, oldest first.
-    pub realerts: Vec<EventFact>,
+    pub(crate) realerts: Vec<EventFact>,
     /// The recovery, once closed.
-    pub closed: Option<EventFact>,
+    pub(crate) closed: Option<EventFact>,
     /// Since when the alert is acknowledged, if it is now.
-    pub acknowledged: Option<DateTime<Utc>>,
+    pub(crate) acknowledged: Option<DateTime<Utc>>,
     /// Whether the check's notifications are held back now (downtime,
     /// suppression, flapping).
-    pub held_back: bool,
+    pub(crate) held_back: bool,
     /// Spans not counted towards escalations and repeats.
-    pub paused: Vec<Pause>,
+    pub(crate) paused: Vec<Pause>,
 }
 
 /// The alert's current state, as [`still_relevant`] needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AlertNow {
+pub(crate) struct AlertNow {
     /// The alert is the check's open alert.
-    pub open: bool,
+    pub(crate) open: bool,
     /// The check is acknowledged.
-    pub acknowledged: bool,
+    pub(crate) acknowledged: bool,
     /// The check's notifications are held back (downtime, suppression, flapping).
-    pub held_back: bool,
+    pub(crate) held_back: bool,
     /// The check is flapping.
     #[serde(default)]
-    pub flapping: bool,
+    pub(crate) flapping: bool,
     /// The check is in a downtime.
     #[serde(default)]
-    pub in_downtime: bool,
+    pub(crate) in_downtime: bool,
 }
 
 impl AlertNow {
     /// The state of alert `alert` given its check's current state.
-    pub fn of(alert: Uuid, state: &CheckState) -> AlertNow {
+    pub(crate) fn of(alert: Uuid, state: &CheckState) -> AlertNow {
         AlertNow {
             open: state.current_alert.is_some_and(|a| a.id == alert),
             acknowledged: state.acknowledged != Ack::None,
@@ -125,7 +125,7 @@ impl AlertNow {
 ///   flapping; downtime started / ended: while the check is still / not
 ///   again in downtime (whatever `open` says: they need no alert);
 /// - recovery, test and the rest: always.
-pub fn still_relevant(job: &NotificationJob, now: &AlertNow) -> Result<(), String> {
+pub(crate) fn still_relevant(job: &NotificationJob, now: &AlertNow) -> Result<(), String> {
     let n = &job.notification;
     match n.kind {
         NotificationKind::Alert | NotificationKind::Realert => {
@@ -207,7 +207,7 @@ pub(crate) fn active_elapsed(
 ///
 /// `existing` are the jobs already planned for this alert (any status);
 /// the result never contains one of their ids, nor the same id twice.
-pub fn plan(
+pub(crate) fn plan(
     model: &NotifyModel,
     facts: &AlertFacts,
     existing: &[NotificationJob],
@@ -371,19 +371,19 @@ pub fn plan(
 /// stopped, downtime started or ended. Unlike alerts, these are told to the
 /// rule's first recipients whether or not an alert is open.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CheckEvent {
+pub(crate) struct CheckEvent {
     /// [`NotificationKind::FlappingStarted`], [`NotificationKind::FlappingStopped`],
     /// [`NotificationKind::DowntimeStarted`] or [`NotificationKind::DowntimeEnded`].
-    pub kind: NotificationKind,
+    pub(crate) kind: NotificationKind,
     /// The event's key, in the alert id's place in the job id: `event_key`
     /// of a history entry, or a downtime's id.
-    pub key: Uuid,
+    pub(crate) key: Uuid,
     /// The change (version, time, status and output after).
-    pub fact: EventFact,
+    pub(crate) fact: EventFact,
     /// Who scheduled the downtime, and why.
-    pub author: Option<(String, String)>,
+    pub(crate) author: Option<(String, String)>,
     /// The check's alert open at the event, if any (the notification's `alert_id`).
-    pub alert: Option<(Uuid, DateTime<Utc>)>,
+    pub(crate) alert: Option<(Uuid, DateTime<Utc>)>,
 }
 
 /// The namespace of check-level event keys.

@@ -380,12 +380,7 @@ impl Planner {
             .iter()
             .find(|h| h.events.contains(&Event::Alert))
             .map(fact)
-            .unwrap_or_else(|| EventFact {
-                version: 0,
-                at: alert.opened_at,
-                status: alert.status,
-                output: state.output.to_string(),
-            });
+            .unwrap_or_else(|| unrecorded(alert.opened_at, alert.status, state.output.to_string()));
         let realerts = entries
             .iter()
             .filter(|h| h.events.contains(&Event::Realert))
@@ -397,12 +392,7 @@ impl Planner {
                 .rev()
                 .find(|h| h.events.contains(&Event::Recovery))
                 .map(fact)
-                .unwrap_or_else(|| EventFact {
-                    version: 0,
-                    at,
-                    status: crate::model::Status::Ok,
-                    output: String::new(),
-                })
+                .unwrap_or_else(|| unrecorded(at, crate::model::Status::Ok, String::new()))
         });
         let facts = AlertFacts {
             alert: alert.clone(),
@@ -435,9 +425,19 @@ impl Planner {
         Ok(n)
     }
 
-    /// Whether a due job should still be sent ([`still_relevant`] over the
-    /// current state of its check); `Ok(Err(reason))`: cancel it. A job of a
-    /// check no longer configured is cancelled.
+    /// Whether a due job should still be sent, given the current state of
+    /// its check's alert; `Ok(Err(reason))`: cancel it. A job of a check no
+    /// longer configured is cancelled. The rule:
+    ///
+    /// - alert, realert (first notifications): while the alert is open and
+    ///   not acknowledged;
+    /// - repeats and escalations (`sequence > 0` or `escalation > 0` of an
+    ///   alert): also not while held back;
+    /// - acknowledge: while the alert is open;
+    /// - flapping started / stopped: while the check is still / not again
+    ///   flapping; downtime started / ended: while the check is still / not
+    ///   again in downtime;
+    /// - recovery, test and the rest: always.
     pub async fn still_relevant(
         &self,
         job: &NotificationJob,
@@ -498,4 +498,14 @@ fn paused_from_history(
         });
     }
     (spans, acked_since)
+}
+
+/// An event the history no longer holds (version 0): what the alert record says.
+fn unrecorded(at: DateTime<Utc>, status: crate::model::Status, output: String) -> EventFact {
+    EventFact {
+        version: 0,
+        at,
+        status,
+        output,
+    }
 }

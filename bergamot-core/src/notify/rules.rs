@@ -72,7 +72,11 @@ pub struct NotifyRule {
     /// Statuses whose alerts are not sent (e.g. `warning`).
     pub ignore_statuses: Vec<Status>,
     /// Repeat the alert this often while open and unacknowledged.
-    #[serde(default, with = "opt_secs")]
+    #[serde(
+        default,
+        serialize_with = "crate::model::opt_secs_serde::serialize",
+        deserialize_with = "lenient_opt_secs"
+    )]
     pub repeat_every: Option<Duration>,
     /// Escalation steps, by increasing `after`.
     pub escalations: Vec<EscalationStep>,
@@ -111,22 +115,11 @@ pub struct NotifyModel {
     pub checks: HashMap<CheckId, CheckNotify>,
 }
 
-mod opt_secs {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_some(&d.as_secs_f64()),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        let v: Option<f64> = Option::deserialize(d)?;
-        Ok(v.filter(|v| v.is_finite() && *v >= 0.0)
-            .map(Duration::from_secs_f64))
-    }
+/// An optional `Duration` from seconds (written as
+/// [`opt_secs_serde`](crate::model::opt_secs_serde) writes it), where a
+/// negative or non-finite number is read as none.
+fn lenient_opt_secs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let v: Option<f64> = Deserialize::deserialize(d)?;
+    Ok(v.filter(|v| v.is_finite() && *v >= 0.0)
+        .map(Duration::from_secs_f64))
 }

@@ -3,6 +3,7 @@
 
 use super::retry::Backoff;
 use super::*;
+use crate::aggregate::{GroupState, LocationState};
 
 impl Processor {
     /// Reloads the model's group graph and the current aggregates (the
@@ -60,48 +61,26 @@ impl Processor {
             locations.extend(index.ancestor_locations(*c).unwrap_or_default());
         }
         let at = Utc::now();
-        let mut updates = Vec::new();
+        let mut current = Vec::new();
         if !groups.is_empty() {
             let groups: Vec<GroupId> = groups.into_iter().collect();
             let states = self.store.group_states_of(&groups).await?;
-            let m = self.memory.lock();
-            for g in states {
-                if m.groups.get(&g.id) != Some(&g.aggregate) {
-                    updates.push(Update::Group(GroupUpdate {
-                        group_id: g.id,
-                        aggregate: g.aggregate,
-                        at,
-                    }));
-                }
-            }
+            current.extend(states.into_iter().map(|g| group_update(g, at)));
         }
         if !locations.is_empty() {
             let locations: Vec<LocationId> = locations.into_iter().collect();
             let states = self.store.location_states_of(&locations).await?;
-            let m = self.memory.lock();
-            for l in states {
-                if m.locations.get(&l.id) != Some(&l.aggregate) {
-                    updates.push(Update::Location(LocationUpdate {
-                        location_id: l.id,
-                        aggregate: l.aggregate,
-                        at,
-                    }));
-                }
-            }
+            current.extend(states.into_iter().map(|l| location_update(l, at)));
         }
+        let updates: Vec<Update> = {
+            let m = self.memory.lock();
+            current.into_iter().filter(|u| !m.published(u)).collect()
+        };
         publish_all(&*self.queue, &updates).await?;
         // Remembered once published: a failed publish is published again.
         let mut m = self.memory.lock();
         for u in updates {
-            match u {
-                Update::Group(g) => {
-                    m.groups.insert(g.group_id, g.aggregate);
-                }
-                Update::Location(l) => {
-                    m.locations.insert(l.location_id, l.aggregate);
-                }
-                _ => {}
-            }
+            m.remember(u);
         }
         Ok(())
     }
@@ -122,10 +101,8 @@ impl Processor {
     /// [`AGGREGATE_MIN_GAP`] or four times the recomputation's duration,
     /// whichever is longer; changes marked meanwhile are coalesced. Also
     /// re-reads the group graph every [`MODEL_REFRESH`].
-    pub(super) async fn aggregator(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let stopped = async move {
-            stop.wait_for(|s| *s).await.ok();
-        };
+    pub(super) async fn aggregator(self: Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
+        let stopped = super::lanes::stopped(stop);
         tokio::pin!(stopped);
         let mut backoff = Backoff::default();
         let mut refresh = tokio::time::interval(MODEL_REFRESH);
@@ -176,25 +153,54 @@ impl Processor {
         for &check in checks {
             let groups = self.store.ancestor_groups(check).await?;
             for g in self.store.group_states_of(&groups).await? {
-                self.queue
-                    .publish_update(Update::Group(GroupUpdate {
-                        group_id: g.id,
-                        aggregate: g.aggregate,
-                        at,
-                    }))
-                    .await?;
+                self.queue.publish_update(group_update(g, at)).await?;
             }
             let locations = self.store.ancestor_locations(check).await?;
             for l in self.store.location_states_of(&locations).await? {
-                self.queue
-                    .publish_update(Update::Location(LocationUpdate {
-                        location_id: l.id,
-                        aggregate: l.aggregate,
-                        at,
-                    }))
-                    .await?;
+                self.queue.publish_update(location_update(l, at)).await?;
             }
         }
         Ok(())
     }
+}
+
+impl Memory {
+    /// Whether `u` carries the aggregate last published for its group or
+    /// location.
+    fn published(&self, u: &Update) -> bool {
+        match u {
+            Update::Group(g) => self.groups.get(&g.group_id) == Some(&g.aggregate),
+            Update::Location(l) => self.locations.get(&l.location_id) == Some(&l.aggregate),
+            _ => false,
+        }
+    }
+
+    /// Remembers `u`'s aggregate as the one published.
+    fn remember(&mut self, u: Update) {
+        match u {
+            Update::Group(g) => {
+                self.groups.insert(g.group_id, g.aggregate);
+            }
+            Update::Location(l) => {
+                self.locations.insert(l.location_id, l.aggregate);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn group_update(g: GroupState, at: DateTime<Utc>) -> Update {
+    Update::Group(GroupUpdate {
+        group_id: g.id,
+        aggregate: g.aggregate,
+        at,
+    })
+}
+
+fn location_update(l: LocationState, at: DateTime<Utc>) -> Update {
+    Update::Location(LocationUpdate {
+        location_id: l.id,
+        aggregate: l.aggregate,
+        at,
+    })
 }

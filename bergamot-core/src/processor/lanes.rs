@@ -61,22 +61,18 @@ impl Processor {
         let outcome = loop {
             let work = tokio::select! {
                 _ = &mut shutdown => break Ok(()),
-                d = results.next() => match Self::delivered(d, "result", &mut backoff).await {
-                    Err(e) => break Err(e),
-                    Ok(None) => continue,
-                    Ok(Some(d)) => {
-                        backoff.reset();
-                        Work::Result(d)
-                    }
-                },
-                d = dead.next() => match Self::delivered(d, "dead check", &mut backoff).await {
-                    Err(e) => break Err(e),
-                    Ok(None) => continue,
-                    Ok(Some(d)) => {
-                        backoff.reset();
-                        Work::Dead(d)
-                    }
-                },
+                d = results.next() => Self::delivered(d, "result", &mut backoff).await
+                    .map(|d| d.map(Work::Result)),
+                d = dead.next() => Self::delivered(d, "dead check", &mut backoff).await
+                    .map(|d| d.map(Work::Dead)),
+            };
+            let work = match work {
+                Err(e) => break Err(e),
+                Ok(None) => continue,
+                Ok(Some(work)) => {
+                    backoff.reset();
+                    work
+                }
             };
             let lane = match &work {
                 Work::Result(d) => lane_of(d.message.check_id),
@@ -102,12 +98,10 @@ impl Processor {
     }
 
     /// Applies due downtimes every [`DOWNTIME_TICK`] until `stop` is set.
-    async fn downtimes(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    async fn downtimes(self: Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(DOWNTIME_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let stopped = async move {
-            stop.wait_for(|s| *s).await.ok();
-        };
+        let stopped = stopped(stop);
         tokio::pin!(stopped);
         loop {
             tokio::select! {
@@ -127,12 +121,10 @@ impl Processor {
     async fn lane(
         self: Arc<Self>,
         mut rx: tokio::sync::mpsc::Receiver<Work>,
-        mut stop: tokio::sync::watch::Receiver<bool>,
+        stop: tokio::sync::watch::Receiver<bool>,
     ) {
         let mut backoff = Backoff::default();
-        let stopped = async move {
-            stop.wait_for(|s| *s).await.ok();
-        };
+        let stopped = stopped(stop);
         tokio::pin!(stopped);
         loop {
             let first = tokio::select! {
@@ -433,4 +425,9 @@ async fn poison(acker: Box<dyn Acker>, reason: String, what: &str) {
     if let Err(e) = acker.poison(reason).await {
         tracing::warn!(error = %e, "cannot poison {what}");
     }
+}
+
+/// Resolves once `stop` is set (or its sender is gone).
+pub(super) async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    stop.wait_for(|s| *s).await.ok();
 }

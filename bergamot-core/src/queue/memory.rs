@@ -173,17 +173,24 @@ impl Shared {
         self.seq.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn dead_letter(&self, execute: ExecuteCheck, reason: DeadReason) {
+    /// Appends a new (not redelivered) `message` to `fifo`; returns its sequence number.
+    fn publish<T: Send + 'static>(&self, fifo: &Fifo<T>, message: T) -> u64 {
         let seq = self.next_seq();
-        self.dead.push_back(Item {
+        fifo.push_back(Item {
             seq,
-            message: DeadCheck {
-                execute,
-                reason,
-                at: chrono::Utc::now(),
-            },
+            message,
             redelivered: false,
         });
+        seq
+    }
+
+    fn dead_letter(&self, execute: ExecuteCheck, reason: DeadReason) {
+        let dead = DeadCheck {
+            execute,
+            reason,
+            at: chrono::Utc::now(),
+        };
+        self.publish(&self.dead, dead);
     }
 }
 
@@ -295,13 +302,8 @@ impl Queue for InMemoryQueue {
             self.shared.dead_letter(execute, DeadReason::Unroutable);
             return Ok(());
         };
-        let seq = self.shared.next_seq();
         let ttl = execute.ttl;
-        fifo.push_back(Item {
-            seq,
-            message: execute,
-            redelivered: false,
-        });
+        let seq = self.shared.publish(&fifo, execute);
         let shared = Arc::downgrade(&self.shared);
         let fifo = Arc::downgrade(&fifo);
         tokio::spawn(async move {
@@ -346,12 +348,7 @@ impl Queue for InMemoryQueue {
     }
 
     async fn publish_result(&self, result: CheckResult) -> Result<()> {
-        let seq = self.shared.next_seq();
-        self.shared.results.push_back(Item {
-            seq,
-            message: result,
-            redelivered: false,
-        });
+        self.shared.publish(&self.shared.results, result);
         Ok(())
     }
 
@@ -397,12 +394,7 @@ impl Queue for InMemoryQueue {
     }
 
     async fn publish_control(&self, control: SchedulerControl) -> Result<()> {
-        let seq = self.shared.next_seq();
-        self.shared.control.push_back(Item {
-            seq,
-            message: control,
-            redelivered: false,
-        });
+        self.shared.publish(&self.shared.control, control);
         Ok(())
     }
 

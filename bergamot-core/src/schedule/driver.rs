@@ -18,14 +18,14 @@ use tokio::time::Instant;
 
 /// The wall clock that stamps `scheduled_at` on executes. Injectable so that
 /// tests can fix it; the schedule itself runs on `tokio::time`.
-pub trait WallClock: Send + Sync + 'static {
+pub(crate) trait WallClock: Send + Sync + 'static {
     /// The current wall-clock time.
     fn now(&self) -> DateTime<Utc>;
 }
 
 /// [`WallClock`] reading `chrono::Utc::now()`.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
+pub(crate) struct SystemClock;
 
 impl WallClock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
@@ -135,7 +135,7 @@ impl Scheduler {
     }
 
     /// Like [`new`](Self::new) with a given wall clock.
-    pub fn with_clock(
+    pub(crate) fn with_clock(
         model: &Model,
         queue: Arc<dyn Queue>,
         mut config: SchedulerConfig,

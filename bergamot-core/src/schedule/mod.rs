@@ -58,9 +58,11 @@ mod table;
 #[cfg(test)]
 mod tests;
 
-pub use driver::{Scheduler, SchedulerConfig, SchedulerHandle, SystemClock, WallClock};
+#[cfg(test)]
+use driver::WallClock;
+pub use driver::{Scheduler, SchedulerConfig, SchedulerHandle};
 pub use owner::{AllPartitions, PartitionOwner};
 pub use table::{
     partition_of, spread_offset, Dispatch, OwnershipChange, ReloadSummary, Schedule,
-    ScheduleConfig, SchedulerStats, DEFAULT_PARTITIONS, MIN_INTERVAL,
+    ScheduleConfig, SchedulerStats, DEFAULT_PARTITIONS,
 };

@@ -15,7 +15,7 @@ use uuid::Uuid;
 /// Shortest interval the schedule runs a check at; shorter intervals
 /// (a zero `every` from a bad config) are raised to it so a check can never
 /// spin.
-pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Tuning of a [`Schedule`]. [`Default`] gives the documented values.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -279,6 +279,25 @@ struct Entry {
     /// The last run known from outside (ms since origin, may be negative:
     /// before the origin), given by [`Schedule::resume`].
     resumed: Option<i64>,
+}
+
+impl Entry {
+    /// Its regular dispatch as request `id` (ttl: its interval, on time);
+    /// execute-nows and late dispatches change what differs.
+    fn dispatch<'a>(&'a self, id: Uuid, site: &'a str) -> Dispatch<'a> {
+        Dispatch {
+            id,
+            check_id: self.id,
+            site,
+            pool: &self.pool,
+            engine: &self.engine,
+            params: &self.params,
+            timeout: self.timeout,
+            ttl: Duration::from_millis(self.interval),
+            execute_now: false,
+            lateness: Duration::ZERO,
+        }
+    }
 }
 
 /// A heap item: due time, slot, generation. Ordered by due time, then slot,
@@ -928,16 +947,9 @@ impl Schedule {
             e.now_pending = false;
             e.last_dispatch = Some(now);
             f(Dispatch {
-                id: uid,
-                check_id: e.id,
-                site: &self.site,
-                pool: &e.pool,
-                engine: &e.engine,
-                params: &e.params,
-                timeout: e.timeout,
                 ttl: self.config.execute_now_ttl,
                 execute_now: true,
-                lateness: Duration::ZERO,
+                ..e.dispatch(uid, &self.site)
             });
             n += 1;
             self.stats.executed_now += 1;
@@ -978,16 +990,8 @@ impl Schedule {
             }
             e.last_dispatch = Some(now);
             f(Dispatch {
-                id: uid,
-                check_id: e.id,
-                site: &self.site,
-                pool: &e.pool,
-                engine: &e.engine,
-                params: &e.params,
-                timeout: e.timeout,
-                ttl: Duration::from_millis(e.interval),
-                execute_now: false,
                 lateness: Duration::from_millis(lateness),
+                ..e.dispatch(uid, &self.site)
             });
             n += 1;
             // Keep the phase (due + interval), unless that is already past:

@@ -26,7 +26,7 @@ pub(crate) fn push(history: u32, ok: bool) -> u32 {
 /// 100 %, one change in the newest pair alone 6.25 %, in the oldest 3.75 %.
 ///
 /// Bits above the history are ignored. The result is always in `[0, 100]`.
-pub fn flap_percent(ok_history: u32) -> f64 {
+pub(crate) fn flap_percent(ok_history: u32) -> f64 {
     let h = ok_history & MASK;
     // Bit i of `changes` is set when results i and i + 1 differ; pair i is
     // x = 20 - i in the formula (bit 0 is the newest pair).

@@ -124,16 +124,7 @@ pub fn transition(
     }
     let mut next = without_payload(state);
     let events = apply_result(&mut next, result, policy, deps);
-    let next_interval = next_interval(&next, policy);
-    Transition {
-        outcome: Outcome::Applied,
-        interval_changed: next_interval != self::next_interval(state, policy),
-        contribution_changed: Contribution::of(Some(state)) != Contribution::of(Some(&next)),
-        closed_alert: closed_alert(state.current_alert, &next),
-        state: next,
-        events,
-        next_interval,
-    }
+    applied_as_is(state, next, events, policy)
 }
 
 /// [`transition`] on a state the caller owns: the same decision, written
@@ -338,9 +329,7 @@ pub fn acknowledge(
     }
     // An acknowledgement neither opens nor closes an alert (point 2 lists
     // only results, downtime and suppression), so no settling here.
-    let mut next = state.clone();
-    next.acknowledged = kind;
-    applied(state, next, Vec::new(), policy)
+    changed(state, policy, |next| next.acknowledged = kind)
 }
 
 /// [`acknowledge`], recording who acknowledged and why in `state.ack`. An
@@ -362,9 +351,7 @@ pub fn acknowledge_by(
     match t.outcome {
         Outcome::Applied if kind != Ack::None => t.state.ack = Some(Arc::new(info)),
         Outcome::Unchanged if kind != Ack::None && state.acknowledged == kind => {
-            let mut next = state.clone();
-            next.ack = Some(Arc::new(info));
-            t = applied(state, next, Vec::new(), policy);
+            t = changed(state, policy, |next| next.ack = Some(Arc::new(info)));
         }
         _ => {}
     }
@@ -381,10 +368,10 @@ pub fn remove_acknowledgement(
     if state.acknowledged == Ack::None {
         return unchanged(state, Outcome::Unchanged, policy);
     }
-    let mut next = state.clone();
-    next.acknowledged = Ack::None;
-    next.ack = None;
-    applied(state, next, Vec::new(), policy)
+    changed(state, policy, |next| {
+        next.acknowledged = Ack::None;
+        next.ack = None;
+    })
 }
 
 /// Enters or leaves downtime; may open or close an alert (point 2).
@@ -398,12 +385,7 @@ pub fn set_downtime(
     policy: &Policy,
     now: DateTime<Utc>,
 ) -> Transition {
-    if state.in_downtime == on {
-        return unchanged(state, Outcome::Unchanged, policy);
-    }
-    let mut next = state.clone();
-    next.in_downtime = on;
-    settle_after_action(state, next, policy, now)
+    set_hold(state, |s| &mut s.in_downtime, on, policy, now)
 }
 
 /// Suppresses or unsuppresses; may open or close an alert (point 2).
@@ -415,11 +397,23 @@ pub fn set_suppressed(
     policy: &Policy,
     now: DateTime<Utc>,
 ) -> Transition {
-    if state.suppressed == on {
+    set_hold(state, |s| &mut s.suppressed, on, policy, now)
+}
+
+/// Sets the flag `flag` picks (downtime or suppression) to `on`, settling
+/// the alert; [`Outcome::Unchanged`] when it is `on` already.
+fn set_hold(
+    state: &CheckState,
+    flag: impl Fn(&mut CheckState) -> &mut bool,
+    on: bool,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> Transition {
+    let mut next = state.clone();
+    if *flag(&mut next) == on {
         return unchanged(state, Outcome::Unchanged, policy);
     }
-    let mut next = state.clone();
-    next.suppressed = on;
+    *flag(&mut next) = on;
     settle_after_action(state, next, policy, now)
 }
 
@@ -505,6 +499,18 @@ fn settle_after_action(
     applied(before, next, events, policy)
 }
 
+/// `state` changed by `change`, applied with no event (no alert opens or
+/// closes).
+fn changed(
+    state: &CheckState,
+    policy: &Policy,
+    change: impl FnOnce(&mut CheckState),
+) -> Transition {
+    let mut next = state.clone();
+    change(&mut next);
+    applied(state, next, Vec::new(), policy)
+}
+
 /// An applied change: bump the version and compute the interval.
 fn applied(
     before: &CheckState,
@@ -513,6 +519,16 @@ fn applied(
     policy: &Policy,
 ) -> Transition {
     next.version += 1;
+    applied_as_is(before, next, events, policy)
+}
+
+/// The applied change from `before` to `next`, whose version already moved.
+fn applied_as_is(
+    before: &CheckState,
+    next: CheckState,
+    events: Vec<Event>,
+    policy: &Policy,
+) -> Transition {
     let next_interval = next_interval(&next, policy);
     Transition {
         outcome: Outcome::Applied,

@@ -4,8 +4,6 @@
 mod flap;
 mod machine;
 
-pub use flap::flap_percent;
-
 pub use machine::{
     acknowledge, acknowledge_by, initial_state, next_interval, remove_acknowledgement, reset_clock,
     set_downtime, set_suppressed, transition, transition_in_place, FLAP_HISTORY_LEN,

@@ -55,6 +55,17 @@ struct Inner {
     aggregates: Mutex<Aggregates>,
 }
 
+impl Inner {
+    /// Every check with its entry, in index order.
+    fn checks(&self) -> impl Iterator<Item = (CheckId, &Mutex<Entry>)> + '_ {
+        self.index
+            .checks()
+            .iter()
+            .zip(&self.entries)
+            .map(|(id, e)| (*id, &**e))
+    }
+}
+
 #[derive(Debug, Default)]
 struct Aggregates {
     groups: Vec<Aggregate>,
@@ -78,6 +89,16 @@ impl Default for InMemoryStore {
 }
 
 impl InMemoryStore {
+    /// What `of` finds in the graph for `check`; not found if the graph does
+    /// not know the check.
+    fn ancestors<T>(
+        &self,
+        check: CheckId,
+        of: impl Fn(&GraphIndex, CheckId) -> Option<T>,
+    ) -> Result<T> {
+        of(&self.inner.read().index, check).ok_or_else(|| Error::not_found("check", check))
+    }
+
     /// An empty store (sync a model into it) keeping [`DEFAULT_HISTORY_CAP`]
     /// history entries per check.
     pub fn new() -> Self {
@@ -342,23 +363,17 @@ impl Store for InMemoryStore {
     async fn states(&self) -> Result<Vec<(CheckId, CheckState)>> {
         let inner = self.inner.read();
         Ok(inner
-            .index
             .checks()
-            .iter()
-            .zip(&inner.entries)
-            .map(|(id, e)| (*id, e.lock().state.clone()))
+            .map(|(id, e)| (id, e.lock().state.clone()))
             .collect())
     }
 
     async fn matching_checks(&self, filter: &StateFilter) -> Result<Vec<CheckId>> {
         let inner = self.inner.read();
         Ok(inner
-            .index
             .checks()
-            .iter()
-            .zip(&inner.entries)
             .filter(|(_, e)| filter.matches(&e.lock().state))
-            .map(|(id, _)| *id)
+            .map(|(id, _)| id)
             .collect())
     }
 
@@ -398,19 +413,11 @@ impl Store for InMemoryStore {
     }
 
     async fn ancestor_groups(&self, check: CheckId) -> Result<Vec<GroupId>> {
-        self.inner
-            .read()
-            .index
-            .ancestor_groups(check)
-            .ok_or_else(|| Error::not_found("check", check))
+        self.ancestors(check, GraphIndex::ancestor_groups)
     }
 
     async fn ancestor_locations(&self, check: CheckId) -> Result<Vec<LocationId>> {
-        self.inner
-            .read()
-            .index
-            .ancestor_locations(check)
-            .ok_or_else(|| Error::not_found("check", check))
+        self.ancestors(check, GraphIndex::ancestor_locations)
     }
 
     async fn acknowledge(

@@ -26,7 +26,7 @@ pub use memory::{InMemoryStore, DEFAULT_HISTORY_CAP};
 
 use crate::aggregate::{GroupState, LocationState};
 use crate::error::Result;
-use crate::model::{Check, CheckId, CheckResult, GroupId, LocationId, Model, ResultId, Status};
+use crate::model::{CheckId, CheckResult, GroupId, LocationId, Model, ResultId, Status};
 use crate::state::{Ack, CheckState, Event, Transition};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -333,22 +333,6 @@ pub trait Store: Send + Sync + 'static {
             .collect())
     }
 }
-
-/// Conveniences over [`Store`].
-#[async_trait]
-pub trait StoreExt: Store {
-    /// The check definition of one id.
-    async fn check(&self, id: CheckId) -> Result<Check> {
-        self.model()
-            .await?
-            .checks
-            .into_iter()
-            .find(|c| c.id == id)
-            .ok_or_else(|| crate::Error::not_found("check", id))
-    }
-}
-
-impl<S: Store + ?Sized> StoreExt for S {}
 
 macro_rules! forward_store {
     ($($name:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty;)*) => {

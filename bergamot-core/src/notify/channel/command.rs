@@ -2,10 +2,10 @@
 
 use super::message::{default_subject, notification_json};
 use super::Settings;
+use crate::exec::{process_group, DEFAULT_PATH};
 use crate::notify::{ChannelConfig, Notification, NotificationKind, Notifier, SendError};
 use async_trait::async_trait;
 use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
 use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::Duration;
@@ -14,7 +14,6 @@ use tokio::process::Command;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const STDERR_LIMIT: usize = 64 * 1024;
-const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// Runs `command` (an argv list, no shell) with the JSON payload on stdin
 /// and the notification in environment variables.
@@ -29,7 +28,7 @@ const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// aliases; see docs/notifications.md) — never the daemon's other variables.
 /// Exit 0 is sent; anything else is transient, with stderr's first line.
 #[derive(Clone)]
-pub struct CommandChannel {
+pub(crate) struct CommandChannel {
     name: String,
     argv: Vec<String>,
     timeout: Duration,
@@ -49,7 +48,7 @@ impl std::fmt::Debug for CommandChannel {
 
 impl CommandChannel {
     /// Builds the channel from its `[[channel]]` table.
-    pub fn from_config(cfg: &ChannelConfig) -> crate::Result<Self> {
+    pub(crate) fn from_config(cfg: &ChannelConfig) -> crate::Result<Self> {
         let mut s = Settings::new(cfg);
         let present = cfg.settings.get("command").is_some_and(|v| !v.is_null());
         let argv = s.string_list("command");
@@ -200,10 +199,7 @@ impl Notifier for CommandChannel {
                 self.name
             ))
         })?;
-        let pgid = child
-            .id()
-            .and_then(|id| i32::try_from(id).ok())
-            .map(Pid::from_raw);
+        let pgid = process_group(&child);
         let stdin = child.stdin.take();
         let stderr = child.stderr.take();
         let payload = notification_json(n).to_string();

@@ -14,7 +14,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How the SMTP connection is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SmtpSecurity {
+pub(crate) enum SmtpSecurity {
     /// Plain SMTP (default port 25): only for a relay on a trusted network.
     None,
     /// Plain connection upgraded with STARTTLS, which is required (port 587).
@@ -28,7 +28,8 @@ pub enum SmtpSecurity {
 /// Settings: `host` (required), `port` (default by `security`: 25, 587,
 /// 465), `security` (`"none"`, `"starttls"` (default) or `"tls"`),
 /// `username` and `password` (both or neither), `from` (required, e.g.
-/// `"Bergamot <bergamot@example.com>"`), `subject` (a [`Template`]; default
+/// `"Bergamot <bergamot@example.com>"`), `subject` (a text with
+/// placeholders such as `{status}`, `{check}`, `{host}`, `{kind}`; default
 /// `[Bergamot] {status} {check}: {kind}`), `ca_file` (a PEM file of extra
 /// CA certificates to trust, for a private relay), `timeout` (default 10s,
 /// bounds the whole send).

@@ -2,14 +2,15 @@
 //! client the http executor uses, one connection per send, a timeout on the
 //! whole exchange, the status classified for retrying.
 
-use super::redact_url;
-use crate::notify::SendError;
+use super::{redact_url, Settings};
+use crate::notify::{Notification, SendError};
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
+use std::borrow::Cow;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -38,6 +39,35 @@ impl std::fmt::Debug for Target {
 }
 
 impl Target {
+    /// The channel's required `url` setting as a target; `None`, with the
+    /// problem recorded, when it is missing or bad.
+    pub(crate) fn from_settings(s: &mut Settings<'_>, hide_path: bool) -> Option<Target> {
+        let url = s.required_string("url")?;
+        match Target::parse(&url, hide_path) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                s.problem("url", e);
+                None
+            }
+        }
+    }
+
+    /// Where `n` goes: the recipient's own `url` setting for this (`kind`)
+    /// channel if the contact has one, else `self`.
+    pub(crate) fn for_recipient(
+        &self,
+        n: &Notification,
+        kind: &str,
+        hide_path: bool,
+    ) -> Result<Cow<'_, Target>, SendError> {
+        match n.recipient.settings.get("url") {
+            None => Ok(Cow::Borrowed(self)),
+            Some(url) => Target::parse(url, hide_path).map(Cow::Owned).map_err(|e| {
+                SendError::permanent(format!("contact {}'s {kind} url: {e}", n.recipient.name))
+            }),
+        }
+    }
+
     /// Parses `url` (`http://` or `https://`); errors show only the redacted URL.
     pub(crate) fn parse(url: &str, hide_path: bool) -> Result<Target, String> {
         let shown = redact_url(url, hide_path);

@@ -14,24 +14,15 @@ use std::path::PathBuf;
 /// Sending always succeeds, except that a `path` that cannot be written is a
 /// transient error (so a dry run never silently loses a line).
 #[derive(Debug, Clone)]
-pub struct LogChannel {
+pub(crate) struct LogChannel {
     name: String,
     path: Option<PathBuf>,
     lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl LogChannel {
-    /// A channel that only logs (no file).
-    pub fn new(name: impl Into<String>) -> Self {
-        LogChannel {
-            name: name.into(),
-            path: None,
-            lock: Default::default(),
-        }
-    }
-
     /// Builds the channel from its `[[channel]]` table.
-    pub fn from_config(cfg: &ChannelConfig) -> crate::Result<Self> {
+    pub(crate) fn from_config(cfg: &ChannelConfig) -> crate::Result<Self> {
         let mut s = Settings::new(cfg);
         let path = s.string("path");
         if path.as_deref().is_some_and(|p| p.trim().is_empty()) {

@@ -7,12 +7,12 @@ use serde_json::json;
 
 /// The version of the JSON payload ([`notification_json`]); bumped on any
 /// change a receiver could notice other than an added field.
-pub const PAYLOAD_VERSION: u32 = 1;
+pub(crate) const PAYLOAD_VERSION: u32 = 1;
 
 /// The notification as the documented, versioned JSON payload
 /// (docs/notifications.md, "Channels"). It never contains the recipient's
 /// per-contact settings (they may hold personal webhook URLs).
-pub fn notification_json(n: &Notification) -> serde_json::Value {
+pub(crate) fn notification_json(n: &Notification) -> serde_json::Value {
     json!({
         "version": PAYLOAD_VERSION,
         "id": n.id,
@@ -157,11 +157,11 @@ enum Part {
 /// `{author}`, `{comment}`, `{channel}`, `{recipient}`, `{id}`); `{{` and
 /// `}}` are literal braces. Checked when the channel is built.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Template(Vec<Part>);
+pub(crate) struct Template(Vec<Part>);
 
 impl Template {
     /// Parses `text`, naming the first unknown placeholder or lone brace.
-    pub fn parse(text: &str) -> Result<Template, String> {
+    pub(crate) fn parse(text: &str) -> Result<Template, String> {
         let mut parts = Vec::new();
         let mut lit = String::new();
         let mut chars = text.chars().peekable();
@@ -209,7 +209,7 @@ impl Template {
     }
 
     /// The text for `n`; absent values render empty.
-    pub fn render(&self, n: &Notification) -> String {
+    pub(crate) fn render(&self, n: &Notification) -> String {
         let mut out = String::new();
         for part in &self.0 {
             match part {

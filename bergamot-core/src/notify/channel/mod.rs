@@ -1,7 +1,8 @@
 //! Channel kinds and the registry that builds them from `[[channel]]` tables.
 //!
 //! [`Channels::standard`] knows the built-in kinds (`email`, `webhook`,
-//! `slack`, `command`, `log`); an embedding developer adds their own with
+//! `slack`, `command`, `log`; their settings, headers and status rules are in
+//! `docs/notifications.md`); an embedding developer adds their own with
 //! [`Channels::register`]:
 //!
 //! ```
@@ -45,12 +46,11 @@ pub(crate) mod message;
 mod slack;
 mod webhook;
 
-pub use command::CommandChannel;
-pub use email::{EmailChannel, SmtpSecurity};
-pub use log::LogChannel;
-pub use message::{notification_json, Template, PAYLOAD_VERSION};
+use command::CommandChannel;
+pub use email::EmailChannel;
+use log::LogChannel;
 pub use slack::SlackChannel;
-pub use webhook::{WebhookChannel, IDEMPOTENCY_HEADER, ID_HEADER, SIGNATURE_HEADER};
+use webhook::WebhookChannel;
 
 use super::{ChannelConfig, Notifier};
 use crate::error::{ConfigErrors, ConfigProblem};
@@ -240,13 +240,22 @@ impl<'a> Settings<'a> {
 
     /// A string setting.
     pub fn string(&mut self, key: &str) -> Option<String> {
-        match self.value(key)? {
+        let v = self.value(key)?;
+        self.string_at(key, v)
+    }
+
+    /// `v` (found at `path`) as a string, or a problem naming `path`.
+    fn string_at(&mut self, path: &str, v: &serde_json::Value) -> Option<String> {
+        match v {
             serde_json::Value::String(s) => Some(s.clone()),
-            other => {
-                self.problem(key, format!("must be a string, got {}", type_name(other)));
-                None
-            }
+            other => self.wrong_type(path, "a string", other),
         }
+    }
+
+    /// Records that `path` holds `got` where `expected` belongs.
+    fn wrong_type<T>(&mut self, path: &str, expected: &str, got: &serde_json::Value) -> Option<T> {
+        self.problem(path, format!("must be {expected}, got {}", type_name(got)));
+        None
     }
 
     /// A string setting that must be present and not empty.
@@ -283,13 +292,7 @@ impl<'a> Settings<'a> {
     pub fn boolean(&mut self, key: &str) -> Option<bool> {
         match self.value(key)? {
             serde_json::Value::Bool(b) => Some(*b),
-            other => {
-                self.problem(
-                    key,
-                    format!("must be true or false, got {}", type_name(other)),
-                );
-                None
-            }
+            other => self.wrong_type(key, "true or false", other),
         }
     }
 
@@ -326,60 +329,23 @@ impl<'a> Settings<'a> {
     /// A list of strings.
     pub fn string_list(&mut self, key: &str) -> Option<Vec<String>> {
         match self.value(key)? {
-            serde_json::Value::Array(items) => {
-                let mut out = Vec::with_capacity(items.len());
-                for (i, item) in items.iter().enumerate() {
-                    match item {
-                        serde_json::Value::String(s) => out.push(s.clone()),
-                        other => {
-                            self.problem(
-                                &format!("{key}[{i}]"),
-                                format!("must be a string, got {}", type_name(other)),
-                            );
-                            return None;
-                        }
-                    }
-                }
-                Some(out)
-            }
-            other => {
-                self.problem(
-                    key,
-                    format!("must be a list of strings, got {}", type_name(other)),
-                );
-                None
-            }
+            serde_json::Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| self.string_at(&format!("{key}[{i}]"), item))
+                .collect(),
+            other => self.wrong_type(key, "a list of strings", other),
         }
     }
 
     /// A table of string values (`headers = { Authorization = "..." }`).
     pub fn string_map(&mut self, key: &str) -> Option<BTreeMap<String, String>> {
         match self.value(key)? {
-            serde_json::Value::Object(map) => {
-                let mut out = BTreeMap::new();
-                for (k, v) in map {
-                    match v {
-                        serde_json::Value::String(s) => {
-                            out.insert(k.clone(), s.clone());
-                        }
-                        other => {
-                            self.problem(
-                                &format!("{key}.{k}"),
-                                format!("must be a string, got {}", type_name(other)),
-                            );
-                            return None;
-                        }
-                    }
-                }
-                Some(out)
-            }
-            other => {
-                self.problem(
-                    key,
-                    format!("must be a table of strings, got {}", type_name(other)),
-                );
-                None
-            }
+            serde_json::Value::Object(map) => map
+                .iter()
+                .map(|(k, v)| Some((k.clone(), self.string_at(&format!("{key}.{k}"), v)?)))
+                .collect(),
+            other => self.wrong_type(key, "a table of strings", other),
         }
     }
 

@@ -44,15 +44,7 @@ impl SlackChannel {
     /// Builds the channel from its `[[channel]]` table.
     pub fn from_config(cfg: &ChannelConfig) -> crate::Result<Self> {
         let mut s = Settings::new(cfg);
-        let target = s
-            .required_string("url")
-            .and_then(|u| match Target::parse(&u, true) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    s.problem("url", e);
-                    None
-                }
-            });
+        let target = Target::from_settings(&mut s, true);
         let channel = s.string("channel");
         let username = s.string("username");
         let icon_emoji = s.string("icon_emoji");
@@ -123,22 +115,16 @@ impl SlackChannel {
 #[async_trait]
 impl Notifier for SlackChannel {
     async fn send(&self, n: &Notification) -> Result<(), SendError> {
-        let own;
-        let target = match n.recipient.settings.get("url") {
-            None => &self.target,
-            Some(url) => {
-                own = Target::parse(url, true).map_err(|e| {
-                    SendError::permanent(format!("contact {}'s slack url: {e}", n.recipient.name))
-                })?;
-                &own
-            }
-        };
+        let target = self.target.for_recipient(n, "slack", true)?;
         let body = Bytes::from(self.payload(n).to_string());
         let id = hyper::header::HeaderValue::from_str(&n.id.to_string())
             .map_err(|_| SendError::permanent("bad notification id"))?;
-        let headers = [(hyper::header::HeaderName::from_static(super::ID_HEADER), id)];
+        let headers = [(
+            hyper::header::HeaderName::from_static(super::webhook::ID_HEADER),
+            id,
+        )];
         self.poster
-            .post("slack", target, &headers, body, self.timeout)
+            .post("slack", &target, &headers, body, self.timeout)
             .await
     }
 }

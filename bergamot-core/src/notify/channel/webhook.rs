@@ -11,18 +11,18 @@ use hyper::header::{HeaderName, HeaderValue};
 use std::time::Duration;
 
 /// The header carrying the notification (job) id, for receiver-side dedup.
-pub const ID_HEADER: &str = "x-bergamot-notification-id";
+pub(crate) const ID_HEADER: &str = "x-bergamot-notification-id";
 /// The same id as a conventional idempotency key.
-pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+pub(crate) const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 /// `sha256=<hex HMAC-SHA256 of the body with the channel's secret>`.
-pub const SIGNATURE_HEADER: &str = "x-bergamot-signature";
+pub(crate) const SIGNATURE_HEADER: &str = "x-bergamot-signature";
 /// The notification's kind (`alert`, `recovery`, ...).
 pub(super) const EVENT_HEADER: &str = "x-bergamot-event";
 
 /// Default time for one whole POST (connect to response).
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// POSTs the JSON payload ([`super::notification_json`]) to `url`.
+/// POSTs the JSON payload ([`notification_json`](super::message::notification_json)) to `url`.
 ///
 /// Settings: `url` (required; `http://` or `https://`, userinfo becomes
 /// basic auth), `headers` (table of extra headers), `secret` (signs the
@@ -32,7 +32,7 @@ pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// 2xx is sent; 408, 429, 5xx, a timeout or a connection error are
 /// transient; other statuses are permanent.
 #[derive(Clone)]
-pub struct WebhookChannel {
+pub(crate) struct WebhookChannel {
     name: String,
     target: Target,
     headers: Vec<(HeaderName, HeaderValue)>,
@@ -62,16 +62,9 @@ impl std::fmt::Debug for WebhookChannel {
 
 impl WebhookChannel {
     /// Builds the channel from its `[[channel]]` table.
-    pub fn from_config(cfg: &ChannelConfig) -> crate::Result<Self> {
+    pub(crate) fn from_config(cfg: &ChannelConfig) -> crate::Result<Self> {
         let mut s = Settings::new(cfg);
-        let url = s.required_string("url");
-        let target = url.and_then(|u| match Target::parse(&u, false) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                s.problem("url", e);
-                None
-            }
-        });
+        let target = Target::from_settings(&mut s, false);
         let headers = match s.string_map("headers").map(|m| parse_headers(&m)) {
             None => Vec::new(),
             Some(Ok(h)) => h,
@@ -114,16 +107,7 @@ pub(crate) fn signature(secret: &[u8], body: &[u8]) -> String {
 #[async_trait]
 impl Notifier for WebhookChannel {
     async fn send(&self, n: &Notification) -> Result<(), SendError> {
-        let own;
-        let target = match n.recipient.settings.get("url") {
-            None => &self.target,
-            Some(url) => {
-                own = Target::parse(url, false).map_err(|e| {
-                    SendError::permanent(format!("contact {}'s webhook url: {e}", n.recipient.name))
-                })?;
-                &own
-            }
-        };
+        let target = self.target.for_recipient(n, "webhook", false)?;
         let body = Bytes::from(notification_json(n).to_string());
         let mut headers = self.headers.clone();
         let id = HeaderValue::from_str(&n.id.to_string())
@@ -140,7 +124,7 @@ impl Notifier for WebhookChannel {
             headers.push((HeaderName::from_static(SIGNATURE_HEADER), sig));
         }
         self.poster
-            .post("webhook", target, &headers, body, self.timeout)
+            .post("webhook", &target, &headers, body, self.timeout)
             .await
     }
 }
