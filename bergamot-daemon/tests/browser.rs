@@ -245,13 +245,15 @@ async fn ui_shows_tree_and_execute_now_updates_live() {
         "document.querySelector('#conn').textContent === 'live'",
     )
     .await;
-    // Let a few results arrive so the tree shows real states, then take the picture.
+    // Results arrive until every group of the tree shows a real state; then
+    // take the picture (some checks may still be pending: the picture
+    // asserts nothing).
     cdp.wait_for(
-        "a non-pending group",
-        "[...document.querySelectorAll('#group-tree .node .badge')].some(b => b.textContent !== 'PENDING')",
+        "every group with a state",
+        "[...document.querySelectorAll('#group-tree .node .badge')].every(b => b.textContent !== 'PENDING')",
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    cdp.eval(NEXT_FRAME).await;
     let png = cdp.screenshot_png().await;
     let artifacts = repo_root().join("test-artifacts");
     std::fs::create_dir_all(&artifacts).expect("artifacts dir");
