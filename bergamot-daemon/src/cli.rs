@@ -3,23 +3,17 @@
 //! `hash-password`, `hash-token`. [`main`] is the whole binary, parameterised by executors so
 //! that a packager's daemon is one call.
 
+use crate::backends::default_node;
 use crate::roles::notifier::{standard_channels, NotifierOptions, NotifySource};
 use crate::roles::Roles;
 use crate::web::auth::{hash_password, hash_token, AuthConfig};
-use crate::wiring::{self, Backends, ConfigSource, Options, Ownership};
-use anyhow::Context as _;
-use bergamot_amqp::{AmqpConfig, AmqpQueue};
+use crate::wiring::{self, ConfigSource, Options};
 use bergamot_core::config::{Config, LoadOptions};
 use bergamot_core::exec::Executors;
 use bergamot_core::notify::DispatcherConfig;
-use bergamot_core::notify::{InMemoryNotificationStore, NotificationStore};
-use bergamot_core::queue::{InMemoryQueue, Queue};
-use bergamot_core::store::{InMemoryStore, Store};
 use bergamot_core::Error;
-use bergamot_store::{
-    PgOwnerConfig, PgPartitionOwner, PostgresConfig, PostgresStore, DEFAULT_LOCK_CLASS,
-};
 use clap::{Parser, Subcommand};
+use futures::future::BoxFuture;
 use futures::FutureExt;
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
@@ -215,183 +209,9 @@ pub fn load_config_with(path: &Path, listen: Option<SocketAddr>) -> bergamot_cor
     Ok(config)
 }
 
-/// A URL with its password replaced by `***`, for messages and logs.
-fn redact(url: &str) -> String {
-    bergamot_core::redact::url(url)
-}
-
-/// Which store `--store` names.
-enum StoreKind {
-    Memory,
-    Postgres(String),
-}
-
-/// Which queue `--queue` names.
-enum QueueKind {
-    Memory,
-    Amqp(String),
-}
-
-fn store_kind(store: &str) -> anyhow::Result<StoreKind> {
-    let s = store.trim();
-    if s == "memory" {
-        Ok(StoreKind::Memory)
-    } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
-        Ok(StoreKind::Postgres(s.to_string()))
-    } else {
-        anyhow::bail!(
-            "--store {:?}: expected `memory` or a PostgreSQL URL (postgres://user:password@host:port/database)",
-            redact(s)
-        )
-    }
-}
-
-fn queue_kind(queue: &str) -> anyhow::Result<QueueKind> {
-    let q = queue.trim();
-    if q == "memory" {
-        Ok(QueueKind::Memory)
-    } else if q.starts_with("amqp://") || q.starts_with("amqps://") {
-        Ok(QueueKind::Amqp(q.to_string()))
-    } else {
-        anyhow::bail!(
-            "--queue {:?}: expected `memory` or a RabbitMQ URL (amqp://user:password@host:port/vhost)",
-            redact(q)
-        )
-    }
-}
-
-/// Refuses to split the roles over processes on in-memory backends: separate
-/// processes cannot share memory.
-fn check_split(roles: Roles, store: &StoreKind, queue: &QueueKind) -> anyhow::Result<()> {
-    if roles == Roles::all() {
-        return Ok(());
-    }
-    if matches!(queue, QueueKind::Memory) {
-        anyhow::bail!(
-            "running only some roles ({roles}) needs a shared queue: give --queue amqp://… (or BERGAMOT_QUEUE); \
-             the in-memory queue cannot be shared with the other roles' processes"
-        );
-    }
-    if matches!(store, StoreKind::Memory)
-        && (roles.scheduler || roles.processor || roles.web || roles.notifier)
-    {
-        anyhow::bail!(
-            "running only some roles ({roles}) needs a shared store: give --store postgres://… (or BERGAMOT_STORE); \
-             the in-memory store cannot be shared with the other roles' processes"
-        );
-    }
-    Ok(())
-}
-
-/// The default scheduler node name: host name and process id.
-fn default_node() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default();
-    let host: String = host
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
-        .take(28)
-        .collect();
-    let host = if host.is_empty() {
-        "node".to_string()
-    } else {
-        host
-    };
-    format!("{host}-{}", std::process::id())
-}
-
-/// The default advisory-lock class: a stable hash of the schema name, so that
-/// deployments in different schemas of one database never share partitions.
-fn default_lock_class(schema: &str) -> i32 {
-    if schema == "bergamot" {
-        return DEFAULT_LOCK_CLASS;
-    }
-    // FNV-1a, folded into 31 bits.
-    let mut h: u32 = 0x811c_9dc5;
-    for b in schema.bytes() {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    (h & 0x7fff_ffff) as i32
-}
-
-/// Connects the backends `args` name, for a node running `roles` of `site`.
-/// With PostgreSQL and the scheduler role, the scheduling partitions are
-/// shared with the other scheduler nodes through [`PgPartitionOwner`].
-pub async fn backends(
-    args: &NodeArgs,
-    roles: Roles,
-    site: &str,
-) -> anyhow::Result<(Backends, Option<Ownership>)> {
-    let store_kind = store_kind(&args.store)?;
-    let queue_kind = queue_kind(&args.queue)?;
-    check_split(roles, &store_kind, &queue_kind)?;
-    let mut ownership = None;
-    let mut notifications: Arc<dyn NotificationStore> = Arc::new(InMemoryNotificationStore::new());
-    let store: Arc<dyn Store> = match &store_kind {
-        StoreKind::Memory => Arc::new(InMemoryStore::new()),
-        StoreKind::Postgres(url) => {
-            let config = PostgresConfig::new(url.clone()).with_schema(args.schema.clone());
-            let store = PostgresStore::connect(config)
-                .await
-                .with_context(|| format!("--store {}", redact(url)))?;
-            tracing::info!(store = %redact(url), schema = %args.schema, "PostgreSQL store connected, schema migrated");
-            if roles.scheduler {
-                let node = args.node.clone().unwrap_or_else(default_node);
-                let class = args
-                    .lock_class
-                    .unwrap_or_else(|| default_lock_class(&args.schema));
-                let owner = PgPartitionOwner::new(
-                    PgOwnerConfig::new(url.clone())
-                        .with_node(node.clone())
-                        .with_lock_class(class),
-                )
-                .with_context(|| format!("--node {node:?} / --store {}", redact(url)))?;
-                tracing::info!(%node, lock_class = class, "scheduling partitions shared through PostgreSQL advisory locks");
-                let round_every = owner.config().round_every;
-                ownership = Some(Ownership {
-                    owner: Arc::new(owner),
-                    round_every,
-                });
-            }
-            let store = Arc::new(store);
-            notifications = store.clone();
-            store
-        }
-    };
-    let queue: Arc<dyn Queue> = match &queue_kind {
-        QueueKind::Memory => Arc::new(InMemoryQueue::new()),
-        QueueKind::Amqp(url) => {
-            // A worker prefetches as many executes as it runs at once (the
-            // prefetch window, not the concurrency, would bound it otherwise).
-            let prefetch = u16::try_from(args.worker_concurrency)
-                .unwrap_or(u16::MAX)
-                .max(AmqpConfig::new("").prefetch);
-            let config = AmqpConfig::new(url.clone())
-                .with_prefix(args.amqp_prefix.clone())
-                .with_result_pools(args.result_pools)
-                .with_batch_max(args.amqp_batch_max)
-                .with_batch_linger(std::time::Duration::from_millis(args.amqp_batch_linger_ms))
-                .with_prefetch(prefetch)
-                .with_site(site);
-            let queue = AmqpQueue::connect(config)
-                .await
-                .with_context(|| format!("--queue {}", redact(url)))?;
-            tracing::info!(queue = %redact(url), prefix = %args.amqp_prefix, "RabbitMQ queue connected");
-            Arc::new(queue)
-        }
-    };
-    Ok((
-        Backends {
-            store,
-            queue,
-            notifications,
-        },
-        ownership,
-    ))
-}
+/// Connects the backends `args` name, for a node running `roles` of `site`
+/// (the factory is [`crate::backends::open`]).
+pub use crate::backends::open as backends;
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -407,47 +227,21 @@ fn init_tracing() {
 /// with the executors `executors` builds.
 pub fn main(executors: impl FnOnce() -> Executors) -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::CheckConfig { path } => check_config(&path, &executors()),
-        Command::HashPassword => hash_stdin(|s| hash_password(s).map_err(anyhow::Error::msg)),
-        Command::HashToken => hash_stdin(|s| Ok(hash_token(s))),
-        Command::Run(args) => run_blocking(args, executors),
-        Command::Scheduler(node) => run_blocking(
-            RunArgs {
-                node,
-                roles: Roles::only("scheduler"),
-            },
-            executors,
-        ),
-        Command::Worker(node) => run_blocking(
-            RunArgs {
-                node,
-                roles: Roles::only("worker"),
-            },
-            executors,
-        ),
-        Command::Processor(node) => run_blocking(
-            RunArgs {
-                node,
-                roles: Roles::only("processor"),
-            },
-            executors,
-        ),
-        Command::Web(node) => run_blocking(
-            RunArgs {
-                node,
-                roles: Roles::only("web"),
-            },
-            executors,
-        ),
-        Command::Notifier(node) => run_blocking(
-            RunArgs {
-                node,
-                roles: Roles::only("notifier"),
-            },
-            executors,
-        ),
-    }
+    let (node, role) = match cli.command {
+        Command::CheckConfig { path } => return check_config(&path, &executors()),
+        Command::HashPassword => {
+            return hash_stdin(|s| hash_password(s).map_err(anyhow::Error::msg))
+        }
+        Command::HashToken => return hash_stdin(|s| Ok(hash_token(s))),
+        Command::Run(args) => return run_blocking(args, executors),
+        Command::Scheduler(node) => (node, "scheduler"),
+        Command::Worker(node) => (node, "worker"),
+        Command::Processor(node) => (node, "processor"),
+        Command::Web(node) => (node, "web"),
+        Command::Notifier(node) => (node, "notifier"),
+    };
+    let roles = Roles::only(role);
+    run_blocking(RunArgs { node, roles }, executors)
 }
 
 fn run_blocking(args: RunArgs, executors: impl FnOnce() -> Executors) -> ExitCode {
@@ -591,11 +385,7 @@ async fn shutdown_signal() {
 /// `bergamotd run`.
 pub async fn run(args: RunArgs, executors: Executors) -> anyhow::Result<()> {
     // Fail fast on a malformed backend or role split, before any loading.
-    check_split(
-        args.roles,
-        &store_kind(&args.node.store)?,
-        &queue_kind(&args.node.queue)?,
-    )?;
+    crate::backends::select(&args.node, args.roles)?;
     let roles = args.roles;
     let args = args.node;
     let listen = args.listen;
@@ -618,36 +408,20 @@ pub async fn run(args: RunArgs, executors: Executors) -> anyhow::Result<()> {
     // Every channel must build (bad settings are reported with file:line).
     let channels = standard_channels();
     channels(&notify)?;
-    let notify_source: Option<NotifySource> = args.config.clone().map(|path| {
-        let source: NotifySource = Arc::new(move || {
-            let path = path.clone();
-            async move {
-                tokio::task::spawn_blocking(move || load_config(&path).map(|c| c.notify))
-                    .await
-                    .map_err(|e| Error::Closed(format!("config loader task: {e}")))?
-            }
-            .boxed()
-        });
-        source
-    });
-    let config_source: Option<ConfigSource> = args.config.clone().map(|path| {
-        let source: ConfigSource = Arc::new(move || {
-            let path = path.clone();
-            async move {
-                tokio::task::spawn_blocking(move || load_config_with(&path, listen))
-                    .await
-                    .map_err(|e| Error::Closed(format!("config loader task: {e}")))?
-            }
-            .boxed()
-        });
-        source
-    });
+    let notify_source: Option<NotifySource> = args
+        .config
+        .clone()
+        .map(|path| loader(move || load_config(&path).map(|c| c.notify)));
+    let config_source: Option<ConfigSource> = args
+        .config
+        .clone()
+        .map(|path| loader(move || load_config_with(&path, listen)));
     let site = if model.site.is_empty() {
         "default"
     } else {
         model.site.as_str()
     };
-    let (backends, ownership) = backends(&args, roles, site).await?;
+    let (backends, ownership) = crate::backends::open(&args, roles, site).await?;
     let options = Options {
         listen: args.listen.unwrap_or(web.listen),
         auth: AuthConfig::from(&web),
@@ -695,6 +469,22 @@ pub async fn run(args: RunArgs, executors: Executors) -> anyhow::Result<()> {
     }
     running.done.await?;
     Ok(())
+}
+
+/// A reload source: runs `load` on a blocking thread each time it is called
+/// (loading reads files, and may hang in the kernel).
+fn loader<T: Send + 'static>(
+    load: impl Fn() -> bergamot_core::Result<T> + Clone + Send + Sync + 'static,
+) -> Arc<dyn Fn() -> BoxFuture<'static, bergamot_core::Result<T>> + Send + Sync> {
+    Arc::new(move || {
+        let load = load.clone();
+        async move {
+            tokio::task::spawn_blocking(load)
+                .await
+                .map_err(|e| Error::Closed(format!("config loader task: {e}")))?
+        }
+        .boxed()
+    })
 }
 
 /// A non-negative number of seconds from the command line.

@@ -18,11 +18,13 @@
 //! # }
 //! ```
 //!
-//! Layout: [`cli`] (the command line), [`wiring`] (roles over backends),
+//! Layout: [`cli`] (the command line), [`backends`] (the store and queue
+//! a `--store` / `--queue` URL selects), [`wiring`] (roles over backends),
 //! [`roles`], [`web`] (REST API, websocket, auth, metrics, embedded UI).
 
 #![warn(unreachable_pub)]
 
+pub mod backends;
 pub mod cli;
 pub mod health;
 pub(crate) mod preflight;

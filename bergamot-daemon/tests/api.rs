@@ -9,17 +9,23 @@ use serde_json::Value;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// `GET /api/checks/{id}` once the check's state satisfies `f`.
 async fn wait_state(addr: SocketAddr, auth: &str, id: &str, f: impl Fn(&Value) -> bool) -> Value {
-    for _ in 0..200 {
-        let r = get(addr, &format!("/api/checks/{id}"), Some(auth)).await;
-        assert_eq!(r.status, 200, "{}", r.body);
-        let v = r.json();
-        if f(&v["state"]) {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("state of {id} never matched");
+    let (path, f) = (format!("/api/checks/{id}"), &f);
+    bergamot_testkit::wait_for(
+        &format!("the state of {id} to match"),
+        Duration::from_secs(10),
+        || {
+            let path = &path;
+            async move {
+                let r = get(addr, path, Some(auth)).await;
+                assert_eq!(r.status, 200, "{}", r.body);
+                let v = r.json();
+                f(&v["state"]).then_some(v)
+            }
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]

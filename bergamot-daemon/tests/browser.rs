@@ -6,10 +6,12 @@
 
 mod common;
 
+use bergamot_core::config::Config;
 use bergamot_core::model::{CheckId, GroupId};
-use bergamot_daemon::{start, Backends, Options};
+use bergamot_daemon::{Backends, Options, Running};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -74,6 +76,50 @@ impl Cdp {
     }
 }
 
+impl Cdp {
+    /// The page as a PNG.
+    async fn screenshot_png(&mut self) -> Vec<u8> {
+        use base64::Engine as _;
+        let shot = self
+            .call("Page.captureScreenshot", json!({ "format": "png" }))
+            .await;
+        base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().expect("png data"))
+            .expect("base64")
+    }
+}
+
+/// A daemon running every role of `config` on the in-memory backends.
+struct Daemon {
+    addr: SocketAddr,
+    backends: Backends,
+    running: Running,
+    stop: common::Stop,
+}
+
+impl Daemon {
+    async fn start(config: &Config, listen: &str) -> Daemon {
+        let backends = Backends::in_memory();
+        let options = Options {
+            listen: listen.parse().expect("addr"),
+            auth: (&config.web).into(),
+            ..Options::default()
+        };
+        let (running, stop) =
+            common::start_in_process(config.model.clone(), backends.clone(), options).await;
+        Daemon {
+            addr: running.addr.expect("addr"),
+            backends,
+            running,
+            stop,
+        }
+    }
+
+    async fn stop(self) {
+        common::stop(self.running, self.stop).await;
+    }
+}
+
 struct Browser(Child);
 
 impl Drop for Browser {
@@ -122,19 +168,14 @@ async fn open_browser() -> (Browser, tempfile::TempDir, Cdp) {
             .expect("start chromium"),
     );
     let port_file = profile.path().join("DevToolsActivePort");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let devtools_port: u16 = loop {
-        if let Ok(s) = std::fs::read_to_string(&port_file) {
-            if let Some(p) = s.lines().next().and_then(|l| l.trim().parse().ok()) {
-                break p;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "chromium did not open its DevTools port"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let devtools_port: u16 =
+        bergamot_testkit::wait_for("Chromium's DevTools port", Duration::from_secs(30), || {
+            let port = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|s| s.lines().next().and_then(|l| l.trim().parse().ok()));
+            std::future::ready(port)
+        })
+        .await;
     let devtools: std::net::SocketAddr =
         format!("127.0.0.1:{devtools_port}").parse().expect("addr");
     let list = common::get(devtools, "/json/list", None).await.json();
@@ -173,23 +214,8 @@ async fn ui_shows_tree_and_execute_now_updates_live() {
     )
     .expect("plugin");
     let config = bergamot_daemon::cli::load_config(&dir.path().join("demo.toml")).expect("config");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let running = start(
-        config.model.clone(),
-        Backends::in_memory(),
-        bergamot_core::exec::Executors::standard(),
-        Options {
-            listen: format!("127.0.0.1:{port}").parse().expect("addr"),
-            auth: (&config.web).into(),
-            ..Options::default()
-        },
-        async move {
-            stop_rx.await.ok();
-        },
-    )
-    .await
-    .expect("start");
-    let addr = running.addr.expect("addr");
+    let daemon = Daemon::start(&config, &format!("127.0.0.1:{port}")).await;
+    let addr = daemon.addr;
     let target = CheckId::service(&config.model.site, "manual", "on-demand");
 
     let (_browser, _profile, mut cdp) = open_browser().await;
@@ -219,22 +245,16 @@ async fn ui_shows_tree_and_execute_now_updates_live() {
         "document.querySelector('#conn').textContent === 'live'",
     )
     .await;
-    // Let a few results arrive so the tree shows real states, then take the picture.
+    // Results arrive until every group of the tree shows a real state; then
+    // take the picture (some checks may still be pending: the picture
+    // asserts nothing).
     cdp.wait_for(
-        "a non-pending group",
-        "[...document.querySelectorAll('#group-tree .node .badge')].some(b => b.textContent !== 'PENDING')",
+        "every group with a state",
+        "[...document.querySelectorAll('#group-tree .node .badge')].every(b => b.textContent !== 'PENDING')",
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    let shot = cdp
-        .call("Page.captureScreenshot", json!({ "format": "png" }))
-        .await;
-    let png = {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD
-            .decode(shot["data"].as_str().expect("png data"))
-            .expect("base64")
-    };
+    cdp.eval(NEXT_FRAME).await;
+    let png = cdp.screenshot_png().await;
     let artifacts = repo_root().join("test-artifacts");
     std::fs::create_dir_all(&artifacts).expect("artifacts dir");
     std::fs::write(artifacts.join("ui.png"), &png).expect("write ui.png");
@@ -273,19 +293,10 @@ async fn ui_shows_tree_and_execute_now_updates_live() {
     );
     // No reload happened: same URL, same document.
     assert_eq!(cdp.eval("location.href").await, url_before);
-    let shot = cdp
-        .call("Page.captureScreenshot", json!({ "format": "png" }))
-        .await;
-    let png = {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD
-            .decode(shot["data"].as_str().expect("png data"))
-            .expect("base64")
-    };
+    let png = cdp.screenshot_png().await;
     std::fs::write(artifacts.join("ui-check.png"), &png).expect("write ui-check.png");
 
-    stop_tx.send(()).ok();
-    running.done.await.expect("clean stop");
+    daemon.stop().await;
 }
 
 /// A group of 10,000 traps (plus their 100 hosts): the group page renders
@@ -314,26 +325,10 @@ async fn group_page_with_10000_checks_renders_and_updates() {
             text.push_str(&format!("[[host.trap]]\nname = \"t{t:03}\"\n"));
         }
     }
-    let config = bergamot_core::config::Config::from_str_named("big.toml", &text).expect("config");
-    let backends = Backends::in_memory();
-    let queue = backends.queue.clone();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let running = start(
-        config.model.clone(),
-        backends,
-        bergamot_core::exec::Executors::standard(),
-        Options {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            auth: (&config.web).into(),
-            ..Options::default()
-        },
-        async move {
-            stop_rx.await.ok();
-        },
-    )
-    .await
-    .expect("start");
-    let addr = running.addr.expect("addr");
+    let config = Config::from_str_named("big.toml", &text).expect("config");
+    let daemon = Daemon::start(&config, "127.0.0.1:0").await;
+    let addr = daemon.addr;
+    let queue = &daemon.backends.queue;
     let total = config
         .model
         .checks
@@ -459,8 +454,7 @@ async fn group_page_with_10000_checks_renders_and_updates() {
          after publishing began; longest gap between animation frames: {load_gap} ms while loading, \
          {burst_gap} ms during the burst"
     );
-    stop_tx.send(()).ok();
-    running.done.await.expect("clean stop");
+    daemon.stop().await;
 }
 
 /// Where screenshots go: `target/screenshots/` (or `$CARGO_TARGET_DIR/screenshots`).
@@ -477,13 +471,7 @@ fn screenshot_dir() -> PathBuf {
 }
 
 async fn screenshot(cdp: &mut Cdp, name: &str) -> PathBuf {
-    let shot = cdp
-        .call("Page.captureScreenshot", json!({ "format": "png" }))
-        .await;
-    use base64::Engine as _;
-    let png = base64::engine::general_purpose::STANDARD
-        .decode(shot["data"].as_str().expect("png data"))
-        .expect("base64");
+    let png = cdp.screenshot_png().await;
     let path = screenshot_dir().join(name);
     std::fs::write(&path, png).expect("write screenshot");
     path
@@ -496,6 +484,11 @@ async fn viewport(cdp: &mut Cdp, width: u32, height: u32, mobile: bool) {
     )
     .await;
 }
+
+/// Resolves once the page has drawn two more frames (what was laid out
+/// before is on screen).
+const NEXT_FRAME: &str =
+    "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))";
 
 /// Layout faults on the page: a horizontal scroll, or a count pill / mark
 /// cut off by its box. `[]` when the page is right.
@@ -544,29 +537,11 @@ async fn ui_with_1000_checks_layout_marks_search_and_screenshots() {
             text.push_str(&format!("[[host.trap]]\nname = \"check-{t:02}\"\n"));
         }
     }
-    let config =
-        bergamot_core::config::Config::from_str_named("shots.toml", &text).expect("config");
+    let config = Config::from_str_named("shots.toml", &text).expect("config");
     assert_eq!(config.model.checks.len(), HOSTS * (TRAPS + 1));
-    let backends = Backends::in_memory();
-    let queue = backends.queue.clone();
-    let store = backends.store.clone();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let running = start(
-        config.model.clone(),
-        backends,
-        bergamot_core::exec::Executors::standard(),
-        Options {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            auth: (&config.web).into(),
-            ..Options::default()
-        },
-        async move {
-            stop_rx.await.ok();
-        },
-    )
-    .await
-    .expect("start");
-    let addr = running.addr.expect("addr");
+    let daemon = Daemon::start(&config, "127.0.0.1:0").await;
+    let addr = daemon.addr;
+    let (queue, store) = (&daemon.backends.queue, &daemon.backends.store);
 
     // Every check gets a result: most OK, some problems with long output.
     use bergamot_core::model::{CheckResult, Status};
@@ -606,11 +581,10 @@ async fn ui_with_1000_checks_layout_marks_search_and_screenshots() {
         }
     }
     let last = last.expect("a check");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while store.state(last).await.expect("state").version == 0 {
-        assert!(Instant::now() < deadline, "results not applied");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    bergamot_testkit::wait_until("the results applied", Duration::from_secs(60), || async {
+        store.state(last).await.expect("state").version > 0
+    })
+    .await;
     // Acknowledge three CRITICAL checks, put two WARNING ones in downtime.
     let operator = common::basic("demo", "demo");
     let criticals: Vec<CheckId> = (0..HOSTS * TRAPS)
@@ -643,9 +617,12 @@ async fn ui_with_1000_checks_layout_marks_search_and_screenshots() {
     }
     // Wait for all applied results, then wait for the processor's aggregates.
     let acked = criticals[0];
-    while store.state(acked).await.expect("state").ack.is_none() {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    bergamot_testkit::wait_until(
+        "the acknowledgement applied",
+        Duration::from_secs(30),
+        || async { store.state(acked).await.expect("state").ack.is_some() },
+    )
+    .await;
 
     let (_browser, _profile, mut cdp) = open_browser().await;
     viewport(&mut cdp, 1400, 900, false).await;
@@ -656,8 +633,14 @@ async fn ui_with_1000_checks_layout_marks_search_and_screenshots() {
         "document.querySelector('#conn').textContent === 'live' && document.querySelectorAll('#group-tree .node').length >= 5",
     )
     .await;
-    // The subscription reloads the state once; let it settle.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The subscription reloads the state once: wait until that second
+    // `/api/state` came back and a frame was drawn after it.
+    cdp.wait_for(
+        "the state reloaded after the subscription",
+        "subscribedOnce && performance.getEntriesByType('resource').filter(e => e.name.endsWith('/api/state')).length >= 2",
+    )
+    .await;
+    cdp.eval(NEXT_FRAME).await;
     let mut shots = Vec::new();
 
     // Home at 1400×900: no horizontal scroll, no clipped count.
@@ -760,7 +743,9 @@ async fn ui_with_1000_checks_layout_marks_search_and_screenshots() {
         "document.querySelectorAll('#group-tree .node').length >= 5",
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    cdp.wait_for("the phone viewport", "window.innerWidth === 390")
+        .await;
+    cdp.eval(NEXT_FRAME).await;
     assert_eq!(cdp.eval(LAYOUT_FAULTS).await, json!([]), "home at 390 px");
     shots.push(screenshot(&mut cdp, "home-390x844.png").await);
     cdp.eval(&format!("location.hash = '#/check/{acked}'; true"))
@@ -798,8 +783,7 @@ async fn ui_with_1000_checks_layout_marks_search_and_screenshots() {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    stop_tx.send(()).ok();
-    running.done.await.expect("clean stop");
+    daemon.stop().await;
 }
 
 /// With `anonymous_read = false`, the logged-in page still gets live
@@ -819,24 +803,9 @@ async fn logged_in_ui_is_live_without_anonymous_read() {
          [[host]]\nname = \"h\"\ngroups = [\"g\"]\n\n[[host.trap]]\nname = \"events\"\n",
         common::cheap_hash("pw")
     );
-    let config = bergamot_core::config::Config::from_str_named("t.toml", &text).expect("config");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let running = start(
-        config.model.clone(),
-        Backends::in_memory(),
-        bergamot_core::exec::Executors::standard(),
-        Options {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            auth: (&config.web).into(),
-            ..Options::default()
-        },
-        async move {
-            stop_rx.await.ok();
-        },
-    )
-    .await
-    .expect("start");
-    let addr = running.addr.expect("addr");
+    let config = Config::from_str_named("t.toml", &text).expect("config");
+    let daemon = Daemon::start(&config, "127.0.0.1:0").await;
+    let addr = daemon.addr;
     let trap = CheckId::trap(site, "h", "events");
     let (_browser, _profile, mut cdp) = open_browser().await;
     cdp.call(
@@ -874,6 +843,5 @@ async fn logged_in_ui_is_live_without_anonymous_read() {
         "document.querySelector('#check-output') && document.querySelector('#check-output').textContent.includes('arrived-live')",
     )
     .await;
-    stop_tx.send(()).ok();
-    running.done.await.expect("clean stop");
+    daemon.stop().await;
 }

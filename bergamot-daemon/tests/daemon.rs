@@ -31,6 +31,19 @@ fn demo_config(dir: &Path) -> PathBuf {
     path
 }
 
+/// `bergamotd run --config config --listen 127.0.0.1:port` (log level
+/// info, standard output discarded), to spawn.
+fn bergamotd_run(config: &Path, port: u16) -> Command {
+    let mut run = Command::new(env!("CARGO_BIN_EXE_bergamotd"));
+    run.args(["run", "--config"])
+        .arg(config)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null());
+    run
+}
+
 /// Recomputes every group's aggregate from the checks of `/api/state`.
 fn expected_aggregates(state: &Value) -> HashMap<String, (String, u64, Vec<u64>)> {
     let groups = state["groups"].as_array().expect("groups");
@@ -129,14 +142,8 @@ async fn demo_runs_every_executor_and_stops_cleanly_on_sigterm() {
     let port = free_port();
     let config = demo_config(dir.path());
     // Not the demo's own 8080: its self-checks must follow --listen.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bergamotd"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "info")
+    let mut child = bergamotd_run(&config, port)
         .current_dir(dir.path())
-        .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn bergamotd");
@@ -194,17 +201,7 @@ async fn demo_runs_every_executor_and_stops_cleanly_on_sigterm() {
         nix::sys::signal::Signal::SIGTERM,
     )
     .expect("SIGTERM");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if Instant::now() > deadline {
-            child.kill().ok();
-            panic!("bergamotd did not exit within 20 s of SIGTERM");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = exit_status(&mut child, Duration::from_secs(20), "SIGTERM").await;
     assert!(status.success(), "exit status {status}");
 }
 
@@ -217,13 +214,8 @@ fn check_config_reports_file_and_line_and_exits_1() {
         "site = \"t\"\n\n[[host]]\nname = \"web1\"\nevery = \"soon\"\n",
     )
     .expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_bergamotd"))
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .expect("run check-config");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "stdout: {stdout}");
+    let (code, stdout) = check_config(&path);
+    assert_eq!(code, Some(1), "stdout: {stdout}");
     let expected = format!("{}:5:", path.display());
     assert!(
         stdout.contains(&expected),
@@ -234,17 +226,33 @@ fn check_config_reports_file_and_line_and_exits_1() {
 
 #[test]
 fn check_config_accepts_the_demo() {
-    let out = Command::new(env!("CARGO_BIN_EXE_bergamotd"))
-        .arg("check-config")
-        .arg(repo_root().join("examples/demo.toml"))
-        .output()
-        .expect("run check-config");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let (code, stdout) = check_config(&repo_root().join("examples/demo.toml"));
+    assert_eq!(code, Some(0), "{stdout}");
     assert!(stdout.contains("ok"), "{stdout}");
     assert!(stdout.contains("10 checks"), "{stdout}");
 }
 
+/// The exit status of `child` once it exits after `signal`; after `within`,
+/// kills it and panics.
+async fn exit_status(
+    child: &mut std::process::Child,
+    within: Duration,
+    signal: &str,
+) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            return s;
+        }
+        if Instant::now() > deadline {
+            child.kill().ok();
+            panic!("bergamotd did not exit within {within:?} of {signal}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `bergamotd check-config path`: its exit code and standard output.
 fn check_config(path: &Path) -> (Option<i32>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_bergamotd"))
         .arg("check-config")
@@ -326,14 +334,8 @@ async fn reload_with_a_fifo_fails_and_sigterm_still_ends_the_daemon() {
     .expect("write");
     let log = dir.path().join("log");
     let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bergamotd"))
-        .args(["run", "--config"])
-        .arg(&conf)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "info")
+    let mut child = bergamotd_run(&conf, port)
         .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log"))
         .spawn()
         .expect("spawn bergamotd");
@@ -365,16 +367,11 @@ async fn reload_with_a_fifo_fails_and_sigterm_still_ends_the_daemon() {
     assert!(text.contains("b.toml") && text.contains("FIFO"), "{text}");
 
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if Instant::now() > deadline {
-            child.kill().ok();
-            panic!("bergamotd did not exit within 30 s of SIGTERM after a failed reload");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = exit_status(
+        &mut child,
+        Duration::from_secs(30),
+        "SIGTERM after a failed reload",
+    )
+    .await;
     assert!(status.success(), "exit status {status}");
 }

@@ -20,9 +20,12 @@ use bergamot_amqp::AmqpQueue;
 use bergamot_core::model::{CheckId, CheckResult, ResultId, Status};
 use bergamot_core::store::Store;
 use bergamot_store::PostgresStore;
+use bergamot_testkit::wait_until;
 use chrono::Utc;
-use common::cluster::{history, service_urls, wait_for, Cluster};
+use common::cluster::{history, results_history, service_urls, wait_for, Cluster};
+use common::OK_COMMAND;
 use std::collections::HashMap;
+use std::future::ready;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -34,8 +37,7 @@ const DUMMIES: usize = 4;
 fn config(site: &str) -> String {
     let mut text = format!(
         "site = \"{site}\"\n\n[defaults]\nevery = \"2s\"\nretry_every = \"2s\"\nfailed_after = 1\nrecovers_after = 1\n\n\
-         [[command]]\nname = \"ok\"\nengine = \"dummy\"\nparams = {{ status = \"OK\" }}\n\n\
-         [[host]]\nname = \"h\"\nevery = \"1h\"\ncheck = {{ command = \"ok\" }}\n"
+         {OK_COMMAND}\n[[host]]\nname = \"h\"\nevery = \"1h\"\ncheck = {{ command = \"ok\" }}\n"
     );
     for i in 0..TRAPS {
         text.push_str(&format!("\n[[host.trap]]\nname = \"t{i}\"\n"));
@@ -109,6 +111,24 @@ fn assert_exactly_once(sent: &[CheckResult], applied: &[ResultId]) {
     assert_eq!((lost, extra), (0, 0), "lost {lost}, unexpected {extra}");
 }
 
+/// Waits (at most 120 s) until as many results as `sent` were applied, and
+/// 2 s more, in which redeliveries would show up as duplicates (the sleep
+/// is that window); then asserts that `sent` was applied exactly once.
+/// Returns when all had been applied.
+async fn applied_exactly_once(store: &PostgresStore, site: &str, sent: &[CheckResult]) -> Instant {
+    let applied = wait_for("every result applied", Duration::from_secs(120), || async {
+        let ids = applied_ids(store, site).await;
+        (ids.len() >= sent.len()).then_some(ids)
+    })
+    .await;
+    let all_applied_at = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let applied_later = applied_ids(store, site).await;
+    assert_eq!(applied.len(), applied_later.len());
+    assert_exactly_once(sent, &applied_later);
+    all_applied_at
+}
+
 /// Waits until every dummy check has a result executed after `since`;
 /// returns how long after `since` the last of them first ran again (from the
 /// results' execution times, so a backlog of results to apply does not
@@ -125,12 +145,8 @@ async fn scheduling_resumed(
         || async {
             let mut last_first = since;
             for &c in &checks {
-                let h = history(store, c).await;
-                let first = h
-                    .iter()
-                    .filter(|e| e.result_id.is_some() && e.at > since)
-                    .map(|e| e.at)
-                    .min()?;
+                let h = results_history(store, c).await;
+                let first = h.iter().filter(|e| e.at > since).map(|e| e.at).min()?;
                 last_first = last_first.max(first);
             }
             Some((last_first - since).to_std().unwrap_or_default())
@@ -223,9 +239,8 @@ async fn publish_until_a_quarter(
     let progress = Arc::new(AtomicUsize::new(0));
     let publisher = publish_in_background(queue, sent.to_vec(), progress.clone());
     let quarter = sent.len() / 4;
-    wait_for("a quarter published", Duration::from_secs(60), || {
-        let n = progress.load(Ordering::Relaxed);
-        async move { (n >= quarter).then_some(()) }
+    wait_until("a quarter published", Duration::from_secs(60), || {
+        ready(progress.load(Ordering::Relaxed) >= quarter)
     })
     .await;
     publisher
@@ -259,6 +274,7 @@ async fn rabbitmq_restart_under_load_loses_nothing() {
 
     let restore = RabbitRestore;
     assert!(run("rabbitmqctl", &["stop_app"]), "rabbitmqctl stop_app");
+    // The outage being tested: the broker stays down for 3 s.
     tokio::time::sleep(Duration::from_secs(3)).await;
     drop(restore); // start_app + await_startup
     let back = Utc::now();
@@ -266,16 +282,9 @@ async fn rabbitmq_restart_under_load_loses_nothing() {
 
     let retries = publisher_done(publisher).await;
     let scheduling_after = scheduling_resumed(&store, site, back).await;
-    let applied = wait_for("every result applied", Duration::from_secs(120), || async {
-        let ids = applied_ids(&store, site).await;
-        (ids.len() >= TOTAL).then_some(ids)
-    })
-    .await;
-    let all_applied_after = back_at.elapsed();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let applied_later = applied_ids(&store, site).await;
-    assert_eq!(applied.len(), applied_later.len());
-    assert_exactly_once(&sent, &applied_later);
+    let all_applied_after = applied_exactly_once(&store, site, &sent)
+        .await
+        .duration_since(back_at);
     cluster.assert_all_alive();
     eprintln!(
         "rabbitmq restart: {retries} batch republishes; all {TOTAL} results applied {all_applied_after:?} and every scheduled check ran again within {scheduling_after:?} after the broker was back"
@@ -364,16 +373,9 @@ async fn postgres_restart_under_load_loses_nothing() {
 
     publisher_done(publisher).await;
     let scheduling_after = scheduling_resumed(&store, site, back).await;
-    let applied = wait_for("every result applied", Duration::from_secs(120), || async {
-        let ids = applied_ids(&store, site).await;
-        (ids.len() >= TOTAL).then_some(ids)
-    })
-    .await;
-    let all_applied_after = back_at.elapsed();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let applied_later = applied_ids(&store, site).await;
-    assert_eq!(applied.len(), applied_later.len());
-    assert_exactly_once(&sent, &applied_later);
+    let all_applied_after = applied_exactly_once(&store, site, &sent)
+        .await
+        .duration_since(back_at);
     cluster.assert_all_alive();
     let retried = ["p1", "p2"]
         .iter()
@@ -414,24 +416,15 @@ async fn processors_killed_between_commit_and_ack_apply_nothing_twice() {
     let publisher = publish_in_background(cluster.queue().await, all, progress.clone());
     // Kill each processor in turn while results stream in, and replace it.
     for (victim, replacement, at) in [("p1", "p3", TOTAL / 4), ("p2", "p4", TOTAL / 2)] {
-        wait_for("results published", Duration::from_secs(60), || {
-            let n = progress.load(Ordering::Relaxed);
-            async move { (n >= at).then_some(()) }
+        wait_until("results published", Duration::from_secs(60), || {
+            ready(progress.load(Ordering::Relaxed) >= at)
         })
         .await;
         cluster.node(victim).kill9();
         cluster.start("processor", replacement);
     }
     publisher_done(publisher).await;
-    let applied = wait_for("every result applied", Duration::from_secs(120), || async {
-        let ids = applied_ids(&store, site).await;
-        (ids.len() >= TOTAL).then_some(ids)
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let applied_later = applied_ids(&store, site).await;
-    assert_eq!(applied.len(), applied_later.len());
-    assert_exactly_once(&good, &applied_later);
+    applied_exactly_once(&store, site, &good).await;
     let mut alerts = 0;
     for t in 0..TRAPS {
         alerts += store
@@ -459,8 +452,7 @@ const NOTIFY_CONCURRENCY: usize = 4;
 /// e-mail (400 jobs).
 fn notify_config(site: &str, hook: u16, smtp: u16) -> String {
     let mut text = format!(
-        "site = \"{site}\"\n\n\
-         [[command]]\nname = \"ok\"\nengine = \"dummy\"\nparams = {{ status = \"OK\" }}\n\n\
+        "site = \"{site}\"\n{OK_COMMAND}\n\
          [[contact]]\nname = \"ann\"\nemail = \"ann@example.org\"\n\n\
          [[channel]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{hook}/hook\"\ntimeout = \"1s\"\n\n\
          [[channel]]\nname = \"mail\"\ntype = \"email\"\nhost = \"127.0.0.1\"\nport = {smtp}\nsecurity = \"none\"\n\
@@ -572,13 +564,10 @@ async fn notifier_killed_mid_send_delivers_every_job_once() {
         .expect("publish results");
 
     let delivered = || counts().0.len();
-    wait_for(
+    wait_until(
         "20 notifications delivered",
         Duration::from_secs(60),
-        || {
-            let n = delivered();
-            async move { (n >= 20).then_some(()) }
-        },
+        || ready(delivered() >= 20),
     )
     .await;
     cluster.node("n1").kill9();
@@ -590,13 +579,10 @@ async fn notifier_killed_mid_send_delivers_every_job_once() {
     let killed_at = Instant::now();
     cluster.start_with("notifier", "n2", &notifier_args);
 
-    wait_for(
+    wait_until(
         "every notification delivered",
         Duration::from_secs(120),
-        || {
-            let n = delivered();
-            async move { (n >= jobs).then_some(()) }
-        },
+        || ready(delivered() >= jobs),
     )
     .await;
     let all_after = killed_at.elapsed();

@@ -7,7 +7,7 @@ mod common;
 
 use bergamot_core::model::{CheckId, Status};
 use bergamot_core::store::Store;
-use common::cluster::{history, service_urls, wait_for, Cluster};
+use common::cluster::{results_history, service_urls, wait_for, Cluster};
 use std::process::Command;
 use std::time::Duration;
 
@@ -87,11 +87,7 @@ async fn roles_in_separate_processes_produce_results_in_postgres() {
             &format!("two results of {check}"),
             Duration::from_secs(40),
             || async {
-                let h: Vec<_> = history(&store, check)
-                    .await
-                    .into_iter()
-                    .filter(|e| e.result_id.is_some())
-                    .collect();
+                let h = results_history(&store, check).await;
                 (h.len() >= 2).then_some(h)
             },
         )

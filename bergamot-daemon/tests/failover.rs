@@ -11,9 +11,12 @@ mod common;
 use bergamot_core::model::{CheckId, CheckResult, ResultId, Status};
 use bergamot_core::schedule::{partition_of, DEFAULT_PARTITIONS};
 use bergamot_core::store::Store;
+use bergamot_testkit::wait_until;
 use chrono::{DateTime, Utc};
-use common::cluster::{history, service_urls, wait_for, Cluster};
+use common::cluster::{history, results_history, service_urls, wait_for, Cluster};
+use common::OK_COMMAND;
 use std::collections::{BTreeMap, HashSet};
+use std::future::ready;
 use std::time::{Duration, Instant};
 
 /// (a) A worker killed while it runs a slow check: the execute goes back to
@@ -63,13 +66,10 @@ check = {{ command = "slow" }}
             .map(|t| t.lines().count())
             .unwrap_or(0)
     };
-    wait_for(
+    wait_until(
         "w1 to start the slow check",
         Duration::from_secs(30),
-        || {
-            let n = runs();
-            async move { (n >= 1).then_some(()) }
-        },
+        || ready(runs() >= 1),
     )
     .await;
     // No further executes: the one in flight is what this test follows.
@@ -84,11 +84,7 @@ check = {{ command = "slow" }}
         "the redelivered execute's result",
         Duration::from_secs(30),
         || async {
-            let h: Vec<_> = history(&store, check)
-                .await
-                .into_iter()
-                .filter(|e| e.result_id.is_some())
-                .collect();
+            let h = results_history(&store, check).await;
             (!h.is_empty()).then_some(h)
         },
     )
@@ -97,11 +93,7 @@ check = {{ command = "slow" }}
     assert_eq!(runs(), 2, "w2 ran the check again after w1 was killed");
     // Longer than the check takes: nothing else may arrive.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let results_after: Vec<_> = history(&store, check)
-        .await
-        .into_iter()
-        .filter(|e| e.result_id.is_some())
-        .collect();
+    let results_after = results_history(&store, check).await;
     assert_eq!(results.len(), 1, "{results:?}");
     assert_eq!(
         results_after.len(),
@@ -118,10 +110,7 @@ check = {{ command = "slow" }}
 }
 
 fn traps_config(site: &str, traps: usize) -> String {
-    let mut text = format!("site = \"{site}\"\n\n");
-    text.push_str(
-        "[[command]]\nname = \"ok\"\nengine = \"dummy\"\nparams = { status = \"OK\" }\n\n",
-    );
+    let mut text = format!("site = \"{site}\"\n{OK_COMMAND}\n");
     text.push_str("[[host]]\nname = \"h\"\nevery = \"1h\"\ncheck = { command = \"ok\" }\n");
     for i in 0..traps {
         text.push_str(&format!("\n[[host.trap]]\nname = \"t{i}\"\n"));
@@ -206,18 +195,19 @@ async fn killed_active_processor_fails_over_without_loss_or_duplicates() {
     })
     .await;
     // p1 consumes first, so it is the active consumer of every pool.
-    wait_for("p1 to consume", Duration::from_secs(20), || {
-        let log = cluster.log_of("p1");
-        async move { log.contains("node running").then_some(()) }
+    wait_until("p1 to consume", Duration::from_secs(20), || {
+        ready(cluster.log_of("p1").contains("node running"))
     })
     .await;
+    // A processor consumes a moment after "node running", and nothing tells
+    // when: a margin (no log line or metric marks a result consumer yet).
     tokio::time::sleep(Duration::from_secs(1)).await;
     cluster.start("processor", "p2");
-    wait_for("p2 to consume", Duration::from_secs(20), || {
-        let log = cluster.log_of("p2");
-        async move { log.contains("node running").then_some(()) }
+    wait_until("p2 to consume", Duration::from_secs(20), || {
+        ready(cluster.log_of("p2").contains("node running"))
     })
     .await;
+    // The same margin for p2 (it must be a waiting consumer before the kill).
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let queue = cluster.queue().await;
@@ -273,14 +263,32 @@ async fn results_between(
 ) -> BTreeMap<CheckId, usize> {
     let mut out = BTreeMap::new();
     for &c in checks {
-        let n = history(store, c)
+        let n = results_history(store, c)
             .await
-            .into_iter()
-            .filter(|e| e.result_id.is_some() && e.at >= from && e.at < to)
+            .iter()
+            .filter(|e| e.at >= from && e.at < to)
             .count();
         out.insert(c, n);
     }
     out
+}
+
+/// Results per check in a `window` that starts `settle` from now, counted
+/// 2 s after it ended (for its last results to be applied). The sleeps are
+/// the measurement: how often each check runs in steady state.
+async fn runs_in_a_window(
+    store: &bergamot_store::PostgresStore,
+    checks: &[CheckId],
+    settle: Duration,
+    window: chrono::Duration,
+) -> BTreeMap<CheckId, usize> {
+    tokio::time::sleep(settle).await;
+    let from = Utc::now();
+    let end = (window + chrono::Duration::seconds(2))
+        .to_std()
+        .expect("window");
+    tokio::time::sleep(end).await;
+    results_between(store, checks, from, from + window).await
 }
 
 /// (e) Two scheduler nodes share the checks; one is killed: the survivor
@@ -295,8 +303,7 @@ async fn killed_scheduler_checks_move_to_the_survivor_and_run_once() {
     const CHECKS: usize = 16;
     const EVERY: i64 = 2;
     let mut text = format!(
-        "site = \"{site}\"\n\n[defaults]\nevery = \"{EVERY}s\"\nretry_every = \"{EVERY}s\"\n\n\
-         [[command]]\nname = \"ok\"\nengine = \"dummy\"\nparams = {{ status = \"OK\" }}\n"
+        "site = \"{site}\"\n\n[defaults]\nevery = \"{EVERY}s\"\nretry_every = \"{EVERY}s\"\n{OK_COMMAND}"
     );
     for i in 0..CHECKS {
         text.push_str(&format!(
@@ -343,16 +350,9 @@ async fn killed_scheduler_checks_move_to_the_survivor_and_run_once() {
 
     // Steady state with two nodes: at most one run per interval per check.
     let store = cluster.store().await;
-    tokio::time::sleep(Duration::from_secs(EVERY as u64 * 2)).await;
     let window = chrono::Duration::seconds(6 * EVERY);
-    let from = Utc::now();
-    tokio::time::sleep(
-        (window + chrono::Duration::seconds(2))
-            .to_std()
-            .expect("window"),
-    )
-    .await;
-    let counts = results_between(&store, &checks, from, from + window).await;
+    let settle = Duration::from_secs(EVERY as u64 * 2);
+    let counts = runs_in_a_window(&store, &checks, settle, window).await;
     for (c, n) in &counts {
         assert!(
             (1..=6 + 1).contains(n),
@@ -386,15 +386,7 @@ async fn killed_scheduler_checks_move_to_the_survivor_and_run_once() {
     assert!(held["sa"].is_empty(), "{held:?}");
 
     // Steady state with one node: still at most one run per interval.
-    tokio::time::sleep(Duration::from_secs(EVERY as u64 * 2)).await;
-    let from = Utc::now();
-    tokio::time::sleep(
-        (window + chrono::Duration::seconds(2))
-            .to_std()
-            .expect("window"),
-    )
-    .await;
-    let counts = results_between(&store, &checks, from, from + window).await;
+    let counts = runs_in_a_window(&store, &checks, settle, window).await;
     for (c, n) in &counts {
         assert!(
             (1..=6 + 1).contains(n),

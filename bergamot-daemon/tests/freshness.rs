@@ -10,7 +10,7 @@ use bergamot_core::freshness::is_stale_mark;
 use bergamot_core::model::{CheckId, Status};
 use bergamot_core::store::Store;
 use common::cluster::{service_urls, wait_for, Cluster};
-use common::{free_port, get};
+use common::{free_port, get, OK_COMMAND};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -27,11 +27,7 @@ retry_every = "1s"
 failed_after = 1
 recovers_after = 1
 
-[[command]]
-name = "ok"
-engine = "dummy"
-params = {{ status = "OK" }}
-
+{OK_COMMAND}
 [[host]]
 name = "h"
 "#
@@ -84,10 +80,7 @@ async fn killed_scheduler_turns_every_check_stale_and_alerts() {
         "/healthz ok with peers seen",
         Duration::from_secs(30),
         || async move {
-            let r = common::request(web, "GET", "/healthz", None, None)
-                .await
-                .ok()?;
-            let v: serde_json::Value = serde_json::from_str(&r.body).ok()?;
+            let v = common::healthz(web).await?;
             (v["status"] == "ok" && v["peers"]["scheduler"]["last_seen_secs_ago"].is_number())
                 .then_some(())
         },
@@ -130,10 +123,7 @@ async fn killed_scheduler_turns_every_check_stale_and_alerts() {
         "/healthz names the missing scheduler",
         Duration::from_secs(60),
         || async move {
-            let r = common::request(web, "GET", "/healthz", None, None)
-                .await
-                .ok()?;
-            let v: serde_json::Value = serde_json::from_str(&r.body).ok()?;
+            let v = common::healthz(web).await?;
             let says = v["problems"].as_array()?.iter().any(|p| {
                 p.as_str()
                     .is_some_and(|p| p.starts_with("no scheduler seen"))

@@ -5,17 +5,13 @@
 
 mod common;
 
-use bergamot_core::config::Config;
-use bergamot_daemon::wiring::ConfigSource;
-use bergamot_daemon::{start, Backends, Options, Roles, Running};
+use common::setup::{auth_of, Daemon};
 use common::{basic, free_port, get, post};
-use futures::{FutureExt, SinkExt, StreamExt};
-use parking_lot::Mutex;
+use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -229,66 +225,15 @@ async fn fresh_client_is_served_while_300_half_open_connections_are_held() {
 
 // ---- in-process daemon with a changeable config ------------------------------
 
-const PASSWORD_OF: [(&str, &str); 3] = [("viewer", "v"), ("op", "o"), ("admin", "a")];
-
-struct Live {
-    addr: SocketAddr,
-    text: Arc<Mutex<String>>,
-    running: Running,
-    _stop: tokio::sync::oneshot::Sender<()>,
+/// The daemon of `text` with the processor and web roles (no notifier);
+/// change [`Daemon::text`] and reload to change its configuration.
+async fn live(text: String) -> Daemon {
+    common::setup::daemon_with(text, "processor,web").await
 }
 
-async fn live(text: String) -> Live {
-    let config = Config::from_str_named("test.toml", &text).expect("config");
-    let shared = Arc::new(Mutex::new(text));
-    let src = shared.clone();
-    let source: ConfigSource = Arc::new(move || {
-        let t = src.lock().clone();
-        async move { Config::from_str_named("test.toml", &t) }.boxed()
-    });
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let options = Options {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        auth: (&config.web).into(),
-        roles: Roles {
-            scheduler: false,
-            worker: false,
-            processor: true,
-            web: true,
-            notifier: false,
-        },
-        worker_concurrency: 4,
-        processor_lanes: 2,
-        config_source: Some(source),
-        ownership: None,
-        ..Options::default()
-    };
-    let running = start(
-        config.model,
-        Backends::in_memory(),
-        bergamot_core::exec::Executors::standard(),
-        options,
-        async move {
-            rx.await.ok();
-        },
-    )
-    .await
-    .expect("start");
-    Live {
-        addr: running.addr.expect("web"),
-        text: shared,
-        running,
-        _stop: tx,
-    }
-}
-
-fn auth_of(user: &str) -> String {
-    let pw = PASSWORD_OF
-        .iter()
-        .find(|(u, _)| *u == user)
-        .map(|(_, p)| *p)
-        .expect("user");
-    basic(user, pw)
+/// The status of `GET /api/state` with `auth`.
+async fn state_status(addr: SocketAddr, auth: &str) -> u16 {
+    get(addr, "/api/state", Some(auth)).await.status
 }
 
 async fn ws_connect(
@@ -317,18 +262,8 @@ async fn ws_connect(
 async fn reload_revokes_users_and_tokens_and_closes_their_websockets() {
     let d = live(common::setup::config_text()).await;
     let addr = d.addr;
-    assert_eq!(
-        get(addr, "/api/state", Some(&auth_of("viewer")))
-            .await
-            .status,
-        200
-    );
-    assert_eq!(
-        get(addr, "/api/state", Some("Bearer secret-token"))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(state_status(addr, &auth_of("viewer")).await, 200);
+    assert_eq!(state_status(addr, "Bearer secret-token").await, 200);
     let mut viewer_ws = ws_connect(addr, "", &[("authorization", auth_of("viewer"))])
         .await
         .expect("viewer ws");
@@ -353,22 +288,9 @@ async fn reload_revokes_users_and_tokens_and_closes_their_websockets() {
     }
     let r = post(addr, "/api/reload", Some(&auth_of("admin")), "").await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(
-        get(addr, "/api/state", Some(&auth_of("viewer")))
-            .await
-            .status,
-        401
-    );
-    assert_eq!(
-        get(addr, "/api/state", Some("Bearer secret-token"))
-            .await
-            .status,
-        401
-    );
-    assert_eq!(
-        get(addr, "/api/state", Some(&auth_of("op"))).await.status,
-        200
-    );
+    assert_eq!(state_status(addr, &auth_of("viewer")).await, 401);
+    assert_eq!(state_status(addr, "Bearer secret-token").await, 401);
+    assert_eq!(state_status(addr, &auth_of("op")).await, 200);
     for (who, ws) in [("viewer", &mut viewer_ws), ("token", &mut token_ws)] {
         let closed = tokio::time::timeout(Duration::from_secs(10), async {
             loop {

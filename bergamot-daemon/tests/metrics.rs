@@ -6,7 +6,7 @@ mod common;
 
 use bergamot_core::model::CheckId;
 use bergamot_core::queue::{ExecuteCheck, Queue};
-use bergamot_daemon::{start, Backends, Options, Roles};
+use bergamot_daemon::{Backends, Options};
 use common::get;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -79,28 +79,12 @@ async fn worker_node_metrics_measure_what_they_say() {
     let check = CheckId::service("m", "h", "cpu");
     let backends = Backends::in_memory();
     let queue = backends.queue.clone();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let running = start(
-        config.model,
-        backends,
-        bergamot_core::exec::Executors::standard(),
-        Options {
-            roles: Roles {
-                scheduler: false,
-                worker: true,
-                processor: true,
-                web: false,
-                notifier: false,
-            },
-            metrics_listen: Some("127.0.0.1:0".parse().expect("addr")),
-            ..Options::default()
-        },
-        async move {
-            rx.await.ok();
-        },
-    )
-    .await
-    .expect("start");
+    let options = Options {
+        roles: "worker,processor".parse().expect("roles"),
+        metrics_listen: Some("127.0.0.1:0".parse().expect("addr")),
+        ..Options::default()
+    };
+    let (running, stop) = common::start_in_process(config.model, backends, options).await;
     let addr = running.metrics_addr.expect("metrics listener");
     assert!(running.addr.is_none());
 
@@ -160,6 +144,5 @@ async fn worker_node_metrics_measure_what_they_say() {
     assert_eq!(v["roles"]["worker"], "running", "{v}");
     assert_eq!(v["roles"]["processor"], "running", "{v}");
 
-    tx.send(()).ok();
-    running.done.await.expect("clean stop");
+    common::stop(running, stop).await;
 }

@@ -9,8 +9,9 @@ use bergamot_core::config::Config;
 use bergamot_core::model::{CheckId, CheckResult, Status};
 use bergamot_core::state::Ack;
 use bergamot_core::store::Downtime;
-use bergamot_daemon::{start, Backends, Options, Roles, Running};
+use bergamot_daemon::{Backends, Options, Running};
 use chrono::Utc;
+use common::{start_in_process, Stop, OK_COMMAND};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -63,11 +64,7 @@ fn config(smtp: u16, hook: u16) -> String {
         r#"
 site = "{SITE}"
 
-[[command]]
-name = "ok"
-engine = "dummy"
-params = {{ status = "OK" }}
-
+{OK_COMMAND}
 [[contact]]
 name = "ann"
 email = "ann@example.org"
@@ -140,8 +137,8 @@ struct Env {
     smtp: Smtp,
     hooks: Arc<Mutex<Vec<serde_json::Value>>>,
     backends: Backends,
-    running: Option<Running>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    running: Running,
+    stop: Stop,
 }
 
 async fn env() -> Option<Env> {
@@ -150,39 +147,26 @@ async fn env() -> Option<Env> {
     let (hook, hooks) = receiver().await;
     let config = Config::from_str_named("notify.toml", &config(smtp.port, hook)).expect("config");
     let backends = Backends::in_memory();
-    let mut roles = Roles::none();
-    roles.processor = true;
-    roles.notifier = true;
     let mut notifier = bergamot_daemon::roles::notifier::NotifierOptions {
         model: config.notify.clone(),
         plan_every: Duration::from_millis(200),
         ..Default::default()
     };
     notifier.dispatcher.poll_every = Duration::from_millis(100);
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let running = start(
-        config.model,
-        backends.clone(),
-        bergamot_core::exec::Executors::standard(),
-        Options {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            roles,
-            notifier,
-            metrics_listen: Some("127.0.0.1:0".parse().expect("addr")),
-            ..Options::default()
-        },
-        async move {
-            rx.await.ok();
-        },
-    )
-    .await
-    .expect("start");
+    let options = Options {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        roles: "processor,notifier".parse().expect("roles"),
+        notifier,
+        metrics_listen: Some("127.0.0.1:0".parse().expect("addr")),
+        ..Options::default()
+    };
+    let (running, stop) = start_in_process(config.model, backends.clone(), options).await;
     Some(Env {
         smtp,
         hooks,
         backends,
-        running: Some(running),
-        stop: Some(tx),
+        running,
+        stop,
     })
 }
 
@@ -251,13 +235,8 @@ impl Env {
         assert!(twice.is_empty(), "e-mails delivered twice: {twice:?}");
     }
 
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            tx.send(()).ok();
-        }
-        if let Some(r) = self.running.take() {
-            r.done.await.expect("daemon stops cleanly");
-        }
+    async fn stop(self) {
+        common::stop(self.running, self.stop).await;
     }
 }
 
@@ -307,7 +286,8 @@ async fn critical_escalation_ack_recovery_reach_the_right_people_once() {
         .iter()
         .filter(|k| k.starts_with("alert "))
         .count();
-    // Three repeat intervals: a repeat would have been planned and sent.
+    // Three repeat intervals (a window in which nothing may arrive): a
+    // repeat would have been planned and sent.
     tokio::time::sleep(Duration::from_secs(6)).await;
     let alerts_later = env
         .hook_keys()
@@ -346,8 +326,7 @@ async fn critical_escalation_ack_recovery_reach_the_right_people_once() {
     // per channel (every mail and webhook the receivers got, none failed).
     let addr = env
         .running
-        .as_ref()
-        .and_then(|r| r.metrics_addr)
+        .metrics_addr
         .expect("the metrics listener is up");
     let sample = |text: &str, channel: &str, outcome: &str| -> usize {
         let key =
@@ -402,19 +381,16 @@ async fn downtime_holds_the_alert_until_it_ends() {
         .await
         .expect("schedule downtime");
     env.push(http, Status::Critical).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let s = env.backends.store.state(http).await.expect("state");
-        if s.hard && s.status == Status::Critical {
-            assert!(s.in_downtime, "the downtime is in effect");
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "check never went hard critical"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let s = bergamot_testkit::wait_for(
+        "the check hard CRITICAL",
+        Duration::from_secs(20),
+        || async {
+            let s = env.backends.store.state(http).await.expect("state");
+            (s.hard && s.status == Status::Critical).then_some(s)
+        },
+    )
+    .await;
+    assert!(s.in_downtime, "the downtime is in effect");
     // Held while the downtime lasts (it ends 4 s after it started).
     let k = env.hook_keys();
     assert!(

@@ -9,8 +9,7 @@ use bergamot_core::model::{CheckId, CheckResult, Status};
 use bergamot_core::queue::{
     DeadCheck, DeliveryStream, ExecuteCheck, InMemoryQueue, Queue, SchedulerControl, Update,
 };
-use bergamot_core::store::InMemoryStore;
-use bergamot_daemon::{start, Backends, Options, Roles};
+use bergamot_daemon::{Backends, Options, Roles};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use std::sync::atomic::Ordering;
@@ -61,24 +60,18 @@ impl Queue for EndingUpdates {
 #[tokio::test]
 async fn a_hub_whose_update_stream_ends_fails_the_node() {
     let config = common::one_service_config("r");
-    let running = start(
-        config.model,
-        Backends {
-            store: Arc::new(InMemoryStore::new()),
-            queue: Arc::new(EndingUpdates(InMemoryQueue::new())),
-            notifications: Arc::new(bergamot_core::notify::InMemoryNotificationStore::new()),
-        },
-        bergamot_core::exec::Executors::standard(),
-        Options {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            roles: Roles::only("web"),
-            ..Options::default()
-        },
-        // Never shut down: only the failing role may stop the node.
-        futures::future::pending::<()>(),
-    )
-    .await
-    .expect("start");
+    let backends = Backends {
+        queue: Arc::new(EndingUpdates(InMemoryQueue::new())),
+        ..Backends::in_memory()
+    };
+    let options = Options {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        roles: Roles::only("web"),
+        ..Options::default()
+    };
+    // Never shut down (`_stop` lives to the end): only the failing role may
+    // stop the node.
+    let (running, _stop) = common::start_in_process(config.model, backends, options).await;
     let done = tokio::time::timeout(Duration::from_secs(30), running.done)
         .await
         .expect("the node stops on its own");
@@ -94,27 +87,18 @@ async fn shutdown_applies_the_result_of_a_check_in_flight() {
     let check = CheckId::service("r", "h", "cpu");
     let backends = Backends::in_memory();
     let (store, queue) = (backends.store.clone(), backends.queue.clone());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let running = start(
-        config.model,
-        backends,
-        bergamot_core::exec::Executors::standard(),
-        Options {
-            roles: "worker,processor".parse().expect("roles"),
-            ..Options::default()
-        },
-        async move {
-            rx.await.ok();
-        },
-    )
-    .await
-    .expect("start");
+    let options = Options {
+        roles: "worker,processor".parse().expect("roles"),
+        ..Options::default()
+    };
+    let (running, stop) = common::start_in_process(config.model, backends, options).await;
     let metrics = running.metrics.clone();
     // Send until the worker takes one (executes before it consumes are
     // unroutable); that one runs for a second.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while metrics.executes_taken.load(Ordering::Relaxed) == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "no execute taken");
+    bergamot_testkit::wait_until("an execute taken", Duration::from_secs(30), || async {
+        if metrics.executes_taken.load(Ordering::Relaxed) > 0 {
+            return true;
+        }
         queue
             .publish_execute(ExecuteCheck {
                 id: uuid::Uuid::new_v4(),
@@ -134,10 +118,10 @@ async fn shutdown_applies_the_result_of_a_check_in_flight() {
             })
             .await
             .expect("publish");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tx.send(()).ok();
-    running.done.await.expect("clean stop");
+        false
+    })
+    .await;
+    common::stop(running, stop).await;
     let s = store.state(check).await.expect("state");
     assert_eq!(s.status, Status::Ok, "{s:?}");
     assert_eq!(&*s.output, "IN FLIGHT OK");

@@ -185,26 +185,19 @@ async fn search_at_100k(label: &str, store: Arc<dyn Store>) {
     );
     timed("first page of all", took);
 
-    let (_, crit, took) = api.get("/api/checks?status=CRITICAL&limit=50").await;
-    assert_eq!(crit["total"], 1_000, "{}", crit["total"]);
-    timed("status=CRITICAL", took);
-    let (_, bad, took) = api
-        .get("/api/checks?status=critical,warning&q=HOST09")
-        .await;
-    assert_eq!(
-        bad["total"], 200,
-        "q is case-insensitive; 100 hosts host09xx"
-    );
-    timed("status=critical,warning&q=HOST09", took);
-    let (_, q, took) = api.get("/api/checks?q=svc42").await;
-    assert_eq!(q["total"], 1_000);
-    timed("q=svc42", took);
-    let (_, host, took) = api.get("/api/checks?host=host0123").await;
-    assert_eq!(host["total"], 100);
-    timed("host=host0123", took);
-    let (_, group, took) = api.get("/api/checks?group=rack3&status=WARNING").await;
-    assert_eq!(group["total"], 100);
-    timed("group=rack3&status=WARNING", took);
+    // Filters (`q` is case-insensitive: the 100 hosts host09xx match HOST09).
+    for (query, total) in [
+        ("status=CRITICAL&limit=50", 1_000),
+        ("status=critical,warning&q=HOST09", 200),
+        ("q=svc42", 1_000),
+        ("host=host0123", 100),
+        ("group=rack3&status=WARNING", 100),
+        ("downtime=true", 50),
+    ] {
+        let (_, page, took) = api.get(&format!("/api/checks?{query}")).await;
+        assert_eq!(page["total"], total, "{query}: {}", page["total"]);
+        timed(query, took);
+    }
     let (_, acked, took) = api.get("/api/checks?acknowledged=true").await;
     assert_eq!(acked["total"], 100);
     assert_eq!(acked["items"][0]["state"]["ack"]["author"], "op");
@@ -213,9 +206,6 @@ async fn search_at_100k(label: &str, store: Arc<dyn Store>) {
         .get("/api/checks?status=CRITICAL&acknowledged=false")
         .await;
     assert_eq!(unacked["total"], 900);
-    let (_, down, took) = api.get("/api/checks?downtime=true").await;
-    assert_eq!(down["total"], 50);
-    timed("downtime=true", took);
     for (path, field) in [
         ("/api/checks?acknowledged=maybe", "acknowledged"),
         ("/api/checks?downtime=2", "downtime"),

@@ -30,8 +30,12 @@ struct Ws {
 }
 
 impl Ws {
-    async fn send(&mut self, m: Message) -> Result<(), tokio_tungstenite::tungstenite::Error> {
-        self.stream.send(m).await
+    /// Sends one JSON message.
+    async fn send_json(&mut self, m: Value) {
+        self.stream
+            .send(Message::Text(m.to_string()))
+            .await
+            .expect("send");
     }
 
     /// The next frame's messages.
@@ -84,9 +88,7 @@ async fn next_json(ws: &mut Ws) -> Value {
 }
 
 async fn subscribe(ws: &mut Ws, sub: Value) {
-    ws.send(Message::Text(json!({ "subscribe": sub }).to_string()))
-        .await
-        .expect("send");
+    ws.send_json(json!({ "subscribe": sub })).await;
     let reply = next_json(ws).await;
     assert!(reply.get("subscribed").is_some(), "{reply}");
 }
@@ -110,6 +112,26 @@ async fn next_check_update(ws: &mut Ws, check: CheckId) -> Value {
             return m;
         }
     }
+}
+
+/// A viewer's websocket, subscribed to everything.
+async fn subscribed_to_all(d: &Daemon) -> Ws {
+    let mut ws = connect(d, Some(&basic("viewer", "v"))).await;
+    subscribe(&mut ws, json!({ "all": true })).await;
+    ws
+}
+
+/// A check update of `check` at `version` with `output`, as the processor
+/// of some web node would publish it.
+fn check_update(check_id: CheckId, version: u64, output: &str) -> Update {
+    let mut state = initial_state(&Default::default());
+    state.version = version;
+    state.output = output.into();
+    Update::Check(CheckUpdate {
+        check_id,
+        state,
+        events: vec![],
+    })
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -140,11 +162,8 @@ async fn check_subscriber_gets_the_update_after_a_result() {
     assert!(u["state"]["version"].as_u64().expect("version") >= 1);
     assert!(u["seq"].as_u64().is_some());
     // Bad subscriptions are answered with an error naming the field.
-    ws.send(Message::Text(
-        json!({"subscribe": {"checks": ["nope"]}}).to_string(),
-    ))
-    .await
-    .expect("send");
+    ws.send_json(json!({"subscribe": {"checks": ["nope"]}}))
+        .await;
     // Updates already on their way (the alert that follows the check update)
     // may arrive first: skip them until the error reply.
     let e = loop {
@@ -159,9 +178,7 @@ async fn check_subscriber_gets_the_update_after_a_result() {
     };
     assert_eq!(e["field"], "subscribe.checks", "{e}");
     // Ping is answered.
-    ws.send(Message::Text(json!({"ping": 7}).to_string()))
-        .await
-        .expect("send");
+    ws.send_json(json!({"ping": 7})).await;
     loop {
         let m = next_json(&mut ws).await;
         if m.get("pong").is_some() {
@@ -179,7 +196,17 @@ async fn group_subscription_covers_descendant_groups_only() {
     subscribe(&mut ws, json!({ "groups": ["top"] })).await;
     // A check outside "top" first, then one inside: only the second arrives.
     submit(&d, d.other(), "CRITICAL", "outside").await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Applied (and so dispatched to the hub) before the second is sent.
+    let other = format!("/api/checks/{}", d.other());
+    bergamot_testkit::wait_until(
+        "the outside result applied",
+        Duration::from_secs(10),
+        || async {
+            let r = common::get(d.addr, &other, Some(&basic("viewer", "v"))).await;
+            r.json()["state"]["output"] == "outside"
+        },
+    )
+    .await;
     submit(&d, d.trap(), "CRITICAL", "inside").await;
     let mut saw_group = false;
     loop {
@@ -210,22 +237,16 @@ async fn group_subscription_covers_descendant_groups_only() {
 async fn execute_now_over_the_websocket_needs_an_operator() {
     let d = daemon().await;
     let mut ws = connect(&d, Some(&basic("viewer", "v"))).await;
-    ws.send(Message::Text(
-        json!({"execute_now": d.dummy().to_string()}).to_string(),
-    ))
-    .await
-    .expect("send");
+    ws.send_json(json!({"execute_now": d.dummy().to_string()}))
+        .await;
     let m = next_json(&mut ws).await;
     assert!(
         m["error"].as_str().is_some_and(|e| e.contains("operator")),
         "{m}"
     );
     let mut ws = connect(&d, Some(&basic("op", "o"))).await;
-    ws.send(Message::Text(
-        json!({"execute_now": d.dummy().to_string()}).to_string(),
-    ))
-    .await
-    .expect("send");
+    ws.send_json(json!({"execute_now": d.dummy().to_string()}))
+        .await;
     let m = next_json(&mut ws).await;
     assert_eq!(m["executing"], d.dummy().to_string(), "{m}");
 }
@@ -233,8 +254,7 @@ async fn execute_now_over_the_websocket_needs_an_operator() {
 #[tokio::test(flavor = "multi_thread")]
 async fn versions_never_go_backwards_for_a_client() {
     let d = daemon().await;
-    let mut ws = connect(&d, Some(&basic("viewer", "v"))).await;
-    subscribe(&mut ws, json!({ "all": true })).await;
+    let mut ws = subscribed_to_all(&d).await;
     let hub = d.running.web.as_ref().expect("web").hub.clone();
     let check = d.trap();
     // Deliver versions out of order straight into the hub, as a second web
@@ -242,15 +262,8 @@ async fn versions_never_go_backwards_for_a_client() {
     let mut versions: Vec<u64> = (1..=50).chain(1..=50).collect();
     use rand::seq::SliceRandom;
     versions.shuffle(&mut rand::thread_rng());
-    for v in &versions {
-        let mut state = initial_state(&Default::default());
-        state.version = *v;
-        state.output = format!("v{v}").into();
-        hub.dispatch(&Update::Check(CheckUpdate {
-            check_id: check,
-            state,
-            events: vec![],
-        }));
+    for &v in &versions {
+        hub.dispatch(&check_update(check, v, &format!("v{v}")));
     }
     let mut last = 0;
     loop {
@@ -271,28 +284,25 @@ async fn versions_never_go_backwards_for_a_client() {
 async fn a_client_that_stops_reading_has_a_bounded_outbox() {
     let d = daemon().await;
     let web = d.running.web.as_ref().expect("web").clone();
-    let mut ws = connect(&d, Some(&basic("viewer", "v"))).await;
-    subscribe(&mut ws, json!({ "all": true })).await;
+    let ws = subscribed_to_all(&d).await;
     // From here the client never reads. Push far more than socket buffers
     // hold: 20,000 updates of 4 KiB over 3 checks (80 MB).
     let checks = [d.trap(), d.dummy(), d.other()];
     let big = "x".repeat(4096);
     for i in 0..20_000u64 {
-        let mut state = initial_state(&Default::default());
-        state.version = i + 1;
-        state.output = big.as_str().into();
         let check_id = checks[(i % 3) as usize];
-        web.hub.dispatch(&Update::Check(CheckUpdate {
-            check_id,
-            state,
-            events: vec![],
-        }));
+        web.hub.dispatch(&check_update(check_id, i + 1, &big));
         if i % 1000 == 0 {
             tokio::task::yield_now().await;
         }
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let m = &web.metrics;
+    bergamot_testkit::wait_until(
+        "updates coalesced for the stalled client",
+        Duration::from_secs(10),
+        || std::future::ready(m.ws_coalesced.load(Ordering::Relaxed) > 0),
+    )
+    .await;
     let coalesced = m.ws_coalesced.load(Ordering::Relaxed);
     let sent = m.ws_messages_sent.load(Ordering::Relaxed);
     assert!(coalesced > 0, "nothing was coalesced (sent {sent})");
@@ -321,22 +331,15 @@ async fn a_client_that_stops_reading_has_a_bounded_outbox() {
 async fn a_burst_reaches_the_client_as_one_coalesced_frame() {
     let d = daemon().await;
     let web = d.running.web.as_ref().expect("web").clone();
-    let mut ws = connect(&d, Some(&basic("viewer", "v"))).await;
-    subscribe(&mut ws, json!({ "all": true })).await;
+    let mut ws = subscribed_to_all(&d).await;
     let frames_before = web.metrics.ws_frames_sent.load(Ordering::Relaxed);
     let checks = [d.trap(), d.dummy(), d.other()];
     // On this single-threaded runtime no writer runs until the test awaits,
     // so the whole burst is pending when the client's writer wakes.
     for v in 1..=300u64 {
         for check_id in checks {
-            let mut state = initial_state(&Default::default());
-            state.version = v;
-            state.output = format!("v{v}").into();
-            web.hub.dispatch(&Update::Check(CheckUpdate {
-                check_id,
-                state,
-                events: vec![],
-            }));
+            web.hub
+                .dispatch(&check_update(check_id, v, &format!("v{v}")));
         }
     }
     let items = ws.next_frame().await;

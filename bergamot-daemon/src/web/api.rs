@@ -59,6 +59,11 @@ fn json<T: Serialize>(status: StatusCode, body: &T) -> Resp {
     warp::reply::with_status(warp::reply::json(body), status).into_response_inner()
 }
 
+/// A `200 OK` with `body` as JSON.
+fn ok_json<T: Serialize>(body: T) -> Result<Resp, ApiError> {
+    Ok(json(StatusCode::OK, &body))
+}
+
 async fn respond(f: impl Future<Output = Result<Resp, ApiError>>) -> Resp {
     f.await.unwrap_or_else(ApiError::into_response)
 }
@@ -218,209 +223,147 @@ async fn apply_action(
     ))
 }
 
-pub(crate) fn routes(ctx: Arc<WebContext>) -> BoxedFilter<(Resp,)> {
-    let with_ctx = {
-        let ctx = ctx.clone();
-        warp::any().map(move || ctx.clone())
-    };
-    let body = warp::body::content_length_limit(1 << 20).and(warp::body::bytes());
-    let api = warp::path("api");
+/// One route of the API.
+type Route = BoxedFilter<(Resp,)>;
 
-    let state = api
-        .and(warp::path!("state"))
-        .and(warp::get())
-        .and(with_ctx.clone())
-        .and(creds())
-        .then(|ctx, c| respond(get_state(ctx, c)))
-        .boxed();
-    let list_checks = api
-        .and(warp::path!("checks"))
-        .and(warp::get())
-        .and(with_ctx.clone())
-        .and(creds())
-        .then(|ctx, c| respond(search::list_checks(ctx, c)))
-        .boxed();
-    let one_check = api
-        .and(warp::path!("checks" / String))
-        .and(warp::get())
-        .and(with_ctx.clone())
-        .and(creds())
-        .then(|id, ctx, c| respond(get_check(ctx, c, id)))
-        .boxed();
-    let history = api
-        .and(warp::path!("checks" / String / "history"))
-        .and(warp::get())
-        .and(with_ctx.clone())
-        .and(creds())
-        .then(|id, ctx, c| respond(get_history(ctx, c, id)))
-        .boxed();
-    let execute = api
-        .and(warp::path!("checks" / String / "execute"))
-        .and(warp::post())
-        .and(with_ctx.clone())
-        .and(creds())
-        .then(|id, ctx, c| respond(post_execute(ctx, c, id)))
-        .boxed();
-    let ack = api
-        .and(warp::path!("checks" / String / "acknowledge"))
-        .and(warp::post())
-        .and(with_ctx.clone())
-        .and(creds())
-        .and(body)
-        .then(|id, ctx, c, b| respond(post_ack(ctx, c, id, b)))
-        .boxed();
-    let unack = api
-        .and(warp::path!("checks" / String / "acknowledge"))
-        .and(warp::delete())
-        .and(with_ctx.clone())
-        .and(creds())
-        .then(|id, ctx, c| respond(delete_ack(ctx, c, id)))
-        .boxed();
-    let downtime = api
-        .and(warp::path!("checks" / String / "downtimes"))
-        .and(warp::post())
-        .and(with_ctx.clone())
-        .and(creds())
-        .and(body)
-        .then(|id, ctx, c, b| respond(post_downtime(ctx, c, id, b)))
-        .boxed();
-    let list_downtimes = api
-        .and(warp::path!("downtimes"))
-        .and(warp::get())
-        .and(with_ctx.clone())
-        .and(creds())
-        .then(|ctx, c| respond(list_downtimes(ctx, c)))
-        .boxed();
-    let cancel_downtime = api
-        .and(warp::path!("downtimes" / String))
-        .and(warp::delete())
-        .and(with_ctx.clone())
-        .and(creds())
-        .then(|id, ctx, c| respond(delete_downtime(ctx, c, id)))
-        .boxed();
-    let suppress = api
-        .and(warp::path!("checks" / String / "suppress"))
-        .and(
-            warp::post()
-                .map(|| true)
-                .or(warp::delete().map(|| false))
-                .unify(),
-        )
-        .and(with_ctx.clone())
-        .and(creds())
+/// The request body as bytes, at most `limit` of them.
+fn body(
+    limit: u64,
+) -> impl Filter<Extract = (warp::hyper::body::Bytes,), Error = warp::Rejection> + Clone {
+    warp::body::content_length_limit(limit).and(warp::body::bytes())
+}
+
+/// Builds the `/api/…` routes: each gets the web context and the caller's
+/// credentials ([`Creds`]), and its handler's error answers through
+/// [`respond`].
+#[derive(Clone)]
+struct Handlers {
+    ctx: Arc<WebContext>,
+}
+
+impl Handlers {
+    /// The context and the credentials, for a route's handler.
+    fn ctx_creds(
+        &self,
+    ) -> impl Filter<Extract = (Arc<WebContext>, Creds), Error = warp::Rejection> + Clone {
+        let ctx = self.ctx.clone();
+        warp::any().map(move || ctx.clone()).and(creds())
+    }
+
+    /// `/api/` + `route` (a path and a method) answered by `handler(ctx, creds)`.
+    fn plain<R, H, F>(&self, route: R, handler: H) -> Route
+    where
+        R: Filter<Extract = (), Error = warp::Rejection> + Clone + Send + Sync + 'static,
+        H: Fn(Arc<WebContext>, Creds) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Result<Resp, ApiError>> + Send + 'static,
+    {
+        warp::path("api")
+            .and(route)
+            .and(self.ctx_creds())
+            .then(move |ctx, c| respond(handler(ctx, c)))
+            .boxed()
+    }
+
+    /// `/api/` + `route`, whose path holds an id, answered by
+    /// `handler(ctx, creds, id)`.
+    fn by_id<R, H, F>(&self, route: R, handler: H) -> Route
+    where
+        R: Filter<Extract = (String,), Error = warp::Rejection> + Clone + Send + Sync + 'static,
+        H: Fn(Arc<WebContext>, Creds, String) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Result<Resp, ApiError>> + Send + 'static,
+    {
+        warp::path("api")
+            .and(route)
+            .and(self.ctx_creds())
+            .then(move |id, ctx, c| respond(handler(ctx, c, id)))
+            .boxed()
+    }
+
+    /// [`Handlers::by_id`] with a body of at most 1 MiB:
+    /// `handler(ctx, creds, id, body)`.
+    fn by_id_with_body<R, H, F>(&self, route: R, handler: H) -> Route
+    where
+        R: Filter<Extract = (String,), Error = warp::Rejection> + Clone + Send + Sync + 'static,
+        H: Fn(Arc<WebContext>, Creds, String, warp::hyper::body::Bytes) -> F
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        F: Future<Output = Result<Resp, ApiError>> + Send + 'static,
+    {
+        warp::path("api")
+            .and(route)
+            .and(self.ctx_creds())
+            .and(body(1 << 20))
+            .then(move |id, ctx, c, b| respond(handler(ctx, c, id, b)))
+            .boxed()
+    }
+}
+
+/// `first`, else the first of `rest` that matches, in order.
+fn first_of(first: Route, rest: impl IntoIterator<Item = Route>) -> Route {
+    rest.into_iter()
+        .fold(first, |all, route| all.or(route).unify().boxed())
+}
+
+pub(crate) fn routes(ctx: Arc<WebContext>) -> BoxedFilter<(Resp,)> {
+    use warp::{delete, get, path, post};
+    let h = Handlers { ctx: ctx.clone() };
+    let suppress = path("api")
+        .and(path!("checks" / String / "suppress"))
+        .and(post().map(|| true).or(delete().map(|| false)).unify())
+        .and(h.ctx_creds())
         .then(|id, on, ctx, c| respond(suppress(ctx, c, id, on)))
         .boxed();
-    let result = api
-        .and(warp::path!("checks" / String / "results"))
-        .and(warp::post())
-        .and(with_ctx.clone())
-        .and(creds())
-        .and(body)
-        .then(|id, ctx, c, b| respond(post_result(ctx, c, id, b)))
-        .boxed();
-    let reset = api
-        .and(warp::path!("checks" / String / "reset"))
-        .and(warp::post())
-        .and(with_ctx.clone())
-        .and(creds())
-        .then(|id, ctx, c| respond(reset_check(ctx, c, id)))
-        .boxed();
-    let groups = api
-        .and(warp::path!("groups"))
-        .and(warp::get())
-        .and(with_ctx.clone())
-        .and(creds())
-        .then(|ctx, c| respond(list_groups(ctx, c)))
-        .boxed();
-    let group = api
-        .and(warp::path!("groups" / String))
-        .and(warp::get())
-        .and(with_ctx.clone())
-        .and(creds())
-        .then(|id, ctx, c| respond(get_group(ctx, c, id)))
-        .boxed();
-    let locations = api
-        .and(warp::path!("locations"))
-        .and(warp::get())
-        .and(with_ctx.clone())
-        .and(creds())
-        .then(|ctx, c| respond(list_locations(ctx, c)))
-        .boxed();
-    let alerts = api
-        .and(warp::path!("alerts"))
-        .and(warp::get())
-        .and(with_ctx.clone())
-        .and(creds())
-        .then(|ctx, c| respond(list_alerts(ctx, c)))
-        .boxed();
-    let reload = api
-        .and(warp::path!("reload"))
-        .and(warp::post())
-        .and(with_ctx.clone())
-        .and(creds())
-        .then(|ctx, c| respond(post_reload(ctx, c)))
-        .boxed();
-    let whoami = api
-        .and(warp::path!("whoami"))
-        .and(warp::get())
-        .and(with_ctx)
-        .and(creds())
-        .then(|ctx, c| respond(whoami(ctx, c)))
-        .boxed();
-
-    state
-        .or(list_checks)
-        .unify()
-        .or(history)
-        .unify()
-        .or(one_check)
-        .unify()
-        .or(execute)
-        .unify()
-        .or(ack)
-        .unify()
-        .or(unack)
-        .unify()
-        .or(downtime)
-        .unify()
-        .or(list_downtimes)
-        .unify()
-        .or(cancel_downtime)
-        .unify()
-        .or(suppress)
-        .unify()
-        .or(result)
-        .unify()
-        .or(reset)
-        .unify()
-        .or(groups)
-        .unify()
-        .or(group)
-        .unify()
-        .or(locations)
-        .unify()
-        .or(alerts)
-        .unify()
-        .or(reload)
-        .unify()
-        .or(whoami)
-        .unify()
-        .or(notify::routes(ctx))
-        .unify()
-        .boxed()
+    first_of(
+        h.plain(path!("state").and(get()), get_state),
+        [
+            h.plain(path!("checks").and(get()), search::list_checks),
+            h.by_id(path!("checks" / String / "history").and(get()), get_history),
+            h.by_id(path!("checks" / String).and(get()), get_check),
+            h.by_id(
+                path!("checks" / String / "execute").and(post()),
+                post_execute,
+            ),
+            h.by_id_with_body(
+                path!("checks" / String / "acknowledge").and(post()),
+                post_ack,
+            ),
+            h.by_id(
+                path!("checks" / String / "acknowledge").and(delete()),
+                delete_ack,
+            ),
+            h.by_id_with_body(
+                path!("checks" / String / "downtimes").and(post()),
+                post_downtime,
+            ),
+            h.plain(path!("downtimes").and(get()), list_downtimes),
+            h.by_id(path!("downtimes" / String).and(delete()), delete_downtime),
+            suppress,
+            h.by_id_with_body(
+                path!("checks" / String / "results").and(post()),
+                post_result,
+            ),
+            h.by_id(path!("checks" / String / "reset").and(post()), reset_check),
+            h.plain(path!("groups").and(get()), list_groups),
+            h.by_id(path!("groups" / String).and(get()), get_group),
+            h.plain(path!("locations").and(get()), list_locations),
+            h.plain(path!("alerts").and(get()), list_alerts),
+            h.plain(path!("reload").and(post()), post_reload),
+            h.plain(path!("whoami").and(get()), whoami),
+            notify::routes(&h),
+        ],
+    )
 }
 
 async fn whoami(ctx: Arc<WebContext>, c: Creds) -> Result<Resp, ApiError> {
     let p = c.principal(&ctx, Role::Viewer).await?;
     // A short-lived ticket for `/ws?ticket=` (browsers send no headers there).
     let ticket = (!p.anonymous).then(|| ctx.auth.issue_ticket(&p));
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({
-            "name": p.name, "role": p.role, "anonymous": p.anonymous,
-            "ws_ticket": ticket, "ws_ticket_ttl_seconds": super::auth::TICKET_TTL.as_secs(),
-        }),
-    ))
+    ok_json(serde_json::json!({
+        "name": p.name, "role": p.role, "anonymous": p.anonymous,
+        "ws_ticket": ticket, "ws_ticket_ttl_seconds": super::auth::TICKET_TTL.as_secs(),
+    }))
 }
 
 async fn get_state(ctx: Arc<WebContext>, c: Creds) -> Result<Resp, ApiError> {
@@ -456,12 +399,9 @@ async fn get_state(ctx: Arc<WebContext>, c: Creds) -> Result<Resp, ApiError> {
             })
         })
         .collect();
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({
-            "site": idx.model.site, "checks": checks, "groups": groups, "locations": locations,
-        }),
-    ))
+    ok_json(serde_json::json!({
+        "site": idx.model.site, "checks": checks, "groups": groups, "locations": locations,
+    }))
 }
 
 async fn get_check(ctx: Arc<WebContext>, c: Creds, id: String) -> Result<Resp, ApiError> {
@@ -470,13 +410,10 @@ async fn get_check(ctx: Arc<WebContext>, c: Creds, id: String) -> Result<Resp, A
     let state = ctx.store.state(check.id).await?;
     let downtimes = ctx.store.downtimes(Some(check.id), Utc::now()).await?;
     let groups = ctx.store.ancestor_groups(check.id).await?;
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({
-            "id": check.id, "display_name": check.display_name(), "config": check,
-            "state": state, "downtimes": downtimes, "ancestor_groups": groups,
-        }),
-    ))
+    ok_json(serde_json::json!({
+        "id": check.id, "display_name": check.display_name(), "config": check,
+        "state": state, "downtimes": downtimes, "ancestor_groups": groups,
+    }))
 }
 
 async fn get_history(ctx: Arc<WebContext>, c: Creds, id: String) -> Result<Resp, ApiError> {
@@ -504,10 +441,7 @@ async fn get_history(ctx: Arc<WebContext>, c: Creds, id: String) -> Result<Resp,
     } else {
         None
     };
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({ "items": items, "next_before": next_before }),
-    ))
+    ok_json(serde_json::json!({ "items": items, "next_before": next_before }))
 }
 
 /// Asks the schedulers to run a check now (shared with the websocket):
@@ -662,7 +596,7 @@ async fn post_downtime(
 async fn list_downtimes(ctx: Arc<WebContext>, c: Creds) -> Result<Resp, ApiError> {
     c.principal(&ctx, Role::Viewer).await?;
     let items = ctx.store.downtimes(None, Utc::now()).await?;
-    Ok(json(StatusCode::OK, &serde_json::json!({ "items": items })))
+    ok_json(serde_json::json!({ "items": items }))
 }
 
 async fn delete_downtime(ctx: Arc<WebContext>, c: Creds, id: String) -> Result<Resp, ApiError> {
@@ -688,10 +622,7 @@ async fn delete_downtime(ctx: Arc<WebContext>, c: Creds, id: String) -> Result<R
     if let Some((check, t)) = &t {
         ctx.publish_transition(*check, t).await?;
     }
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({ "cancelled": dt, "state": t.map(|(_, t)| t.state) }),
-    ))
+    ok_json(serde_json::json!({ "cancelled": dt, "state": t.map(|(_, t)| t.state) }))
 }
 
 async fn suppress(ctx: Arc<WebContext>, c: Creds, id: String, on: bool) -> Result<Resp, ApiError> {
@@ -805,10 +736,7 @@ async fn list_groups(ctx: Arc<WebContext>, c: Creds) -> Result<Resp, ApiError> {
             })
         })
         .collect();
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({ "groups": groups }),
-    ))
+    ok_json(serde_json::json!({ "groups": groups }))
 }
 
 async fn get_group(ctx: Arc<WebContext>, c: Creds, id: String) -> Result<Resp, ApiError> {
@@ -828,13 +756,10 @@ async fn get_group(ctx: Arc<WebContext>, c: Creds, id: String) -> Result<Resp, A
             })
         })
         .collect();
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({
-            "id": g.id, "name": g.name, "parents": g.parents, "aggregate": aggregate,
-            "children": children, "checks": idx.direct_checks(g.id),
-        }),
-    ))
+    ok_json(serde_json::json!({
+        "id": g.id, "name": g.name, "parents": g.parents, "aggregate": aggregate,
+        "children": children, "checks": idx.direct_checks(g.id),
+    }))
 }
 
 async fn list_locations(ctx: Arc<WebContext>, c: Creds) -> Result<Resp, ApiError> {
@@ -857,10 +782,7 @@ async fn list_locations(ctx: Arc<WebContext>, c: Creds) -> Result<Resp, ApiError
             })
         })
         .collect();
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({ "locations": locations }),
-    ))
+    ok_json(serde_json::json!({ "locations": locations }))
 }
 
 async fn list_alerts(ctx: Arc<WebContext>, c: Creds) -> Result<Resp, ApiError> {
@@ -874,7 +796,7 @@ async fn list_alerts(ctx: Arc<WebContext>, c: Creds) -> Result<Resp, ApiError> {
         None => None,
     };
     let items = ctx.store.alerts(check.map(|c| c.id), limit).await?;
-    Ok(json(StatusCode::OK, &serde_json::json!({ "items": items })))
+    ok_json(serde_json::json!({ "items": items }))
 }
 
 async fn post_reload(ctx: Arc<WebContext>, c: Creds) -> Result<Resp, ApiError> {
@@ -890,5 +812,5 @@ async fn post_reload(ctx: Arc<WebContext>, c: Creds) -> Result<Resp, ApiError> {
     tracing::info!(by = %p.name, "config reload requested");
     let report = reloader.reload().await?;
     ctx.refresh_model().await?;
-    Ok(json(StatusCode::OK, &report))
+    ok_json(&report)
 }

@@ -38,6 +38,19 @@ pub fn role_name(role: Role) -> &'static str {
     }
 }
 
+/// `ty { name, role, .. }`: a credential's `Debug` that leaves its hash out.
+fn debug_without_secret(
+    f: &mut fmt::Formatter<'_>,
+    ty: &str,
+    name: &str,
+    role: Role,
+) -> fmt::Result {
+    f.debug_struct(ty)
+        .field("name", &name)
+        .field("role", &role)
+        .finish_non_exhaustive()
+}
+
 /// A user who logs in with HTTP Basic.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserEntry {
@@ -51,10 +64,7 @@ pub struct UserEntry {
 
 impl fmt::Debug for UserEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UserEntry")
-            .field("name", &self.name)
-            .field("role", &self.role)
-            .finish_non_exhaustive()
+        debug_without_secret(f, "UserEntry", &self.name, self.role)
     }
 }
 
@@ -71,10 +81,7 @@ pub struct TokenEntry {
 
 impl fmt::Debug for TokenEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenEntry")
-            .field("name", &self.name)
-            .field("role", &self.role)
-            .finish_non_exhaustive()
+        debug_without_secret(f, "TokenEntry", &self.name, self.role)
     }
 }
 

@@ -28,27 +28,17 @@ pub struct ModelIndex {
     search_text: Vec<String>,
 }
 
+/// Each item's position in `items`, by its id.
+fn positions<T, K: std::hash::Hash + Eq>(items: &[T], id: impl Fn(&T) -> K) -> HashMap<K, usize> {
+    items.iter().enumerate().map(|(i, x)| (id(x), i)).collect()
+}
+
 impl ModelIndex {
     /// Indexes a model.
     pub fn new(model: Model) -> Self {
-        let check_pos = model
-            .checks
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.id, i))
-            .collect();
-        let group_pos: HashMap<GroupId, usize> = model
-            .groups
-            .iter()
-            .enumerate()
-            .map(|(i, g)| (g.id, i))
-            .collect();
-        let location_pos = model
-            .locations
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (l.id, i))
-            .collect();
+        let check_pos = positions(&model.checks, |c| c.id);
+        let group_pos = positions(&model.groups, |g| g.id);
+        let location_pos = positions(&model.locations, |l| l.id);
         let mut children: HashMap<GroupId, Vec<GroupId>> = HashMap::new();
         for g in &model.groups {
             for p in &g.parents {

@@ -46,6 +46,31 @@ impl Histogram {
     }
 }
 
+/// The value of an unlabelled metric.
+enum Sample {
+    /// A count since start.
+    Counter(u64),
+    /// A value now.
+    Gauge(f64),
+}
+
+impl Sample {
+    /// Writes the metric `name` with its `help` and this sample.
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        writeln!(out, "# HELP {name} {help}").ok();
+        match self {
+            Sample::Counter(v) => {
+                writeln!(out, "# TYPE {name} counter").ok();
+                writeln!(out, "{name} {v}").ok();
+            }
+            Sample::Gauge(v) => {
+                writeln!(out, "# TYPE {name} gauge").ok();
+                writeln!(out, "{name} {v}").ok();
+            }
+        }
+    }
+}
+
 /// Every metric the daemon exports.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -120,148 +145,124 @@ impl Metrics {
     /// Renders the Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let counter = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
-            writeln!(out, "# HELP {name} {help}").ok();
-            writeln!(out, "# TYPE {name} counter").ok();
-            writeln!(out, "{name} {}", v.load(Ordering::Relaxed)).ok();
-        };
-        let gauge = |out: &mut String, name: &str, help: &str, v: f64| {
-            writeln!(out, "# HELP {name} {help}").ok();
-            writeln!(out, "# TYPE {name} gauge").ok();
-            writeln!(out, "{name} {v}").ok();
-        };
-        counter(
-            &mut out,
-            "bergamot_results_processed_total",
-            "Check results taken by the result processor.",
-            &self.results_processed,
-        );
-        counter(
-            &mut out,
-            "bergamot_transitions_total",
-            "Applied check state changes published by this node.",
-            &self.transitions,
-        );
-        counter(
-            &mut out,
-            "bergamot_executes_taken_total",
-            "Check executions taken by this node's workers.",
-            &self.executes_taken,
-        );
-        counter(
-            &mut out,
-            "bergamot_results_published_total",
-            "Check results this node published (its workers' results and stale marks).",
-            &self.results_published,
-        );
-        let secs = |v: &AtomicU64| v.load(Ordering::Relaxed) as f64 / 1e6;
-        gauge(
-            &mut out,
-            "bergamot_scheduler_lag_seconds",
-            "Time from scheduling an execution to a worker of this node taking it (last observed).",
-            secs(&self.scheduler_lag_micros),
-        );
-        gauge(
-            &mut out,
-            "bergamot_scheduler_lag_max_seconds",
-            "Largest time from scheduling an execution to a worker of this node taking it, since start.",
-            secs(&self.scheduler_lag_max_micros),
-        );
-        counter(
-            &mut out,
-            "bergamot_scheduler_dispatched_total",
-            "Check executions this node's scheduler sent (execute-now included).",
-            &self.scheduler_dispatched,
-        );
-        gauge(
-            &mut out,
-            "bergamot_scheduler_lateness_seconds",
-            "Worst lateness after the due time in this node's last dispatch round.",
-            secs(&self.scheduler_lateness_micros),
-        );
-        gauge(
-            &mut out,
-            "bergamot_scheduler_lateness_max_seconds",
-            "Worst lateness after the due time in this node's dispatch rounds, since start.",
-            secs(&self.scheduler_lateness_max_micros),
-        );
-        counter(
-            &mut out,
-            "bergamot_stale_marked_total",
-            "Stale marks (TIMEOUT results for checks without a fresh result) this node published.",
-            &self.stale_marked,
-        );
-        gauge(
-            &mut out,
-            "bergamot_websocket_clients",
-            "Websocket clients connected.",
-            self.ws_clients.load(Ordering::Relaxed) as f64,
-        );
-        counter(
-            &mut out,
-            "bergamot_websocket_messages_sent_total",
-            "Messages sent to websocket clients.",
-            &self.ws_messages_sent,
-        );
-        counter(
-            &mut out,
-            "bergamot_websocket_frames_sent_total",
-            "Websocket frames sent to clients (each carries one or more messages).",
-            &self.ws_frames_sent,
-        );
-        counter(
-            &mut out,
-            "bergamot_websocket_bytes_sent_total",
-            "Payload bytes of the websocket frames sent to clients.",
-            &self.ws_bytes_sent,
-        );
-        counter(
-            &mut out,
-            "bergamot_websocket_coalesced_total",
-            "Updates folded into a pending update of the same object for a slow client.",
-            &self.ws_coalesced,
-        );
-        counter(
-            &mut out,
-            "bergamot_websocket_stale_skipped_total",
-            "Check updates dropped because a newer version had been dispatched.",
-            &self.ws_stale_skipped,
-        );
-        counter(
-            &mut out,
-            "bergamot_websocket_alerts_dropped_total",
-            "Alert updates dropped from a full client queue.",
-            &self.ws_alerts_dropped,
-        );
-        counter(
-            &mut out,
-            "bergamot_websocket_clients_dropped_total",
-            "Websocket clients disconnected for falling behind.",
-            &self.ws_clients_dropped,
-        );
-        gauge(
-            &mut out,
-            "bergamot_websocket_pending_updates",
-            "Updates waiting to be sent, over all clients.",
-            self.ws_pending.load(Ordering::Relaxed) as f64,
-        );
-        gauge(
-            &mut out,
-            "bergamot_websocket_pending_updates_max",
-            "Largest number of updates ever pending for one client.",
-            self.ws_pending_max.load(Ordering::Relaxed) as f64,
-        );
+        let count = |v: &AtomicU64| Sample::Counter(v.load(Ordering::Relaxed));
+        let level = |v: &AtomicU64| Sample::Gauge(v.load(Ordering::Relaxed) as f64);
+        let secs = |v: &AtomicU64| Sample::Gauge(v.load(Ordering::Relaxed) as f64 / 1e6);
+        let samples = [
+            (
+                "bergamot_results_processed_total",
+                "Check results taken by the result processor.",
+                count(&self.results_processed),
+            ),
+            (
+                "bergamot_transitions_total",
+                "Applied check state changes published by this node.",
+                count(&self.transitions),
+            ),
+            (
+                "bergamot_executes_taken_total",
+                "Check executions taken by this node's workers.",
+                count(&self.executes_taken),
+            ),
+            (
+                "bergamot_results_published_total",
+                "Check results this node published (its workers' results and stale marks).",
+                count(&self.results_published),
+            ),
+            (
+                "bergamot_scheduler_lag_seconds",
+                "Time from scheduling an execution to a worker of this node taking it (last observed).",
+                secs(&self.scheduler_lag_micros),
+            ),
+            (
+                "bergamot_scheduler_lag_max_seconds",
+                "Largest time from scheduling an execution to a worker of this node taking it, since start.",
+                secs(&self.scheduler_lag_max_micros),
+            ),
+            (
+                "bergamot_scheduler_dispatched_total",
+                "Check executions this node's scheduler sent (execute-now included).",
+                count(&self.scheduler_dispatched),
+            ),
+            (
+                "bergamot_scheduler_lateness_seconds",
+                "Worst lateness after the due time in this node's last dispatch round.",
+                secs(&self.scheduler_lateness_micros),
+            ),
+            (
+                "bergamot_scheduler_lateness_max_seconds",
+                "Worst lateness after the due time in this node's dispatch rounds, since start.",
+                secs(&self.scheduler_lateness_max_micros),
+            ),
+            (
+                "bergamot_stale_marked_total",
+                "Stale marks (TIMEOUT results for checks without a fresh result) this node published.",
+                count(&self.stale_marked),
+            ),
+            (
+                "bergamot_websocket_clients",
+                "Websocket clients connected.",
+                level(&self.ws_clients),
+            ),
+            (
+                "bergamot_websocket_messages_sent_total",
+                "Messages sent to websocket clients.",
+                count(&self.ws_messages_sent),
+            ),
+            (
+                "bergamot_websocket_frames_sent_total",
+                "Websocket frames sent to clients (each carries one or more messages).",
+                count(&self.ws_frames_sent),
+            ),
+            (
+                "bergamot_websocket_bytes_sent_total",
+                "Payload bytes of the websocket frames sent to clients.",
+                count(&self.ws_bytes_sent),
+            ),
+            (
+                "bergamot_websocket_coalesced_total",
+                "Updates folded into a pending update of the same object for a slow client.",
+                count(&self.ws_coalesced),
+            ),
+            (
+                "bergamot_websocket_stale_skipped_total",
+                "Check updates dropped because a newer version had been dispatched.",
+                count(&self.ws_stale_skipped),
+            ),
+            (
+                "bergamot_websocket_alerts_dropped_total",
+                "Alert updates dropped from a full client queue.",
+                count(&self.ws_alerts_dropped),
+            ),
+            (
+                "bergamot_websocket_clients_dropped_total",
+                "Websocket clients disconnected for falling behind.",
+                count(&self.ws_clients_dropped),
+            ),
+            (
+                "bergamot_websocket_pending_updates",
+                "Updates waiting to be sent, over all clients.",
+                level(&self.ws_pending),
+            ),
+            (
+                "bergamot_websocket_pending_updates_max",
+                "Largest number of updates ever pending for one client.",
+                level(&self.ws_pending_max),
+            ),
+        ];
+        for (name, help, sample) in samples {
+            sample.render(&mut out, name, help);
+        }
         self.api_latency.render(
             &mut out,
             "bergamot_api_request_duration_seconds",
             "Latency of REST API requests.",
         );
         self.health.render(&mut out);
-        counter(
+        count(&self.webhook_echo_received).render(
             &mut out,
             "bergamot_webhook_echo_received_total",
             "Webhooks accepted by the test receiver POST /api/notifications/echo.",
-            &self.webhook_echo_received,
         );
         let notifier = self.notifier.read().clone();
         writeln!(

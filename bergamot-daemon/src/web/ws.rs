@@ -116,6 +116,13 @@ struct Subscription {
 }
 
 impl Subscription {
+    /// The `{"subscribed": ...}` reply: what the client now receives.
+    fn reply(&self) -> serde_json::Value {
+        serde_json::json!({ "subscribed": {
+            "all": self.all, "groups": self.groups, "checks": self.checks,
+        }})
+    }
+
     fn wants(&self, idx: &ModelIndex, update: &Update) -> bool {
         if self.all {
             return true;
@@ -617,9 +624,7 @@ async fn handle_text(ctx: &WebContext, client: &Client, text: &str) {
                 sub.all |= add.all;
                 sub.groups.extend(add.groups);
                 sub.checks.extend(add.checks);
-                let reply = serde_json::json!({ "subscribed": {
-                    "all": sub.all, "groups": sub.groups, "checks": sub.checks,
-                }});
+                let reply = sub.reply();
                 drop(sub);
                 client.reply(reply, metrics);
             }
@@ -635,9 +640,7 @@ async fn handle_text(ctx: &WebContext, client: &Client, text: &str) {
                 }
                 sub.groups.retain(|g| !rm.groups.contains(g));
                 sub.checks.retain(|c| !rm.checks.contains(c));
-                let reply = serde_json::json!({ "subscribed": {
-                    "all": sub.all, "groups": sub.groups, "checks": sub.checks,
-                }});
+                let reply = sub.reply();
                 drop(sub);
                 client.reply(reply, metrics);
             }

@@ -361,6 +361,13 @@ pub async fn history(store: &PostgresStore, check: CheckId) -> Vec<HistoryEntry>
     all
 }
 
+/// The history entries of `check` that came from a result, oldest first.
+pub async fn results_history(store: &PostgresStore, check: CheckId) -> Vec<HistoryEntry> {
+    let mut h = history(store, check).await;
+    h.retain(|e| e.result_id.is_some());
+    h
+}
+
 /// Applied results per check (history entries that came from a result),
 /// with their statuses.
 pub async fn results_of(
@@ -369,14 +376,8 @@ pub async fn results_of(
 ) -> BTreeMap<CheckId, Vec<(chrono::DateTime<chrono::Utc>, Status)>> {
     let mut out = BTreeMap::new();
     for &c in checks {
-        let h = history(store, c).await;
-        out.insert(
-            c,
-            h.into_iter()
-                .filter(|e| e.result_id.is_some())
-                .map(|e| (e.at, e.status))
-                .collect(),
-        );
+        let h = results_history(store, c).await;
+        out.insert(c, h.into_iter().map(|e| (e.at, e.status)).collect());
     }
     out
 }

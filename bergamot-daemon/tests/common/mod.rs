@@ -5,19 +5,24 @@
 pub mod cluster;
 pub mod setup;
 
+use bergamot_core::model::Model;
+use bergamot_daemon::{Backends, Options, Running};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Host `h` (checked hourly) with one service `cpu` (engine `dummy`, always
-/// OK): the body of [`one_service_config`].
-const ONE_SERVICE: &str = r#"
+/// The command `ok` (engine `dummy`, always OK) most test configs run.
+pub const OK_COMMAND: &str = r#"
 [[command]]
 name = "ok"
 engine = "dummy"
 params = { status = "OK" }
+"#;
 
+/// Host `h` (checked hourly) with one service `cpu` (command [`OK_COMMAND`]):
+/// the rest of [`one_service_config`].
+const ONE_SERVICE: &str = r#"
 [[host]]
 name = "h"
 every = "1h"
@@ -29,7 +34,7 @@ command = "ok"
 
 /// The config `<site>.toml` of site `site` with [`ONE_SERVICE`].
 pub fn one_service_config(site: &str) -> bergamot_core::config::Config {
-    let text = format!("site = \"{site}\"\n{ONE_SERVICE}");
+    let text = format!("site = \"{site}\"\n{OK_COMMAND}{ONE_SERVICE}");
     bergamot_core::config::Config::from_str_named(&format!("{site}.toml"), &text).expect("config")
 }
 
@@ -178,4 +183,42 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
+}
+
+/// What stops a daemon of [`start_in_process`] (sent or dropped).
+pub type Stop = tokio::sync::oneshot::Sender<()>;
+
+/// Starts `model` in this process on `backends` with the standard
+/// executors; it runs until the [`Stop`] is sent or dropped.
+pub async fn start_in_process(
+    model: Model,
+    backends: Backends,
+    options: Options,
+) -> (Running, Stop) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = bergamot_daemon::start(
+        model,
+        backends,
+        bergamot_core::exec::Executors::standard(),
+        options,
+        async move {
+            stopped.await.ok();
+        },
+    )
+    .await
+    .expect("start daemon");
+    (running, stop)
+}
+
+/// Stops a daemon of [`start_in_process`] and waits until every role
+/// stopped cleanly.
+pub async fn stop(running: Running, stop: Stop) {
+    stop.send(()).ok();
+    running.done.await.expect("clean stop");
+}
+
+/// `/healthz` of `addr` as JSON, or `None` while it does not answer.
+pub async fn healthz(addr: SocketAddr) -> Option<serde_json::Value> {
+    let r = request(addr, "GET", "/healthz", None, None).await.ok()?;
+    serde_json::from_str(&r.body).ok()
 }

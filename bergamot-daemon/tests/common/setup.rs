@@ -1,12 +1,13 @@
 //! An in-process daemon (processor + web node on the in-memory backends,
 //! no scheduler or worker, so states change only through what a test sends).
 
-use super::cheap_hash;
+use super::{cheap_hash, start_in_process, Stop, OK_COMMAND};
 use bergamot_core::config::Config;
 use bergamot_core::model::{CheckId, GroupId};
 use bergamot_daemon::wiring::ConfigSource;
-use bergamot_daemon::{start, Backends, Options, Roles, Running};
+use bergamot_daemon::{Backends, Options, Running};
 use futures::FutureExt;
+use parking_lot::Mutex;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -15,8 +16,10 @@ pub const SITE: &str = "t";
 pub struct Daemon {
     pub addr: SocketAddr,
     pub running: Running,
-    pub stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub stop: Option<Stop>,
     pub token: String,
+    /// The configuration a reload reads (change it, then `POST /api/reload`).
+    pub text: Arc<Mutex<String>>,
 }
 
 impl Daemon {
@@ -34,6 +37,22 @@ impl Daemon {
     }
 }
 
+/// The users of [`config_text`]: name, password and role.
+pub const USERS: [(&str, &str, &str); 3] = [
+    ("viewer", "v", "viewer"),
+    ("op", "o", "operator"),
+    ("admin", "a", "admin"),
+];
+
+/// `Authorization: Basic ...` of `user`, one of [`USERS`].
+pub fn auth_of(user: &str) -> String {
+    let (_, password, _) = USERS
+        .iter()
+        .find(|(name, _, _)| *name == user)
+        .unwrap_or_else(|| panic!("no test user {user}"));
+    super::basic(user, password)
+}
+
 pub fn config_text() -> String {
     format!(
         r#"
@@ -42,31 +61,12 @@ site = "{SITE}"
 [web]
 anonymous_read = false
 
-[[web.users]]
-name = "viewer"
-password_hash = "{v}"
-role = "viewer"
-
-[[web.users]]
-name = "op"
-password_hash = "{o}"
-role = "operator"
-
-[[web.users]]
-name = "admin"
-password_hash = "{a}"
-role = "admin"
-
-[[web.tokens]]
+{users}[[web.tokens]]
 name = "ci"
 token_hash = "{t}"
 role = "operator"
 
-[[command]]
-name = "ok"
-engine = "dummy"
-params = {{ status = "OK" }}
-
+{OK_COMMAND}
 [[group]]
 name = "top"
 
@@ -105,56 +105,47 @@ groups = ["elsewhere"]
 [[host.trap]]
 name = "events"
 "#,
-        v = cheap_hash("v"),
-        o = cheap_hash("o"),
-        a = cheap_hash("a"),
+        users = USERS
+            .iter()
+            .map(|(name, password, role)| format!(
+                "[[web.users]]\nname = \"{name}\"\npassword_hash = \"{}\"\nrole = \"{role}\"\n\n",
+                cheap_hash(password)
+            ))
+            .collect::<String>(),
         t = bergamot_daemon::web::auth::hash_token("secret-token"),
     )
 }
 
+/// The daemon of [`config_text`], with the processor, web and notifier roles.
 pub async fn daemon() -> Daemon {
-    let text = config_text();
+    daemon_with(config_text(), "processor,web,notifier").await
+}
+
+/// An in-process daemon of `text` running `roles` on the in-memory
+/// backends; a reload reads [`Daemon::text`] again.
+pub async fn daemon_with(text: String, roles: &str) -> Daemon {
     let config = Config::from_str_named("test.toml", &text).expect("test config");
+    let text = Arc::new(Mutex::new(text));
     let source_text = text.clone();
     let source: ConfigSource = Arc::new(move || {
-        let t = source_text.clone();
+        let t = source_text.lock().clone();
         async move { Config::from_str_named("test.toml", &t) }.boxed()
     });
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let options = Options {
         listen: "127.0.0.1:0".parse().expect("addr"),
         auth: (&config.web).into(),
-        roles: Roles {
-            scheduler: false,
-            worker: false,
-            processor: true,
-            web: true,
-            notifier: true,
-        },
+        roles: roles.parse().expect("roles"),
         worker_concurrency: 4,
         processor_lanes: 2,
-        result_limits: Default::default(),
         config_source: Some(source),
-        ownership: None,
-        metrics_listen: None,
-        freshness: Default::default(),
-        notifier: Default::default(),
+        ..Options::default()
     };
-    let running = start(
-        config.model,
-        Backends::in_memory(),
-        bergamot_core::exec::Executors::standard(),
-        options,
-        async move {
-            rx.await.ok();
-        },
-    )
-    .await
-    .expect("start daemon");
+    let (running, stop) = start_in_process(config.model, Backends::in_memory(), options).await;
     Daemon {
         addr: running.addr.expect("web role runs"),
         running,
-        stop: Some(tx),
+        stop: Some(stop),
         token: "secret-token".into(),
+        text,
     }
 }

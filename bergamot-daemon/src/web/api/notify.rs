@@ -2,7 +2,10 @@
 //! by status, contacts and teams, and the admin's test notification.
 //! See docs/api.md.
 
-use super::{creds, json, parse_body, parse_check_id, query_usize, respond, Creds, Resp};
+use super::{
+    body, first_of, json, ok_json, parse_body, parse_check_id, query_usize, respond, Creds,
+    Handlers, Resp, Route,
+};
 use crate::roles::notifier::NotifyShared;
 use crate::web::auth::Role;
 use crate::web::{ApiError, WebContext};
@@ -14,7 +17,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use uuid::Uuid;
-use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::{Filter, Reply};
 
@@ -97,7 +99,7 @@ async fn list(ctx: &WebContext, c: &Creds, mut filter: JobFilter) -> Result<Resp
     }
     let jobs = notify.jobs.notifications(&filter).await?;
     let items: Vec<JobView<'_>> = jobs.iter().map(job_view).collect();
-    Ok(json(StatusCode::OK, &serde_json::json!({ "items": items })))
+    ok_json(serde_json::json!({ "items": items }))
 }
 
 async fn alert_notifications(ctx: Arc<WebContext>, c: Creds, id: String) -> Result<Resp, ApiError> {
@@ -160,10 +162,7 @@ async fn contacts(ctx: Arc<WebContext>, c: Creds) -> Result<Resp, ApiError> {
         .values()
         .map(|ch| serde_json::json!({ "name": ch.name, "type": ch.kind }))
         .collect();
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({ "contacts": contacts, "channels": channels }),
-    ))
+    ok_json(serde_json::json!({ "contacts": contacts, "channels": channels }))
 }
 
 async fn teams(ctx: Arc<WebContext>, c: Creds) -> Result<Resp, ApiError> {
@@ -175,7 +174,7 @@ async fn teams(ctx: Arc<WebContext>, c: Creds) -> Result<Resp, ApiError> {
         .iter()
         .map(|(name, members)| serde_json::json!({ "name": name, "members": members }))
         .collect();
-    Ok(json(StatusCode::OK, &serde_json::json!({ "teams": teams })))
+    ok_json(serde_json::json!({ "teams": teams }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -262,71 +261,38 @@ async fn echo(ctx: Arc<WebContext>, body: warp::hyper::body::Bytes) -> Result<Re
     Ok(warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response())
 }
 
-pub(super) fn routes(ctx: Arc<WebContext>) -> BoxedFilter<(Resp,)> {
-    let with_ctx = warp::any().map(move || ctx.clone());
-    let echo = warp::path("api")
-        .and(warp::path!("notifications" / "echo"))
-        .and(warp::post())
-        .and(with_ctx.clone())
-        .and(warp::body::content_length_limit(1 << 16).and(warp::body::bytes()))
+pub(super) fn routes(h: &Handlers) -> Route {
+    use warp::{get, path, post};
+    let ctx = h.ctx.clone();
+    let echo = path("api")
+        .and(path!("notifications" / "echo"))
+        .and(post())
+        .and(warp::any().map(move || ctx.clone()))
+        .and(body(1 << 16))
         .then(|ctx, b| respond(echo(ctx, b)))
         .boxed();
-    let api = warp::path("api");
-    let by_alert = api
-        .and(warp::path!("alerts" / String / "notifications"))
-        .and(warp::get())
-        .and(with_ctx.clone())
-        .and(creds())
-        .then(|id, ctx, c| respond(alert_notifications(ctx, c, id)))
-        .boxed();
-    let by_check = api
-        .and(warp::path!("checks" / String / "notifications"))
-        .and(warp::get())
-        .and(with_ctx.clone())
-        .and(creds())
-        .then(|id, ctx, c| respond(check_notifications(ctx, c, id)))
-        .boxed();
-    let all = api
-        .and(warp::path!("notifications"))
-        .and(warp::get())
-        .and(with_ctx.clone())
-        .and(creds())
-        .then(|ctx, c| respond(all_notifications(ctx, c)))
-        .boxed();
-    let test = api
-        .and(warp::path!("notifications" / "test"))
-        .and(warp::post())
-        .and(with_ctx.clone())
-        .and(creds())
-        .and(warp::body::content_length_limit(1 << 16).and(warp::body::bytes()))
+    let test = path("api")
+        .and(path!("notifications" / "test"))
+        .and(post())
+        .and(h.ctx_creds())
+        .and(body(1 << 16))
         .then(|ctx, c, b| respond(send_test(ctx, c, b)))
         .boxed();
-    let contacts = api
-        .and(warp::path!("contacts"))
-        .and(warp::get())
-        .and(with_ctx.clone())
-        .and(creds())
-        .then(|ctx, c| respond(contacts(ctx, c)))
-        .boxed();
-    let teams = api
-        .and(warp::path!("teams"))
-        .and(warp::get())
-        .and(with_ctx)
-        .and(creds())
-        .then(|ctx, c| respond(teams(ctx, c)))
-        .boxed();
-    by_alert
-        .or(echo)
-        .unify()
-        .or(by_check)
-        .unify()
-        .or(all)
-        .unify()
-        .or(test)
-        .unify()
-        .or(contacts)
-        .unify()
-        .or(teams)
-        .unify()
-        .boxed()
+    first_of(
+        h.by_id(
+            path!("alerts" / String / "notifications").and(get()),
+            alert_notifications,
+        ),
+        [
+            echo,
+            h.by_id(
+                path!("checks" / String / "notifications").and(get()),
+                check_notifications,
+            ),
+            h.plain(path!("notifications").and(get()), all_notifications),
+            test,
+            h.plain(path!("contacts").and(get()), contacts),
+            h.plain(path!("teams").and(get()), teams),
+        ],
+    )
 }

@@ -8,14 +8,13 @@
 //! last item's (display name, id), so pages stay right when checks change or
 //! the model reloads between requests.
 
-use super::{json, query_usize, view, ApiError, Creds, Query, Resp, Role, WebContext};
+use super::{ok_json, query_usize, view, ApiError, Creds, Query, Resp, Role, WebContext};
 use base64::Engine as _;
 use bergamot_core::model::{CheckId, Status};
 use bergamot_core::state::CheckState;
 use bergamot_core::store::StateFilter;
 use std::collections::HashMap;
 use std::sync::Arc;
-use warp::http::StatusCode;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -168,13 +167,10 @@ pub(super) async fn list_checks(ctx: Arc<WebContext>, c: Creds) -> Result<Resp, 
         Some(&p) if more => Some(encode_cursor(idx.display_name_at(p), checks[p].id)),
         _ => None,
     };
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({
-            "total": total, "offset": offset, "limit": limit,
-            "items": items, "next_cursor": next_cursor,
-        }),
-    ))
+    ok_json(serde_json::json!({
+        "total": total, "offset": offset, "limit": limit,
+        "items": items, "next_cursor": next_cursor,
+    }))
 }
 
 #[cfg(test)]
