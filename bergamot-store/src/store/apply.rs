@@ -47,8 +47,27 @@ pub(super) struct Writes {
 }
 
 impl Writes {
+    /// Records `t`, a transition of the locked `check`, if it applied, and
+    /// makes its state the locked one; returns whether it applied.
+    pub(super) fn apply(
+        &mut self,
+        check: CheckId,
+        l: &mut Locked,
+        t: &Transition,
+        at: DateTime<Utc>,
+        result: Option<ResultId>,
+    ) -> Result<bool> {
+        if !t.is_applied() {
+            return Ok(false);
+        }
+        self.record(check, &l.state, t, at, result)?;
+        l.state = t.state.clone();
+        l.dirty = true;
+        Ok(true)
+    }
+
     /// Records an applied transition of `check` from `before`.
-    pub(super) fn record(
+    fn record(
         &mut self,
         check: CheckId,
         before: &CheckState,
@@ -242,6 +261,26 @@ impl PostgresStore {
         Ok(())
     }
 
+    /// Applies `t` to the locked `check` and, if it applied, writes it
+    /// back at once; returns whether it applied.
+    pub(super) async fn write_one(
+        tx: &Tx<'_>,
+        locked: &mut HashMap<CheckId, Locked>,
+        check: CheckId,
+        t: &Transition,
+        at: DateTime<Utc>,
+    ) -> Result<bool> {
+        let Some(l) = locked.get_mut(&check) else {
+            return Ok(false);
+        };
+        let mut writes = Writes::default();
+        if !writes.apply(check, l, t, at, None)? {
+            return Ok(false);
+        }
+        Self::write_back(tx, locked, &writes).await?;
+        Ok(true)
+    }
+
     pub(super) async fn apply_results_once(
         &self,
         results: &[CheckResult],
@@ -272,11 +311,7 @@ impl PostgresStore {
                 continue;
             };
             let t = state::transition(&l.state, r, &l.policy, &deps, now);
-            if t.is_applied() {
-                writes.record(r.check_id, &l.state, &t, r.executed_at, Some(r.id))?;
-                l.state = t.state.clone();
-                l.dirty = true;
-            }
+            writes.apply(r.check_id, l, &t, r.executed_at, Some(r.id))?;
             out.push(Ok(t));
         }
         Self::write_back(&tx, &locked, &writes).await?;
@@ -300,16 +335,10 @@ impl PostgresStore {
             .map_err(Error::db("begin a state change"))?;
         let mut locked = Self::lock(&tx, &[check.0]).await?;
         let l = locked
-            .get_mut(&check)
+            .get(&check)
             .ok_or_else(|| Error::not_found("check", check))?;
         let t = f(&l.state, &l.policy);
-        if t.is_applied() {
-            let mut writes = Writes::default();
-            writes.record(check, &l.state, &t, at, None)?;
-            l.state = t.state.clone();
-            l.dirty = true;
-            Self::write_back(&tx, &locked, &writes).await?;
-        }
+        Self::write_one(&tx, &mut locked, check, &t, at).await?;
         tx.commit()
             .await
             .map_err(Error::db("commit a state change"))?;
