@@ -160,6 +160,11 @@ async fn randomise_states(store: &TestStore, rng: &mut StdRng) {
         .expect("randomise states");
 }
 
+/// Every check's state, by id.
+async fn state_map(store: &TestStore) -> HashMap<CheckId, CheckState> {
+    store.states().await.expect("states").into_iter().collect()
+}
+
 #[tokio::test]
 async fn generated_graph_matches_the_core_aggregate() {
     let Some(store) = TestStore::fresh().await else {
@@ -169,8 +174,7 @@ async fn generated_graph_matches_the_core_aggregate() {
     let model = generate(&mut rng, 1_000, 10_000, 7);
     store.sync_config(&model).await.expect("sync");
     randomise_states(&store, &mut rng).await;
-    let states: HashMap<CheckId, CheckState> =
-        store.states().await.expect("states").into_iter().collect();
+    let states = state_map(&store).await;
     let ignored = states.values().filter(|s| s.is_ignored()).count();
     assert!(
         ignored > 500,
@@ -261,8 +265,7 @@ async fn generated_graph_matches_the_core_aggregate() {
     // The counters follow further changes: random states again (some
     // checks keep their contribution, most change it), in one statement.
     randomise_states(&store, &mut rng).await;
-    let again: HashMap<CheckId, CheckState> =
-        store.states().await.expect("states").into_iter().collect();
+    let again = state_map(&store).await;
     assert_eq!(
         store.group_states(None).await.expect("group states"),
         aggregate::group_states(&model, |c| again.get(&c), None),
@@ -320,8 +323,7 @@ async fn cycles_terminate_and_diamonds_count_once() {
     let mut want = vec![top, a, b, c];
     want.sort();
     assert_eq!(anc, want);
-    let states: HashMap<CheckId, CheckState> =
-        store.states().await.expect("states").into_iter().collect();
+    let states = state_map(&store).await;
     assert_eq!(
         got,
         aggregate::group_states(&model, |c| states.get(&c), None)
@@ -357,8 +359,7 @@ async fn resync_rebuilds_the_group_graph() {
         .count();
     assert!(moved > 50, "the second model changes the graph ({moved})");
     store.sync_config(&second).await.expect("second sync");
-    let states: HashMap<CheckId, CheckState> =
-        store.states().await.expect("states").into_iter().collect();
+    let states = state_map(&store).await;
     let st = |c: CheckId| states.get(&c);
     let expected = aggregate::group_states(&second, st, None);
     assert!(expected.iter().filter(|g| g.aggregate.total > 50).count() > 5);
@@ -369,8 +370,7 @@ async fn resync_rebuilds_the_group_graph() {
     // The counts kept by the trigger follow further state changes.
     for _ in 0..2 {
         randomise_states(&store, &mut rng).await;
-        let states: HashMap<CheckId, CheckState> =
-            store.states().await.expect("states").into_iter().collect();
+        let states = state_map(&store).await;
         let st = |c: CheckId| states.get(&c);
         assert_eq!(
             store.group_states(None).await.expect("group states"),
