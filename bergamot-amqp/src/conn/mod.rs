@@ -32,8 +32,8 @@ use crate::topology::{self, Declared, Names};
 pub(crate) use acks::Settle;
 use acks::{AckTracker, AmqpAcker, Held, ItemState, Resolution};
 use amiquip::{
-    AmqpValue, Auth, Channel, Confirm, Connection, ConnectionOptions, ConnectionTuning,
-    ConsumerMessage, ConsumerOptions, FieldTable, Publish, QueueDeclareOptions,
+    AmqpValue, Channel, Confirm, Connection, ConnectionTuning, ConsumerMessage, ConsumerOptions,
+    FieldTable, Publish, QueueDeclareOptions,
 };
 use batcher::{BatchKey, Batcher};
 use bergamot_core::backend::Acker;
@@ -229,6 +229,20 @@ impl Worker {
         }
     }
 
+    /// An id no consumer of this worker has had.
+    fn new_consumer_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Keeps consumer `id` of `source` (started again on every reconnect)
+    /// and tells the caller it is registered.
+    fn add_spec(&mut self, id: u64, source: Source, sink: Box<dyn Sink>, reply: Reply<()>) {
+        self.specs.push(Spec { id, source, sink });
+        reply.send(Ok(())).ok();
+    }
+
     /// Waits `d` while disconnected, answering commands. True on shutdown.
     fn wait_offline(&mut self, d: Duration) -> bool {
         let deadline = Instant::now() + d;
@@ -248,10 +262,8 @@ impl Worker {
                     reply,
                 } => {
                     // Started when the connection is back.
-                    let id = self.next_id;
-                    self.next_id += 1;
-                    self.specs.push(Spec { id, source, sink });
-                    reply.send(Ok(())).ok();
+                    let id = self.new_consumer_id();
+                    self.add_spec(id, source, sink, reply);
                 }
                 Cmd::Settle { reply, .. } => {
                     if let Some(r) = reply {
@@ -272,12 +284,9 @@ impl Worker {
     fn connect(&mut self) -> Result<Live, AmqpError> {
         let stream = self.target.open(self.config.connect_timeout)?;
         let heartbeat = u16::try_from(self.config.heartbeat.as_secs()).unwrap_or(u16::MAX);
-        let options = ConnectionOptions::default()
-            .auth(Auth::Plain {
-                username: self.target.username.clone(),
-                password: self.target.password.clone(),
-            })
-            .virtual_host(self.target.vhost.clone())
+        let options = self
+            .target
+            .options()
             .heartbeat(heartbeat)
             .connection_timeout(Some(self.config.connect_timeout))
             .information(Some(format!("bergamot-amqp {}", self.names.prefix)));
@@ -663,13 +672,9 @@ impl Worker {
                 sink,
                 reply,
             } => {
-                let id = self.next_id;
-                self.next_id += 1;
+                let id = self.new_consumer_id();
                 match self.start_consumer(live, id, &source) {
-                    Ok(()) => {
-                        self.specs.push(Spec { id, source, sink });
-                        reply.send(Ok(())).ok();
-                    }
+                    Ok(()) => self.add_spec(id, source, sink, reply),
                     Err(e) => {
                         // A failed declare may have killed the channel; make
                         // sure nothing half-started stays behind.
