@@ -338,11 +338,17 @@ impl Store for PostgresStore {
     }
 
     async fn ancestor_groups(&self, check: CheckId) -> bergamot_core::Result<Vec<GroupId>> {
-        self.read_ancestor_groups(check).await
+        let sql = crate::aggregate_sql::ANCESTOR_GROUPS;
+        Ok(self
+            .ancestors(check, sql, "read ancestor groups", GroupId)
+            .await?)
     }
 
     async fn ancestor_locations(&self, check: CheckId) -> bergamot_core::Result<Vec<LocationId>> {
-        self.read_ancestor_locations(check).await
+        let sql = crate::aggregate_sql::ANCESTOR_LOCATIONS;
+        Ok(self
+            .ancestors(check, sql, "read ancestor locations", LocationId)
+            .await?)
     }
 
     async fn acknowledge(

@@ -160,6 +160,23 @@ async fn randomise_states(store: &TestStore, rng: &mut StdRng) {
         .expect("randomise states");
 }
 
+/// A fresh store synced with a model [`generate`]d from `seed` and then
+/// given random states; also the model and the generator, to go on with.
+/// None when the test server is not configured.
+async fn generated_store(
+    seed: u64,
+    groups: usize,
+    checks: usize,
+    levels: usize,
+) -> Option<(TestStore, Model, StdRng)> {
+    let store = TestStore::fresh().await?;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let model = generate(&mut rng, groups, checks, levels);
+    store.sync_config(&model).await.expect("sync");
+    randomise_states(&store, &mut rng).await;
+    Some((store, model, rng))
+}
+
 /// Every check's state, by id.
 async fn state_map(store: &TestStore) -> HashMap<CheckId, CheckState> {
     store.states().await.expect("states").into_iter().collect()
@@ -167,13 +184,9 @@ async fn state_map(store: &TestStore) -> HashMap<CheckId, CheckState> {
 
 #[tokio::test]
 async fn generated_graph_matches_the_core_aggregate() {
-    let Some(store) = TestStore::fresh().await else {
+    let Some((store, model, mut rng)) = generated_store(0xB3_4647, 1_000, 10_000, 7).await else {
         return;
     };
-    let mut rng = StdRng::seed_from_u64(0xB3_4647);
-    let model = generate(&mut rng, 1_000, 10_000, 7);
-    store.sync_config(&model).await.expect("sync");
-    randomise_states(&store, &mut rng).await;
     let states = state_map(&store).await;
     let ignored = states.values().filter(|s| s.is_ignored()).count();
     assert!(
@@ -336,13 +349,9 @@ async fn cycles_terminate_and_diamonds_count_once() {
 /// new model, and the trigger-kept counts follow later state changes.
 #[tokio::test]
 async fn resync_rebuilds_the_group_graph() {
-    let Some(store) = TestStore::fresh().await else {
+    let Some((store, first, mut rng)) = generated_store(0x5EED_0002, 300, 3_000, 6).await else {
         return;
     };
-    let mut rng = StdRng::seed_from_u64(0x5EED_0002);
-    let first = generate(&mut rng, 300, 3_000, 6);
-    store.sync_config(&first).await.expect("first sync");
-    randomise_states(&store, &mut rng).await;
     let second = generate(&mut rng, 300, 3_000, 6);
     let same_ids = second
         .checks

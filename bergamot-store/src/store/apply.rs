@@ -133,6 +133,9 @@ impl Writes {
     }
 }
 
+/// Six column arrays, collected from an iterator of rows.
+type Columns6<A, B, C, D, E, F> = (Vec<A>, Vec<B>, Vec<C>, Vec<D>, Vec<E>, Vec<F>);
+
 /// The worse (by rank) of two stored status codes.
 fn worse_code(a: i16, b: i16) -> i16 {
     let status = |c: i16| u8::try_from(c).ok().and_then(Status::from_severity);
@@ -188,28 +191,18 @@ impl PostgresStore {
         if states.len() == 0 {
             return Ok(());
         }
-        let mut a_id = Vec::new();
-        let mut a_check = Vec::new();
-        let mut a_opened = Vec::new();
-        let mut a_closed = Vec::new();
-        let mut a_status = Vec::new();
-        let mut a_worst = Vec::new();
-        for (id, a) in &writes.new_alerts {
-            a_id.push(*id);
-            a_check.push(a.check_id);
-            a_opened.push(a.opened_at);
-            a_closed.push(a.closed_at);
-            a_status.push(a.status);
-            a_worst.push(a.worst);
-        }
-        let mut c_id = Vec::new();
-        let mut c_closed = Vec::new();
-        let mut c_worst = Vec::new();
-        for (id, c) in &writes.alert_changes {
-            c_id.push(*id);
-            c_closed.push(c.closed_at);
-            c_worst.push(c.worst);
-        }
+        // Column arrays of the new alert rows and of the changed ones.
+        let (a_id, a_check, a_opened, a_closed, a_status, a_worst): Columns6<_, _, _, _, _, _> =
+            writes
+                .new_alerts
+                .iter()
+                .map(|(id, a)| (*id, a.check_id, a.opened_at, a.closed_at, a.status, a.worst))
+                .collect();
+        let (c_id, c_closed, c_worst): (Vec<_>, Vec<_>, Vec<_>) = writes
+            .alert_changes
+            .iter()
+            .map(|(id, c)| (*id, c.closed_at, c.worst))
+            .collect();
         let sql = WRITE_BACK
             .replace("{STATE_UNNEST}", STATE_UNNEST)
             .replace("{RANK_U}", &crate::aggregate_sql::rank_of("u.worst"))

@@ -78,45 +78,18 @@ impl PostgresStore {
         Ok(decode_states(&rows)?)
     }
 
-    pub(super) async fn read_ancestor_groups(
-        &self,
-        check: CheckId,
-    ) -> bergamot_core::Result<Vec<GroupId>> {
-        let ids = self
-            .ancestors(
-                check,
-                aggregate_sql::ANCESTOR_GROUPS,
-                "read ancestor groups",
-            )
-            .await?;
-        Ok(ids.into_iter().map(GroupId).collect())
-    }
-
-    pub(super) async fn read_ancestor_locations(
-        &self,
-        check: CheckId,
-    ) -> bergamot_core::Result<Vec<LocationId>> {
-        let ids = self
-            .ancestors(
-                check,
-                aggregate_sql::ANCESTOR_LOCATIONS,
-                "read ancestor locations",
-            )
-            .await?;
-        Ok(ids.into_iter().map(LocationId).collect())
-    }
-
-    /// The ids an ancestor query (`sql`, the check at `$1`) returns for an
-    /// existing `check`.
-    async fn ancestors(
+    /// The ancestors an ancestor query (`sql`, the check at `$1`) returns
+    /// for an existing `check`, each id made a `T` by `id`.
+    pub(super) async fn ancestors<T>(
         &self,
         check: CheckId,
         sql: &str,
         context: &'static str,
-    ) -> Result<Vec<Uuid>> {
+        id: impl Fn(Uuid) -> T,
+    ) -> Result<Vec<T>> {
         self.ensure_check(check).await?;
         let rows = self.query(sql, &[&check.0], context).await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        Ok(rows.iter().map(|r| id(r.get(0))).collect())
     }
 
     pub(super) async fn read_history(
