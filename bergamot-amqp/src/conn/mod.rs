@@ -229,16 +229,28 @@ impl Worker {
         }
     }
 
-    /// An id no consumer of this worker has had.
-    fn new_consumer_id(&mut self) -> u64 {
+    /// Registers a consumer of `source` (started again on every
+    /// reconnect) and tells the caller: started at once on a `live`
+    /// connection, when the connection is back otherwise.
+    fn consume(
+        &mut self,
+        live: Option<&mut Live>,
+        source: Source,
+        sink: Box<dyn Sink>,
+        reply: Reply<()>,
+    ) {
         let id = self.next_id;
         self.next_id += 1;
-        id
-    }
-
-    /// Keeps consumer `id` of `source` (started again on every reconnect)
-    /// and tells the caller it is registered.
-    fn add_spec(&mut self, id: u64, source: Source, sink: Box<dyn Sink>, reply: Reply<()>) {
+        if let Some(live) = live {
+            if let Err(e) = self.start_consumer(live, id, &source) {
+                // A failed declare may have killed the channel; make sure
+                // nothing half-started stays behind.
+                live.recv.retain(|(c, _, _)| *c != id);
+                live.active.remove(&id);
+                reply.send(Err(e)).ok();
+                return;
+            }
+        }
         self.specs.push(Spec { id, source, sink });
         reply.send(Ok(())).ok();
     }
@@ -260,11 +272,7 @@ impl Worker {
                     source,
                     sink,
                     reply,
-                } => {
-                    // Started when the connection is back.
-                    let id = self.new_consumer_id();
-                    self.add_spec(id, source, sink, reply);
-                }
+                } => self.consume(None, source, sink, reply),
                 Cmd::Settle { reply, .. } => {
                     if let Some(r) = reply {
                         r.send(Err(AmqpError::StaleDelivery)).ok();
@@ -672,17 +680,7 @@ impl Worker {
                 sink,
                 reply,
             } => {
-                let id = self.new_consumer_id();
-                match self.start_consumer(live, id, &source) {
-                    Ok(()) => self.add_spec(id, source, sink, reply),
-                    Err(e) => {
-                        // A failed declare may have killed the channel; make
-                        // sure nothing half-started stays behind.
-                        live.recv.retain(|(c, _, _)| *c != id);
-                        live.active.remove(&id);
-                        reply.send(Err(e)).ok();
-                    }
-                }
+                self.consume(Some(live), source, sink, reply);
                 Ok(())
             }
             Cmd::Settle {
