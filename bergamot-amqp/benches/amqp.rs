@@ -73,6 +73,22 @@ async fn round_trip(url: &str) {
     q.close().await.expect("close");
 }
 
+/// Publishes `n` results in batches of [`BATCH`], [`IN_FLIGHT`] batches at
+/// a time, each confirmed; returns when publishing started (the batches are
+/// built before).
+async fn publish_batches(q: &AmqpQueue, n: usize) -> Instant {
+    let batches: Vec<Vec<CheckResult>> = (0..n / BATCH)
+        .map(|b| (0..BATCH).map(|i| result(b * BATCH + i)).collect())
+        .collect();
+    let start = Instant::now();
+    futures::stream::iter(batches)
+        .for_each_concurrent(IN_FLIGHT, |batch| async move {
+            q.publish_results(batch).await.expect("publish")
+        })
+        .await;
+    start
+}
+
 async fn throughput(url: &str) {
     let q = connect(url).await;
     let mut stream = q.consume_results().await.expect("consume");
@@ -87,17 +103,7 @@ async fn throughput(url: &str) {
             .await;
         Instant::now()
     });
-    let batches: Vec<Vec<CheckResult>> = (0..THROUGHPUT / BATCH)
-        .map(|b| (0..BATCH).map(|i| result(b * BATCH + i)).collect())
-        .collect();
-    let start = Instant::now();
-    let publisher = q.clone();
-    futures::stream::iter(batches)
-        .for_each_concurrent(IN_FLIGHT, |batch| {
-            let q = publisher.clone();
-            async move { q.publish_results(batch).await.expect("publish") }
-        })
-        .await;
+    let start = publish_batches(&q, THROUGHPUT).await;
     let published = start.elapsed();
     let done = consumer.await.expect("consumer") - start;
     println!(
@@ -112,17 +118,7 @@ async fn throughput(url: &str) {
 /// Confirmed publishing only (no consumer), through AmqpQueue.
 async fn publish_only(url: &str) {
     let q = connect(url).await;
-    let batches: Vec<Vec<CheckResult>> = (0..PUBLISH_ONLY / BATCH)
-        .map(|b| (0..BATCH).map(|i| result(b * BATCH + i)).collect())
-        .collect();
-    let start = Instant::now();
-    let publisher = q.clone();
-    futures::stream::iter(batches)
-        .for_each_concurrent(IN_FLIGHT, |batch| {
-            let q = publisher.clone();
-            async move { q.publish_results(batch).await.expect("publish") }
-        })
-        .await;
+    let start = publish_batches(&q, PUBLISH_ONLY).await;
     let elapsed = start.elapsed();
     println!(
         "publish only through AmqpQueue ({PUBLISH_ONLY} msgs persistent, confirmed): {:.0} msgs/s",

@@ -28,10 +28,10 @@ pub(crate) const REQUEUED_HEADER: &str = "x-bergamot-requeued";
 
 /// A message ready to publish (stays inside the crate).
 pub(crate) struct Outgoing {
-    pub exchange: String,
-    pub routing_key: String,
-    pub body: Vec<u8>,
-    pub properties: AmqpProperties,
+    pub(crate) exchange: String,
+    pub(crate) routing_key: String,
+    pub(crate) body: Vec<u8>,
+    pub(crate) properties: AmqpProperties,
 }
 
 /// JSON, persistent or not, with an optional per-message expiration.

@@ -2,6 +2,32 @@
 
 use std::time::Duration;
 
+/// The `with_<field>` setters of [`AmqpConfig`]: `with_x(x: Type);` sets
+/// field `x` and returns the config; `with_x(x: into Type);` takes any
+/// `impl Into<Type>`. Each is documented as setting its field, then with
+/// the doc comments given.
+macro_rules! setters {
+    () => {};
+    ($(#[$doc:meta])* $method:ident($field:ident: into $ty:ty); $($rest:tt)*) => {
+        #[doc = concat!("Sets [`", stringify!($field), "`](Self::", stringify!($field), ").")]
+        $(#[$doc])*
+        pub fn $method(mut self, $field: impl Into<$ty>) -> Self {
+            self.$field = $field.into();
+            self
+        }
+        setters! { $($rest)* }
+    };
+    ($(#[$doc:meta])* $method:ident($field:ident: $ty:ty); $($rest:tt)*) => {
+        #[doc = concat!("Sets [`", stringify!($field), "`](Self::", stringify!($field), ").")]
+        $(#[$doc])*
+        pub fn $method(mut self, $field: $ty) -> Self {
+            self.$field = $field;
+            self
+        }
+        setters! { $($rest)* }
+    };
+}
+
 /// Configuration of an [`AmqpQueue`](crate::AmqpQueue).
 ///
 /// Built in code (the daemon fills it from its own config file); the library
@@ -98,58 +124,21 @@ impl AmqpConfig {
         }
     }
 
-    /// Sets [`prefix`](Self::prefix).
-    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
-        self
+    setters! {
+        with_prefix(prefix: into String);
+        with_site(site: into String);
+        with_prefetch(prefetch: u16);
+        with_result_prefetch(result_prefetch: u16);
+        with_result_pools(result_pools: u16);
+        /// 1 means wire v1: one item per message.
+        with_batch_max(batch_max: u16);
+        with_batch_linger(batch_linger: Duration);
+        with_delete_topology_on_close(delete_topology_on_close: bool);
     }
 
     /// Sets [`update_buffer`](Self::update_buffer) (at least 1).
     pub fn with_update_buffer(mut self, updates: usize) -> Self {
         self.update_buffer = updates.max(1);
-        self
-    }
-
-    /// Sets [`prefetch`](Self::prefetch).
-    pub fn with_prefetch(mut self, prefetch: u16) -> Self {
-        self.prefetch = prefetch;
-        self
-    }
-
-    /// Sets [`result_prefetch`](Self::result_prefetch).
-    pub fn with_result_prefetch(mut self, prefetch: u16) -> Self {
-        self.result_prefetch = prefetch;
-        self
-    }
-
-    /// Sets [`result_pools`](Self::result_pools).
-    pub fn with_result_pools(mut self, pools: u16) -> Self {
-        self.result_pools = pools;
-        self
-    }
-
-    /// Sets [`site`](Self::site).
-    pub fn with_site(mut self, site: impl Into<String>) -> Self {
-        self.site = site.into();
-        self
-    }
-
-    /// Sets [`batch_max`](Self::batch_max) (1: wire v1, one item per
-    /// message).
-    pub fn with_batch_max(mut self, items: u16) -> Self {
-        self.batch_max = items;
-        self
-    }
-
-    /// Sets [`batch_linger`](Self::batch_linger).
-    pub fn with_batch_linger(mut self, linger: Duration) -> Self {
-        self.batch_linger = linger;
-        self
-    }
-
-    /// Sets [`delete_topology_on_close`](Self::delete_topology_on_close).
-    pub fn with_delete_topology_on_close(mut self, delete: bool) -> Self {
-        self.delete_topology_on_close = delete;
         self
     }
 

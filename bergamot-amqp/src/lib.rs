@@ -53,6 +53,8 @@
 //! The exchanges and queues, the TTL design and the reconnect behaviour are
 //! described in `docs/amqp-topology.md`.
 
+#![warn(unreachable_pub)]
+
 mod codec;
 mod config;
 mod conn;

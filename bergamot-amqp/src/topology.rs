@@ -63,35 +63,35 @@ pub(crate) fn check_word(what: &'static str, value: &str) -> Result<(), AmqpErro
 /// Every name of one deployment, derived from the prefix.
 #[derive(Debug, Clone)]
 pub(crate) struct Names {
-    pub prefix: String,
+    pub(crate) prefix: String,
 }
 
 impl Names {
-    pub fn check_exchange(&self) -> String {
+    pub(crate) fn check_exchange(&self) -> String {
         format!("{}.check", self.prefix)
     }
-    pub fn pool_exchange(&self, pool: &str) -> String {
+    pub(crate) fn pool_exchange(&self, pool: &str) -> String {
         format!("{}.check.{pool}", self.prefix)
     }
-    pub fn execute_queue(&self, pool: &str, engine: &str, class: &str) -> String {
+    pub(crate) fn execute_queue(&self, pool: &str, engine: &str, class: &str) -> String {
         format!("{}.check.{pool}.{engine}.{class}", self.prefix)
     }
-    pub fn dead_check(&self) -> String {
+    pub(crate) fn dead_check(&self) -> String {
         format!("{}.dead_check", self.prefix)
     }
-    pub fn result_exchange(&self) -> String {
+    pub(crate) fn result_exchange(&self) -> String {
         format!("{}.result", self.prefix)
     }
-    pub fn result_queue(&self, pool: u16) -> String {
+    pub(crate) fn result_queue(&self, pool: u16) -> String {
         format!("{}.result.{pool}", self.prefix)
     }
-    pub fn update_exchange(&self) -> String {
+    pub(crate) fn update_exchange(&self) -> String {
         format!("{}.update", self.prefix)
     }
-    pub fn scheduler_exchange(&self) -> String {
+    pub(crate) fn scheduler_exchange(&self) -> String {
         format!("{}.scheduler", self.prefix)
     }
-    pub fn poison(&self) -> String {
+    pub(crate) fn poison(&self) -> String {
         format!("{}.poison", self.prefix)
     }
 }
@@ -108,8 +108,8 @@ pub(crate) const CONTROL_KEY: &str = "control";
 /// What this connection declared, to delete it again on request.
 #[derive(Debug, Default)]
 pub(crate) struct Declared {
-    pub exchanges: Vec<String>,
-    pub queues: Vec<String>,
+    pub(crate) exchanges: Vec<String>,
+    pub(crate) queues: Vec<String>,
 }
 
 impl Declared {

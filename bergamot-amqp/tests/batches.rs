@@ -3,13 +3,14 @@
 
 mod common;
 
-use amiquip::{AmqpProperties, Channel, Connection, Publish};
+use amiquip::{AmqpProperties, Channel, Publish};
 use bergamot_amqp::{AmqpQueue, CONTENT_TYPE_V1, CONTENT_TYPE_V2, POISON_REASON_HEADER};
 use bergamot_core::model::{CheckId, CheckResult, Status};
 use bergamot_core::queue::{ExecuteCheck, Message, Queue};
 use chrono::Utc;
-use common::{amqp_url, config, connect, execute, within};
-use futures::StreamExt;
+use common::{
+    amqp_url, config, connect, execute, next, quiet, raw_channel, wait_count, with_worker,
+};
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -47,24 +48,6 @@ fn drain_raw(ch: &Channel, queue: &str) -> Vec<(Option<String>, Vec<Message>)> {
     out
 }
 
-/// Waits until `queue` holds `n` messages (the broker counts published,
-/// undelivered ones).
-async fn wait_count(ch: &Channel, queue: &str, n: u32) {
-    within(&format!("{n} messages in {queue}"), async {
-        loop {
-            let count = ch
-                .queue_declare_passive(queue)
-                .expect("the queue")
-                .declared_message_count();
-            if count == Some(n) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-}
-
 #[tokio::test]
 async fn a_lone_result_goes_alone_and_concurrent_ones_share_messages() {
     let Some(url) = amqp_url("batch_formation") else {
@@ -74,8 +57,7 @@ async fn a_lone_result_goes_alone_and_concurrent_ones_share_messages() {
     let cfg = config(&url).with_batch_linger(Duration::from_millis(500));
     let prefix = cfg.prefix.clone();
     let q = connect(cfg).await;
-    let mut raw = Connection::insecure_open(&url).unwrap();
-    let ch = raw.open_channel(None).unwrap();
+    let (raw, ch) = raw_channel(&url);
     let pool0 = format!("{prefix}.result.0");
 
     // Nothing sent lately, nothing in flight: it goes at once, alone.
@@ -114,8 +96,7 @@ async fn wire_v1_is_still_published_with_batch_max_1_and_still_consumed() {
             .with_delete_topology_on_close(false),
     )
     .await;
-    let mut raw = Connection::insecure_open(&url).unwrap();
-    let ch = raw.open_channel(None).unwrap();
+    let (raw, ch) = raw_channel(&url);
     let pool0 = format!("{prefix}.result.0");
     let rs: Vec<CheckResult> = (0..3).map(|_| result_in_pool(&v1, 0)).collect();
     v1.publish_results(rs.clone()).await.unwrap();
@@ -129,7 +110,6 @@ async fn wire_v1_is_still_published_with_batch_max_1_and_still_consumed() {
     // A v1 message (as an older node publishes it) reaches a consumer of
     // this version, next to a v2 one.
     let q = connect(cfg).await;
-    let mut results = q.consume_results().await.unwrap();
     let old = result_in_pool(&q, 0);
     ch.basic_publish(
         format!("{prefix}.result"),
@@ -140,10 +120,14 @@ async fn wire_v1_is_still_published_with_batch_max_1_and_still_consumed() {
         ),
     )
     .unwrap();
+    // The raw publish is not confirmed and travels on another connection:
+    // it is queued before the v2 one is sent, so that they arrive in order.
+    wait_count(&ch, &pool0, 1).await;
+    let mut results = q.consume_results().await.unwrap();
     let new = result_in_pool(&q, 0);
     q.publish_result(new.clone()).await.unwrap();
     for want in [old, new] {
-        let d = within("a result", results.next()).await.unwrap().unwrap();
+        let d = next(&mut results, "a result").await;
         assert_eq!(d.message, want);
         d.ack().await.unwrap();
     }
@@ -167,8 +151,7 @@ async fn a_poison_item_inside_a_batch_goes_to_the_poison_queue_alone() {
     // The consumer on its own connection, closed before the check that
     // nothing is left unacked (closing requeues what is).
     let consumer = connect(cfg.with_delete_topology_on_close(false)).await;
-    let mut raw = Connection::insecure_open(&url).unwrap();
-    let ch = raw.open_channel(None).unwrap();
+    let (raw, ch) = raw_channel(&url);
     let pool0 = format!("{prefix}.result.0");
     let poison = format!("{prefix}.poison");
 
@@ -178,7 +161,7 @@ async fn a_poison_item_inside_a_batch_goes_to_the_poison_queue_alone() {
     wait_count(&ch, &pool0, 1).await;
     let mut results = consumer.consume_results().await.unwrap();
     for (i, want) in rs.iter().enumerate() {
-        let d = within("a result", results.next()).await.unwrap().unwrap();
+        let d = next(&mut results, "a result").await;
         assert_eq!(&d.message, want);
         if i == 1 {
             d.poison("refused by the store".into()).await.unwrap();
@@ -221,10 +204,7 @@ async fn a_poison_item_inside_a_batch_goes_to_the_poison_queue_alone() {
     )
     .unwrap();
     for want in &good {
-        let d = within("a good result", results.next())
-            .await
-            .unwrap()
-            .unwrap();
+        let d = next(&mut results, "a good result").await;
         assert_eq!(&d.message, want);
         d.ack().await.unwrap();
     }
@@ -266,7 +246,7 @@ async fn items_of_a_batch_are_settled_one_by_one() {
         .unwrap();
     let mut held = Vec::new();
     for _ in 0..3 {
-        held.push(within("an execute", worker.next()).await.unwrap().unwrap());
+        held.push(next(&mut worker, "an execute").await);
     }
     // Run the first and the third; give the second back.
     let second = held.remove(1);
@@ -275,17 +255,12 @@ async fn items_of_a_batch_are_settled_one_by_one() {
     for d in held {
         d.ack().await.unwrap();
     }
-    let again = within("the execute given back", worker.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let again = next(&mut worker, "the execute given back").await;
     assert_eq!(again.message.id, back);
     assert!(again.redelivered);
     again.ack().await.unwrap();
     assert!(
-        tokio::time::timeout(Duration::from_millis(500), worker.next())
-            .await
-            .is_err(),
+        quiet(&mut worker, Duration::from_millis(500)).await,
         "an execute that ran came again"
     );
 
@@ -296,7 +271,7 @@ async fn items_of_a_batch_are_settled_one_by_one() {
     q.publish_results(rs.clone()).await.unwrap();
     let mut first = Vec::new();
     for _ in 0..3 {
-        first.push(within("a result", results.next()).await.unwrap().unwrap());
+        first.push(next(&mut results, "a result").await);
     }
     let dropped = first.pop().unwrap();
     for d in first {
@@ -305,10 +280,7 @@ async fn items_of_a_batch_are_settled_one_by_one() {
     drop(dropped);
     let mut seen = HashSet::new();
     for _ in 0..3 {
-        let d = within("a redelivered result", results.next())
-            .await
-            .unwrap()
-            .unwrap();
+        let d = next(&mut results, "a redelivered result").await;
         assert!(d.redelivered);
         seen.insert(d.message.id);
         d.ack().await.unwrap();
@@ -325,12 +297,7 @@ async fn executes_of_a_batch_are_dead_lettered_item_by_item() {
     let Some(url) = amqp_url("batch_dead") else {
         return;
     };
-    let q = connect(config(&url)).await;
-    let mut dead = q.consume_dead_checks().await.unwrap();
-    let mut idle = q
-        .consume_executes("p1", &["dummy".to_string()])
-        .await
-        .unwrap();
+    let (q, mut dead, mut idle) = with_worker(&url, "dummy").await;
     let es: Vec<ExecuteCheck> = (0..3)
         .map(|_| execute("p1", "dummy", Duration::from_millis(600)))
         .collect();
@@ -338,11 +305,11 @@ async fn executes_of_a_batch_are_dead_lettered_item_by_item() {
         .await
         .unwrap();
     // The worker takes the first in time; the other two expire unread.
-    let taken = within("an execute", idle.next()).await.unwrap().unwrap();
+    let taken = next(&mut idle, "an execute").await;
     assert_eq!(taken.message.id, es[0].id);
     let mut expired = HashSet::new();
     for _ in 0..2 {
-        let d = within("a dead check", dead.next()).await.unwrap().unwrap();
+        let d = next(&mut dead, "a dead check").await;
         assert_eq!(d.message.reason, bergamot_core::queue::DeadReason::Expired);
         expired.insert(d.message.execute.id);
         d.ack().await.unwrap();
@@ -361,10 +328,7 @@ async fn executes_of_a_batch_are_dead_lettered_item_by_item() {
         .unwrap();
     let mut unroutable = HashSet::new();
     for _ in 0..3 {
-        let d = within("an unroutable dead check", dead.next())
-            .await
-            .unwrap()
-            .unwrap();
+        let d = next(&mut dead, "an unroutable dead check").await;
         assert_eq!(
             d.message.reason,
             bergamot_core::queue::DeadReason::Unroutable

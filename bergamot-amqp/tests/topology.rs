@@ -4,12 +4,12 @@
 
 mod common;
 
-use amiquip::{AmqpValue, Connection, Publish};
+use amiquip::{AmqpValue, Publish};
 use bergamot_amqp::{AmqpQueue, POISON_QUEUE_HEADER, POISON_REASON_HEADER};
 use bergamot_core::model::{CheckId, CheckResult, Status};
 use bergamot_core::queue::{DeadReason, Queue, SchedulerControl};
 use chrono::Utc;
-use common::{amqp_url, config, connect, execute, within};
+use common::{amqp_url, config, connect, execute, next, quiet, raw_channel, with_worker, PATIENCE};
 use futures::StreamExt;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -20,13 +20,8 @@ async fn unroutable_checks_become_dead_checks_naming_pool_and_engine() {
     let Some(url) = amqp_url("unroutable") else {
         return;
     };
-    let q = connect(config(&url)).await;
-    let mut dead = q.consume_dead_checks().await.unwrap();
     // Pool "p1" exists and serves "nagios" only.
-    let _worker = q
-        .consume_executes("p1", &["nagios".to_string()])
-        .await
-        .unwrap();
+    let (q, mut dead, _worker) = with_worker(&url, "nagios").await;
 
     // No such pool.
     let e1 = execute("nopool", "nagios", Duration::from_secs(60));
@@ -37,7 +32,7 @@ async fn unroutable_checks_become_dead_checks_naming_pool_and_engine() {
 
     let mut seen = Vec::new();
     for _ in 0..2 {
-        let d = within("a dead check", dead.next()).await.unwrap().unwrap();
+        let d = next(&mut dead, "a dead check").await;
         assert_eq!(d.message.reason, DeadReason::Unroutable, "{:?}", d.message);
         let r = d.message.to_result();
         assert_eq!(r.status, Status::Error);
@@ -67,17 +62,27 @@ async fn execute_without_worker_expires_into_a_timeout_even_behind_a_long_ttl() 
     let Some(url) = amqp_url("expired") else {
         return;
     };
-    let q = connect(config(&url)).await;
-    let mut dead = q.consume_dead_checks().await.unwrap();
     // Declare the pool and engine, then let the worker go away.
-    let worker = q
-        .consume_executes("p1", &["nagios".to_string()])
-        .await
-        .unwrap();
+    let (q, mut dead, worker) = with_worker(&url, "nagios").await;
     drop(worker);
-    // Give the connection thread time to notice the dropped stream and
-    // cancel its consumer (it checks every 500 ms).
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let prefix = q.config().prefix.clone();
+    // Wait until the connection thread has noticed the dropped stream and
+    // cancelled its consumer (it checks every 500 ms) on the queues of the
+    // two TTL classes used below.
+    let (raw, ch) = raw_channel(&url);
+    bergamot_testkit::wait_until("the worker's consumer to be cancelled", PATIENCE, || {
+        let consumers: Vec<Option<u32>> = ["ttl10s", "ttl5m"]
+            .iter()
+            .map(|class| {
+                ch.queue_declare_passive(format!("{prefix}.check.p1.nagios.{class}"))
+                    .expect("the execute queue")
+                    .declared_consumer_count()
+            })
+            .collect();
+        async move { consumers.iter().all(|c| *c == Some(0)) }
+    })
+    .await;
+    raw.close().unwrap();
 
     // A long TTL first: it must not hold back the short one.
     let long = execute("p1", "nagios", Duration::from_secs(300));
@@ -107,21 +112,13 @@ async fn rejected_execute_becomes_a_rejected_dead_check() {
     let Some(url) = amqp_url("rejected") else {
         return;
     };
-    let q = connect(config(&url)).await;
-    let mut dead = q.consume_dead_checks().await.unwrap();
-    let mut worker = q
-        .consume_executes("p1", &["dummy".to_string()])
-        .await
-        .unwrap();
+    let (q, mut dead, mut worker) = with_worker(&url, "dummy").await;
     let e = execute("p1", "dummy", Duration::from_secs(60));
     q.publish_execute(e.clone()).await.unwrap();
-    let got = within("the execute", worker.next()).await.unwrap().unwrap();
+    let got = next(&mut worker, "the execute").await;
     assert_eq!(got.message, e);
     got.nack(false).await.unwrap();
-    let d = within("the dead check", dead.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let d = next(&mut dead, "the dead check").await;
     assert_eq!(d.message.execute.id, e.id);
     assert!(
         matches!(d.message.reason, DeadReason::Rejected { .. }),
@@ -156,10 +153,7 @@ async fn fail_over(url: &str, batch_max: u16) -> (HashSet<Uuid>, HashSet<Uuid>, 
     // the rest prefetched but unacked.
     let mut applied_a = HashSet::new();
     while applied_a.len() < 200 {
-        let d = within("a result on A", a_stream.next())
-            .await
-            .expect("A's stream ended")
-            .expect("a delivery on A");
+        let d = next(&mut a_stream, "a result on A").await;
         assert!(applied_a.insert(d.message.id.0), "A got a result twice");
         d.ack().await.expect("ack");
     }
@@ -170,19 +164,12 @@ async fn fail_over(url: &str, batch_max: u16) -> (HashSet<Uuid>, HashSet<Uuid>, 
         .iter()
         .all(|id| applied_a.contains(id) || applied_b.contains(id))
     {
-        let d = within("a result on B", b_stream.next())
-            .await
-            .expect("B's stream ended")
-            .expect("a delivery on B");
+        let d = next(&mut b_stream, "a result on B").await;
         assert!(applied_b.insert(d.message.id.0), "B got a result twice");
         d.ack().await.expect("ack");
     }
     // Nothing more arrives.
-    assert!(
-        tokio::time::timeout(Duration::from_millis(300), b_stream.next())
-            .await
-            .is_err()
-    );
+    assert!(quiet(&mut b_stream, Duration::from_millis(300)).await);
     b.close().await.expect("close B");
     (all, applied_a, applied_b)
 }
@@ -230,29 +217,21 @@ async fn undecodable_message_goes_to_poison_with_its_reason() {
     let mut results = q.consume_results().await.unwrap();
 
     // A raw publisher puts garbage into result pool 0.
-    let mut raw = Connection::insecure_open(&url).unwrap();
-    let ch = raw.open_channel(None).unwrap();
+    let (raw, ch) = raw_channel(&url);
     ch.basic_publish(format!("{prefix}.result"), Publish::new(b"{not json", "0"))
         .unwrap();
 
     // The consumer survives and goes on with the next message.
     let good = result();
     q.publish_result(good.clone()).await.unwrap();
-    let d = within("the good result", results.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let d = next(&mut results, "the good result").await;
     assert_eq!(d.message, good);
     d.ack().await.unwrap();
 
     let poison = format!("{prefix}.poison");
-    let got = within("the poison message", async {
-        loop {
-            if let Some(g) = ch.basic_get(poison.as_str(), true).unwrap() {
-                return g;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    let got = bergamot_testkit::wait_for("the poison message", PATIENCE, || {
+        let got = ch.basic_get(poison.as_str(), true).unwrap();
+        async move { got }
     })
     .await;
     assert_eq!(got.delivery.body, b"{not json");
@@ -308,44 +287,30 @@ async fn execute_expiring_in_an_idle_workers_buffer_is_dead_and_never_delivered(
     let Some(url) = amqp_url("prefetch_expiry") else {
         return;
     };
-    let q = connect(config(&url)).await;
-    let mut dead = q.consume_dead_checks().await.unwrap();
     // A live worker that does not read: the broker pushes the execute into
     // its prefetch buffer, where broker-side expiry cannot see it.
-    let mut idle = q
-        .consume_executes("p1", &["slow".to_string()])
-        .await
-        .unwrap();
+    let (q, mut dead, mut idle) = with_worker(&url, "slow").await;
     let e = execute("p1", "slow", Duration::from_millis(500));
     q.publish_execute(e.clone()).await.unwrap();
-    let d = within("the dead check", dead.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let d = next(&mut dead, "the dead check").await;
     assert_eq!(d.message.execute.id, e.id);
     assert_eq!(d.message.reason, DeadReason::Expired);
     d.ack().await.unwrap();
     // The worker never sees it, not even later.
     assert!(
-        tokio::time::timeout(Duration::from_millis(500), idle.next())
-            .await
-            .is_err(),
+        quiet(&mut idle, Duration::from_millis(500)).await,
         "an expired execute reached the worker"
     );
     // A worker that reads in time gets its execute and no dead check follows.
     let e2 = execute("p1", "slow", Duration::from_secs(2));
     q.publish_execute(e2.clone()).await.unwrap();
-    let got = within("the second execute", idle.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let got = next(&mut idle, "the second execute").await;
     assert_eq!(got.message.id, e2.id);
+    // Held unacked past its 2 s TTL: the time passing is what is tested.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     got.ack().await.unwrap();
     assert!(
-        tokio::time::timeout(Duration::from_millis(500), dead.next())
-            .await
-            .is_err(),
+        quiet(&mut dead, Duration::from_millis(500)).await,
         "a taken execute was dead-lettered"
     );
     q.close().await.unwrap();
@@ -374,10 +339,7 @@ async fn control_messages_reach_every_scheduler_node() {
         .await
         .expect("publish");
     for (name, stream) in [("a", &mut ca), ("b", &mut cb)] {
-        let d = within(&format!("the control message on {name}"), stream.next())
-            .await
-            .unwrap_or_else(|| panic!("{name}: stream ended"))
-            .expect("a delivery");
+        let d = next(stream, &format!("the control message on {name}")).await;
         assert_eq!(d.message, sent, "{name}");
         d.ack().await.expect("ack");
     }

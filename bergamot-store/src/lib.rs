@@ -38,6 +38,8 @@
 //! [`bergamot_core::Error`] (`NotFound`, `InvalidInput`, `Backend`).
 //! See `docs/postgres.md` for the schema, the queries and tuning.
 
+#![warn(unreachable_pub)]
+
 mod aggregate_sql;
 mod config;
 mod error;

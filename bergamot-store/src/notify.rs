@@ -133,8 +133,7 @@ impl PostgresStore {
             .map_err(|e| Error::InvalidInput(format!("lease {lease:?}: {e}")))?;
         let until = now + lease;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let client = self.client().await?;
-        let rows = client
+        let rows = self
             .query(
                 &format!(
                     "UPDATE notification_jobs SET status = 'sending', lease_until = $3,
@@ -149,9 +148,9 @@ impl PostgresStore {
                      RETURNING seq, {COLUMNS}"
                 ),
                 &[&node, &now, &until, &limit],
+                "claim notification jobs",
             )
-            .await
-            .map_err(Error::db("claim notification jobs"))?;
+            .await?;
         let mut out: Vec<(DateTime<Utc>, i64, NotificationJob)> = Vec::with_capacity(rows.len());
         for r in &rows {
             let job = job_of(r)?;
@@ -211,7 +210,6 @@ impl PostgresStore {
     }
 
     async fn pg_notifications(&self, filter: &JobFilter) -> crate::Result<Vec<NotificationJob>> {
-        let client = self.client().await?;
         let limit = if filter.limit == 0 {
             DEFAULT_LIST_LIMIT
         } else {
@@ -219,7 +217,7 @@ impl PostgresStore {
         };
         let status = filter.status.map(|s| s.as_str());
         let check = filter.check_id.map(|c| c.0);
-        let rows = client
+        let rows = self
             .query(
                 &format!(
                     "SELECT {COLUMNS} FROM notification_jobs
@@ -230,9 +228,9 @@ impl PostgresStore {
                      LIMIT $4"
                 ),
                 &[&filter.alert_id, &check, &status, &limit],
+                "list notification jobs",
             )
-            .await
-            .map_err(Error::db("list notification jobs"))?;
+            .await?;
         rows.iter().map(job_of).collect()
     }
 }

@@ -4,6 +4,7 @@ use crate::error::{Error, Result};
 use bergamot_core::aggregate::Aggregate;
 use bergamot_core::model::{CheckId, Perfdata, ResultId, Status};
 use bergamot_core::state::{Ack, AckInfo, CheckState, Event, OpenAlert};
+use bergamot_core::store::AlertRecord;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -13,18 +14,18 @@ use uuid::Uuid;
 
 /// The cold fields of a [`CheckState`], stored as JSONB in `check_state.rest`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Rest {
+struct Rest {
     #[serde(default, skip_serializing_if = "str::is_empty")]
-    pub long_output: Arc<str>,
+    long_output: Arc<str>,
     #[serde(default, skip_serializing_if = "<[Perfdata]>::is_empty")]
-    pub perfdata: Arc<[Perfdata]>,
-    pub last_state_change_at: Option<DateTime<Utc>>,
-    pub last_hard_change_at: Option<DateTime<Utc>>,
-    pub ok_history: u32,
-    pub flap_percent: f64,
-    pub current_alert: Option<OpenAlert>,
+    perfdata: Arc<[Perfdata]>,
+    last_state_change_at: Option<DateTime<Utc>>,
+    last_hard_change_at: Option<DateTime<Utc>>,
+    ok_history: u32,
+    flap_percent: f64,
+    current_alert: Option<OpenAlert>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ack: Option<Arc<AckInfo>>,
+    ack: Option<Arc<AckInfo>>,
 }
 
 /// The `check_state` columns, in the order [`decode_state`] reads them.
@@ -120,28 +121,52 @@ pub(crate) fn decode_state(row: &Row, at: usize) -> Result<(CheckId, CheckState)
     Ok((CheckId(id), state))
 }
 
+/// Decodes rows of [`STATE_COLUMNS`] alone.
+pub(crate) fn decode_states(rows: &[Row]) -> Result<Vec<(CheckId, CheckState)>> {
+    rows.iter().map(|r| decode_state(r, 0)).collect()
+}
+
+/// The `alerts` columns, in the order [`decode_alerts`] reads them.
+pub(crate) const ALERT_COLUMNS: &str = "id, check_id, opened_at, closed_at, status, worst";
+
+/// Decodes rows of [`ALERT_COLUMNS`].
+pub(crate) fn decode_alerts(rows: &[Row]) -> Result<Vec<AlertRecord>> {
+    rows.iter()
+        .map(|r| {
+            Ok(AlertRecord {
+                id: r.get(0),
+                check_id: CheckId(r.get(1)),
+                opened_at: r.get(2),
+                closed_at: r.get(3),
+                status: status_from_sql(r.get(4), "alerts")?,
+                worst: status_from_sql(r.get(5), "alerts")?,
+            })
+        })
+        .collect()
+}
+
 /// Column-wise arrays of states, for `unnest` inserts and updates.
 #[derive(Default)]
 pub(crate) struct StateArrays {
-    pub check_id: Vec<Uuid>,
-    pub version: Vec<i64>,
-    pub status: Vec<i16>,
-    pub ok: Vec<bool>,
-    pub hard: Vec<bool>,
-    pub attempt: Vec<i32>,
-    pub last_check_at: Vec<Option<DateTime<Utc>>>,
-    pub last_result_id: Vec<Option<Uuid>>,
-    pub flapping: Vec<bool>,
-    pub in_downtime: Vec<bool>,
-    pub suppressed: Vec<bool>,
-    pub acknowledged: Vec<i16>,
-    pub encompassed: Vec<bool>,
-    pub output: Vec<String>,
-    pub rest: Vec<serde_json::Value>,
+    check_id: Vec<Uuid>,
+    version: Vec<i64>,
+    status: Vec<i16>,
+    ok: Vec<bool>,
+    hard: Vec<bool>,
+    attempt: Vec<i32>,
+    last_check_at: Vec<Option<DateTime<Utc>>>,
+    last_result_id: Vec<Option<Uuid>>,
+    flapping: Vec<bool>,
+    in_downtime: Vec<bool>,
+    suppressed: Vec<bool>,
+    acknowledged: Vec<i16>,
+    encompassed: Vec<bool>,
+    output: Vec<String>,
+    rest: Vec<serde_json::Value>,
 }
 
 impl StateArrays {
-    pub fn push(&mut self, id: CheckId, s: &CheckState) -> Result<()> {
+    pub(crate) fn push(&mut self, id: CheckId, s: &CheckState) -> Result<()> {
         let rest = Rest {
             long_output: s.long_output.clone(),
             perfdata: s.perfdata.clone(),
@@ -172,11 +197,11 @@ impl StateArrays {
         Ok(())
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.check_id.len()
     }
 
-    pub fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 15] {
+    pub(crate) fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 15] {
         [
             &self.check_id,
             &self.version,

@@ -16,8 +16,8 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
-use tokio_postgres::types::Json;
-use tokio_postgres::NoTls;
+use tokio_postgres::types::{Json, ToSql};
+use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
 /// How often a transaction that hit a serialization failure or a deadlock is tried.
@@ -141,6 +141,18 @@ impl PostgresStore {
 
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object> {
         self.pool.get().await.map_err(Error::Pool)
+    }
+
+    /// Runs one statement on a pooled connection and returns its rows;
+    /// `context` says in an error what was being done.
+    pub(crate) async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        context: &'static str,
+    ) -> Result<Vec<Row>> {
+        let client = self.client().await?;
+        client.query(sql, params).await.map_err(Error::db(context))
     }
 
     /// Locks the state rows of `ids` (in id order, one statement).
@@ -333,11 +345,17 @@ impl Store for PostgresStore {
     }
 
     async fn ancestor_groups(&self, check: CheckId) -> bergamot_core::Result<Vec<GroupId>> {
-        self.read_ancestor_groups(check).await
+        let sql = crate::aggregate_sql::ANCESTOR_GROUPS;
+        Ok(self
+            .ancestors(check, sql, "read ancestor groups", GroupId)
+            .await?)
     }
 
     async fn ancestor_locations(&self, check: CheckId) -> bergamot_core::Result<Vec<LocationId>> {
-        self.read_ancestor_locations(check).await
+        let sql = crate::aggregate_sql::ANCESTOR_LOCATIONS;
+        Ok(self
+            .ancestors(check, sql, "read ancestor locations", LocationId)
+            .await?)
     }
 
     async fn acknowledge(

@@ -74,6 +74,14 @@ async fn closed_port_is_a_clear_error() {
     assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
 }
 
+/// The error of connecting to `url` with schema `schema`, which must fail
+/// (`why`).
+async fn refused(url: String, schema: &str, why: &str) -> Error {
+    PostgresStore::connect(PostgresConfig::new(url).with_schema(schema))
+        .await
+        .expect_err(why)
+}
+
 /// The test server uses trust auth, which accepts any password, so a wrong
 /// password cannot be provoked; a nonexistent database and a nonexistent
 /// role are the login failures we can produce, and must read clearly.
@@ -86,14 +94,12 @@ async fn unknown_database_or_role_is_a_clear_error() {
     let port = cfg.get_ports().first().copied().unwrap_or(5432);
     let user = cfg.get_user().unwrap_or("postgres").to_string();
     let schema = fresh_schema();
-    let e = PostgresStore::connect(
-        PostgresConfig::new(format!(
-            "postgres://{user}@{host}:{port}/bergamot_no_such_database"
-        ))
-        .with_schema(schema.clone()),
+    let e = refused(
+        format!("postgres://{user}@{host}:{port}/bergamot_no_such_database"),
+        &schema,
+        "no such database",
     )
-    .await
-    .expect_err("no such database");
+    .await;
     let msg = format!(
         "{e}: {:?}",
         std::error::Error::source(&e).map(|s| s.to_string())
@@ -101,14 +107,12 @@ async fn unknown_database_or_role_is_a_clear_error() {
     assert!(matches!(e, Error::Connect { .. }), "{msg}");
     assert!(msg.contains("bergamot_no_such_database"), "{msg}");
 
-    let e = PostgresStore::connect(
-        PostgresConfig::new(format!(
-            "postgres://bergamot_no_such_role:wrong@{host}:{port}/test"
-        ))
-        .with_schema(schema.clone()),
+    let e = refused(
+        format!("postgres://bergamot_no_such_role:wrong@{host}:{port}/test"),
+        &schema,
+        "no such role",
     )
-    .await
-    .expect_err("no such role");
+    .await;
     let msg = e.to_string();
     eprintln!("unknown role: {msg}");
     assert!(matches!(e, Error::Connect { .. }), "{msg}");

@@ -160,17 +160,34 @@ async fn randomise_states(store: &TestStore, rng: &mut StdRng) {
         .expect("randomise states");
 }
 
-#[tokio::test]
-async fn generated_graph_matches_the_core_aggregate() {
-    let Some(store) = TestStore::fresh().await else {
-        return;
-    };
-    let mut rng = StdRng::seed_from_u64(0xB3_4647);
-    let model = generate(&mut rng, 1_000, 10_000, 7);
+/// A fresh store synced with a model [`generate`]d from `seed` and then
+/// given random states; also the model and the generator, to go on with.
+/// None when the test server is not configured.
+async fn generated_store(
+    seed: u64,
+    groups: usize,
+    checks: usize,
+    levels: usize,
+) -> Option<(TestStore, Model, StdRng)> {
+    let store = TestStore::fresh().await?;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let model = generate(&mut rng, groups, checks, levels);
     store.sync_config(&model).await.expect("sync");
     randomise_states(&store, &mut rng).await;
-    let states: HashMap<CheckId, CheckState> =
-        store.states().await.expect("states").into_iter().collect();
+    Some((store, model, rng))
+}
+
+/// Every check's state, by id.
+async fn state_map(store: &TestStore) -> HashMap<CheckId, CheckState> {
+    store.states().await.expect("states").into_iter().collect()
+}
+
+#[tokio::test]
+async fn generated_graph_matches_the_core_aggregate() {
+    let Some((store, model, mut rng)) = generated_store(0xB3_4647, 1_000, 10_000, 7).await else {
+        return;
+    };
+    let states = state_map(&store).await;
     let ignored = states.values().filter(|s| s.is_ignored()).count();
     assert!(
         ignored > 500,
@@ -261,8 +278,7 @@ async fn generated_graph_matches_the_core_aggregate() {
     // The counters follow further changes: random states again (some
     // checks keep their contribution, most change it), in one statement.
     randomise_states(&store, &mut rng).await;
-    let again: HashMap<CheckId, CheckState> =
-        store.states().await.expect("states").into_iter().collect();
+    let again = state_map(&store).await;
     assert_eq!(
         store.group_states(None).await.expect("group states"),
         aggregate::group_states(&model, |c| again.get(&c), None),
@@ -320,8 +336,7 @@ async fn cycles_terminate_and_diamonds_count_once() {
     let mut want = vec![top, a, b, c];
     want.sort();
     assert_eq!(anc, want);
-    let states: HashMap<CheckId, CheckState> =
-        store.states().await.expect("states").into_iter().collect();
+    let states = state_map(&store).await;
     assert_eq!(
         got,
         aggregate::group_states(&model, |c| states.get(&c), None)
@@ -334,13 +349,9 @@ async fn cycles_terminate_and_diamonds_count_once() {
 /// new model, and the trigger-kept counts follow later state changes.
 #[tokio::test]
 async fn resync_rebuilds_the_group_graph() {
-    let Some(store) = TestStore::fresh().await else {
+    let Some((store, first, mut rng)) = generated_store(0x5EED_0002, 300, 3_000, 6).await else {
         return;
     };
-    let mut rng = StdRng::seed_from_u64(0x5EED_0002);
-    let first = generate(&mut rng, 300, 3_000, 6);
-    store.sync_config(&first).await.expect("first sync");
-    randomise_states(&store, &mut rng).await;
     let second = generate(&mut rng, 300, 3_000, 6);
     let same_ids = second
         .checks
@@ -357,8 +368,7 @@ async fn resync_rebuilds_the_group_graph() {
         .count();
     assert!(moved > 50, "the second model changes the graph ({moved})");
     store.sync_config(&second).await.expect("second sync");
-    let states: HashMap<CheckId, CheckState> =
-        store.states().await.expect("states").into_iter().collect();
+    let states = state_map(&store).await;
     let st = |c: CheckId| states.get(&c);
     let expected = aggregate::group_states(&second, st, None);
     assert!(expected.iter().filter(|g| g.aggregate.total > 50).count() > 5);
@@ -369,8 +379,7 @@ async fn resync_rebuilds_the_group_graph() {
     // The counts kept by the trigger follow further state changes.
     for _ in 0..2 {
         randomise_states(&store, &mut rng).await;
-        let states: HashMap<CheckId, CheckState> =
-            store.states().await.expect("states").into_iter().collect();
+        let states = state_map(&store).await;
         let st = |c: CheckId| states.get(&c);
         assert_eq!(
             store.group_states(None).await.expect("group states"),

@@ -14,81 +14,92 @@ use tokio_postgres::NoTls;
 
 const P: u32 = 16;
 
-fn url() -> Option<String> {
-    common::test_url()
+/// The test server and an advisory-lock class of one test's own.
+struct Cluster {
+    url: String,
+    class: i32,
+    admin: tokio_postgres::Client,
 }
 
-fn class() -> i32 {
-    rand::random::<i32>().rem_euclid(i32::MAX - 1) + 1
-}
+impl Cluster {
+    /// None when the test server is not configured.
+    async fn new() -> Option<Cluster> {
+        let url = common::test_url()?;
+        let (admin, conn) = tokio_postgres::connect(&url, NoTls)
+            .await
+            .expect("admin connection");
+        tokio::spawn(conn);
+        Some(Cluster {
+            url,
+            class: rand::random::<i32>().rem_euclid(i32::MAX - 1) + 1,
+            admin,
+        })
+    }
 
-fn owner(url: &str, class: i32, node: &str) -> PgPartitionOwner {
-    PgPartitionOwner::new(
-        PgOwnerConfig::new(url)
-            .with_lock_class(class)
-            .with_partitions(P)
-            .with_node(node)
-            .with_round_every(Duration::from_millis(200)),
-    )
-    .expect("valid owner config")
-}
-
-async fn admin(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, NoTls)
-        .await
-        .expect("admin connection");
-    tokio::spawn(conn);
-    client
-}
-
-/// The partitions of `class` PostgreSQL says the session named `app` holds.
-async fn held(admin: &tokio_postgres::Client, class: i32, app: &str) -> BTreeSet<u32> {
-    admin
-        .query(
-            "SELECT l.objid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 \
-               AND l.classid = $1 AND a.application_name = $2",
-            &[&(class as u32), &app],
+    /// An owner named `node` of this cluster's partitions.
+    fn owner(&self, node: &str) -> PgPartitionOwner {
+        PgPartitionOwner::new(
+            PgOwnerConfig::new(&self.url)
+                .with_lock_class(self.class)
+                .with_partitions(P)
+                .with_node(node)
+                .with_round_every(Duration::from_millis(200)),
         )
-        .await
-        .expect("query pg_locks")
-        .iter()
-        .map(|r| r.get::<_, u32>(0))
-        .collect()
+        .expect("valid owner config")
+    }
+
+    /// Owners `a` and `b`, sharing the partitions.
+    async fn converged_pair(&self) -> (PgPartitionOwner, PgPartitionOwner) {
+        let (a, b) = (self.owner("a"), self.owner("b"));
+        converge(&[&a, &b]).await;
+        (a, b)
+    }
+
+    /// The partitions PostgreSQL says the session of `owner` holds.
+    async fn held(&self, owner: &PgPartitionOwner) -> BTreeSet<u32> {
+        self.admin
+            .query(
+                "SELECT l.objid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+                 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 \
+                   AND l.classid = $1 AND a.application_name = $2",
+                &[&(self.class as u32), &owner.application_name()],
+            )
+            .await
+            .expect("query pg_locks")
+            .iter()
+            .map(|r| r.get::<_, u32>(0))
+            .collect()
+    }
+
+    /// Terminates the session of `owner` (a kill -9 as PostgreSQL sees it).
+    async fn kill(&self, owner: &PgPartitionOwner) {
+        let app = owner.application_name();
+        let n = self
+            .admin
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+                &[&app],
+            )
+            .await
+            .expect("terminate");
+        assert_eq!(n, 1, "exactly one session named {app}");
+    }
 }
 
 /// Runs rounds on every owner until their owned sets are disjoint, cover
-/// every partition and are balanced (generous bound: 100 rounds).
+/// every partition and are balanced.
 async fn converge(owners: &[&PgPartitionOwner]) {
-    for _ in 0..100 {
+    let fair = (P as usize).div_ceil(owners.len());
+    eventually("the owners to split the partitions fairly", || async move {
         for o in owners {
             o.acquire().await.ok();
         }
         let sets: Vec<_> = owners.iter().map(|o| o.owned()).collect();
         let total: usize = sets.iter().map(|s| s.len()).sum();
         let union: BTreeSet<u32> = sets.iter().flatten().copied().collect();
-        let fair = (P as usize).div_ceil(owners.len());
-        if total == P as usize && union.len() == P as usize && sets.iter().all(|s| s.len() <= fair)
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "owners did not converge: {:?}",
-        owners.iter().map(|o| o.owned()).collect::<Vec<_>>()
-    );
-}
-
-async fn kill(admin: &tokio_postgres::Client, app: &str) {
-    let n = admin
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
-            &[&app],
-        )
-        .await
-        .expect("terminate");
-    assert_eq!(n, 1, "exactly one session named {app}");
+        total == P as usize && union.len() == P as usize && sets.iter().all(|s| s.len() <= fair)
+    })
+    .await;
 }
 
 /// Polls `f` for up to 30 s.
@@ -102,11 +113,11 @@ where
 
 #[tokio::test]
 async fn two_owners_split_the_partitions_without_overlap() {
-    let Some(url) = url() else { return };
-    let class = class();
-    let admin = admin(&url).await;
-    let a = owner(&url, class, "a");
-    let b = owner(&url, class, "b");
+    let Some(c) = Cluster::new().await else {
+        return;
+    };
+    let a = c.owner("a");
+    let b = c.owner("b");
     let mut wa = a.watch();
 
     // Alone, a takes everything.
@@ -121,8 +132,8 @@ async fn two_owners_split_the_partitions_without_overlap() {
     assert!(sa.is_disjoint(&sb));
     assert_eq!(*wa.borrow(), sa);
     // PostgreSQL agrees with what each owner publishes.
-    assert_eq!(held(&admin, class, a.application_name()).await, sa);
-    assert_eq!(held(&admin, class, b.application_name()).await, sb);
+    assert_eq!(c.held(&a).await, sa);
+    assert_eq!(c.held(&b).await, sb);
     // Further rounds change nothing.
     for _ in 0..3 {
         assert_eq!(a.acquire().await.expect("round"), sa);
@@ -132,24 +143,22 @@ async fn two_owners_split_the_partitions_without_overlap() {
     a.release().await.expect("release");
     assert!(a.owned().is_empty());
     assert!(wa.borrow().is_empty());
-    assert!(held(&admin, class, a.application_name()).await.is_empty());
+    assert!(c.held(&a).await.is_empty());
     b.release().await.expect("release");
 }
 
 #[tokio::test]
 async fn a_killed_session_drops_everything_and_the_survivor_takes_over() {
-    let Some(url) = url() else { return };
-    let class = class();
-    let admin = admin(&url).await;
-    let a = owner(&url, class, "a");
-    let b = owner(&url, class, "b");
-    converge(&[&a, &b]).await;
+    let Some(c) = Cluster::new().await else {
+        return;
+    };
+    let (a, b) = c.converged_pair().await;
     let mut wa = a.watch();
     wa.borrow_and_update();
 
     // kill -9 of a's session: a learns at once (its connection ends) and
     // publishes the empty set, without any round.
-    kill(&admin, a.application_name()).await;
+    c.kill(&a).await;
     eventually("a drops every partition", || {
         let empty = a.owned().is_empty() && wa.borrow().is_empty();
         async move { empty }
@@ -161,10 +170,7 @@ async fn a_killed_session_drops_everything_and_the_survivor_takes_over() {
         b.owned().len() == P as usize
     })
     .await;
-    assert_eq!(
-        held(&admin, class, b.application_name()).await,
-        (0..P).collect()
-    );
+    assert_eq!(c.held(&b).await, (0..P).collect());
 
     // a comes back (reconnects on its next round): they share again.
     converge(&[&a, &b]).await;
@@ -176,10 +182,10 @@ async fn a_killed_session_drops_everything_and_the_survivor_takes_over() {
 
 #[tokio::test]
 async fn a_dropped_owner_frees_its_partitions_for_a_running_one() {
-    let Some(url) = url() else { return };
-    let class = class();
-    let admin = admin(&url).await;
-    let b = std::sync::Arc::new(owner(&url, class, "b"));
+    let Some(c) = Cluster::new().await else {
+        return;
+    };
+    let b = std::sync::Arc::new(c.owner("b"));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let runner = {
         let b = b.clone();
@@ -192,14 +198,14 @@ async fn a_dropped_owner_frees_its_partitions_for_a_running_one() {
     };
     {
         // a is dropped without release, like a process that dies.
-        let a = owner(&url, class, "a");
+        let a = c.owner("a");
         eventually("a and b share", || async {
             a.acquire().await.ok();
             let (sa, sb) = (a.owned(), b.owned());
             sa.len() == 8 && sb.len() == 8 && sa.is_disjoint(&sb)
         })
         .await;
-        assert_eq!(held(&admin, class, a.application_name()).await.len(), 8);
+        assert_eq!(c.held(&a).await.len(), 8);
     }
     eventually("b owns every partition", || async {
         b.owned().len() == P as usize
@@ -209,7 +215,7 @@ async fn a_dropped_owner_frees_its_partitions_for_a_running_one() {
     runner.await.expect("no panic");
     // run() released on shutdown.
     assert!(b.owned().is_empty());
-    assert!(held(&admin, class, b.application_name()).await.is_empty());
+    assert!(c.held(&b).await.is_empty());
 }
 
 #[tokio::test]
@@ -234,12 +240,10 @@ fn model(n: usize) -> Model {
 /// killed the other runs every check, resuming from the last runs.
 #[tokio::test]
 async fn a_scheduler_pair_dispatches_each_check_once_per_interval() {
-    let Some(url) = url() else { return };
-    let class = class();
-    let admin = admin(&url).await;
-    let a = owner(&url, class, "a");
-    let b = owner(&url, class, "b");
-    converge(&[&a, &b]).await;
+    let Some(c) = Cluster::new().await else {
+        return;
+    };
+    let (a, b) = c.converged_pair().await;
 
     let m = model(300);
     let cfg = ScheduleConfig {
@@ -293,7 +297,7 @@ async fn a_scheduler_pair_dispatches_each_check_once_per_interval() {
     }
 
     // a's session is killed at 300 s: a's watch goes empty, b takes all.
-    kill(&admin, a.application_name()).await;
+    c.kill(&a).await;
     eventually("a drops every partition", || {
         let empty = a.owned().is_empty();
         async move { empty }

@@ -89,26 +89,19 @@ async fn a_nul_result_is_poisoned_and_the_rest_of_its_lane_applied() {
     let run = tokio::spawn(processor.run(async move {
         stopped.await.ok();
     }));
-    // Wait (by condition) until every check's last result is applied.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let mut done = 0;
-        for c in &checks {
-            if store.state(c.id).await.expect("state").version >= 20 {
-                done += 1;
+    bergamot_testkit::wait_until(
+        "every check's last result applied and the NUL one poisoned (the lane stalled)",
+        std::time::Duration::from_secs(60),
+        || async {
+            for c in &checks {
+                if store.state(c.id).await.expect("state").version < 20 {
+                    return false;
+                }
             }
-        }
-        if done == checks.len() && !queue.poisoned_results().is_empty() {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the lane stalled: {done} of {} checks fully applied, {} poisoned",
-            checks.len(),
-            queue.poisoned_results().len()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+            !queue.poisoned_results().is_empty()
+        },
+    )
+    .await;
     stop.send(()).ok();
     run.await.expect("join").expect("processor");
 

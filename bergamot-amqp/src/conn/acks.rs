@@ -28,12 +28,12 @@ pub(crate) enum Settle {
 /// Dropped unsettled, it requeues the item (the core contract: a delivery
 /// dropped without ack is redelivered).
 pub(super) struct AmqpAcker {
-    pub cmd: Sender<Cmd>,
-    pub consumer: u64,
-    pub epoch: u64,
-    pub tag: u64,
-    pub item: usize,
-    pub settled: bool,
+    pub(super) cmd: Sender<Cmd>,
+    pub(super) consumer: u64,
+    pub(super) epoch: u64,
+    pub(super) tag: u64,
+    pub(super) item: usize,
+    pub(super) settled: bool,
 }
 
 impl AmqpAcker {
@@ -114,12 +114,12 @@ pub(super) enum Resolution {
 /// An AMQP message delivered to a consumer, not settled with the broker yet.
 pub(super) struct Held {
     /// The delivery, with its body (to copy items out of it).
-    pub delivery: amiquip::Delivery,
+    pub(crate) delivery: amiquip::Delivery,
     /// Whether the body is a v2 envelope.
     pub v2: bool,
     /// Index of its queue in the consumer's queues.
-    pub queue: usize,
-    pub items: Vec<ItemState>,
+    pub(crate) queue: usize,
+    pub(crate) items: Vec<ItemState>,
 }
 
 impl Held {
@@ -133,7 +133,7 @@ impl Held {
     /// order matters, duplicates are cheap) the whole message is nacked
     /// back to its place and the done items come again as duplicates the
     /// store rejects. Rejected items of a partly done message are dropped.
-    pub fn resolution(&self, republish: bool) -> Resolution {
+    pub(crate) fn resolution(&self, republish: bool) -> Resolution {
         resolution(&self.items, republish)
     }
 }
@@ -177,17 +177,17 @@ fn resolution(items: &[ItemState], republish: bool) -> Resolution {
 #[derive(Default)]
 pub(super) struct AckTracker {
     /// Every delivery tag up to this one has been seen.
-    pub contiguous: u64,
+    pub(crate) contiguous: u64,
     /// Seen tags above `contiguous`.
     ahead: BTreeSet<u64>,
     /// Seen and not settled with the broker yet.
-    pub outstanding: BTreeSet<u64>,
+    pub(crate) outstanding: BTreeSet<u64>,
     /// Settled by ack, not yet sent.
     pending: Vec<amiquip::Delivery>,
 }
 
 impl AckTracker {
-    pub fn seen(&mut self, tag: u64) {
+    pub(crate) fn seen(&mut self, tag: u64) {
         self.outstanding.insert(tag);
         if tag == self.contiguous + 1 {
             self.contiguous = tag;
@@ -200,27 +200,27 @@ impl AckTracker {
     }
 
     /// The message is acked (sent with the next flush).
-    pub fn ack(&mut self, d: amiquip::Delivery) {
+    pub(crate) fn ack(&mut self, d: amiquip::Delivery) {
         if self.outstanding.remove(&d.delivery_tag()) {
             self.pending.push(d);
         }
     }
 
     /// The message is settled otherwise (nacked).
-    pub fn settled(&mut self, tag: u64) {
+    pub(crate) fn settled(&mut self, tag: u64) {
         self.outstanding.remove(&tag);
     }
 
     /// The highest tag a `multiple` ack may name: everything up to it has
     /// been seen and none of it is still unsettled.
-    pub fn coverable(&self) -> u64 {
+    pub(crate) fn coverable(&self) -> u64 {
         match self.outstanding.first() {
             Some(&low) => (low - 1).min(self.contiguous),
             None => self.contiguous,
         }
     }
 
-    pub fn flush(&mut self, ch: &Channel) -> amiquip::Result<()> {
+    pub(crate) fn flush(&mut self, ch: &Channel) -> amiquip::Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }

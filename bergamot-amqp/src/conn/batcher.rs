@@ -18,18 +18,18 @@ use std::time::{Duration, Instant};
 /// What items must share to travel in one message.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct BatchKey {
-    pub exchange: String,
-    pub routing_key: String,
-    pub persistent: bool,
+    pub(crate) exchange: String,
+    pub(crate) routing_key: String,
+    pub(crate) persistent: bool,
     /// Per-message expiration (executes: their TTL; batches of executes are
     /// homogeneous in it, so every item keeps its own TTL exactly).
-    pub expiration: Option<Duration>,
+    pub(crate) expiration: Option<Duration>,
 }
 
 /// One item to publish: its key and its v1 JSON.
 pub(crate) struct Item {
-    pub key: BatchKey,
-    pub body: Vec<u8>,
+    pub(crate) key: BatchKey,
+    pub(crate) body: Vec<u8>,
 }
 
 /// A publish call waiting for the confirms of its items.
@@ -50,9 +50,9 @@ struct Buffer {
 
 /// A message ready to go: its items' bodies and their waiters.
 pub(super) struct Ready {
-    pub key: BatchKey,
-    pub bodies: Vec<Vec<u8>>,
-    pub waiters: Vec<u64>,
+    pub(crate) key: BatchKey,
+    pub(crate) bodies: Vec<Vec<u8>>,
+    pub(crate) waiters: Vec<u64>,
 }
 
 pub(super) struct Batcher {
@@ -65,7 +65,7 @@ pub(super) struct Batcher {
 }
 
 impl Batcher {
-    pub fn new(max_items: usize, max_bytes: usize, linger: Duration) -> Self {
+    pub(crate) fn new(max_items: usize, max_bytes: usize, linger: Duration) -> Self {
         Batcher {
             max_items: max_items.max(1),
             max_bytes,
@@ -77,13 +77,13 @@ impl Batcher {
     }
 
     /// Whether messages are v2 envelopes (false: one v1 message per item).
-    pub fn v2(&self) -> bool {
+    pub(crate) fn v2(&self) -> bool {
         self.max_items > 1
     }
 
     /// Queues the items of one publish call; `reply` gets the outcome once
     /// every one is confirmed (or one failed).
-    pub fn add(&mut self, items: Vec<Item>, reply: Reply<()>) {
+    pub(crate) fn add(&mut self, items: Vec<Item>, reply: Reply<()>) {
         if items.is_empty() {
             reply.send(Ok(())).ok();
             return;
@@ -106,7 +106,7 @@ impl Batcher {
     }
 
     /// Takes every message due now.
-    pub fn ready(&mut self, now: Instant) -> Vec<Ready> {
+    pub(crate) fn ready(&mut self, now: Instant) -> Vec<Ready> {
         let mut out = Vec::new();
         let (max_items, max_bytes, linger) = (self.max_items, self.max_bytes, self.linger);
         self.buffers.retain(|key, b| {
@@ -147,7 +147,7 @@ impl Batcher {
 
     /// When the next buffered message becomes due (none: nothing waits for
     /// time, only for confirms).
-    pub fn next_due(&self) -> Option<Instant> {
+    pub(crate) fn next_due(&self) -> Option<Instant> {
         self.buffers
             .values()
             .filter(|b| !b.items.is_empty() && b.in_flight == 0)
@@ -157,7 +157,7 @@ impl Batcher {
 
     /// A message of `key` carrying items of `waiters` was confirmed (`ok`)
     /// or nacked.
-    pub fn confirmed(&mut self, key: &BatchKey, waiters: Vec<u64>, ok: bool) {
+    pub(crate) fn confirmed(&mut self, key: &BatchKey, waiters: Vec<u64>, ok: bool) {
         if let Some(b) = self.buffers.get_mut(key) {
             b.in_flight = b.in_flight.saturating_sub(1);
         }
@@ -186,7 +186,7 @@ impl Batcher {
 
     /// Fails every waiting publish call (connection lost or closed): items
     /// in flight may or may not have been taken, buffered ones were not.
-    pub fn fail_all(&mut self, err: impl Fn() -> AmqpError) {
+    pub(crate) fn fail_all(&mut self, err: impl Fn() -> AmqpError) {
         self.buffers.clear();
         for (_, w) in self.waiters.drain() {
             w.reply.send(Err(err())).ok();

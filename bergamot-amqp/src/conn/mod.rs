@@ -32,8 +32,8 @@ use crate::topology::{self, Declared, Names};
 pub(crate) use acks::Settle;
 use acks::{AckTracker, AmqpAcker, Held, ItemState, Resolution};
 use amiquip::{
-    AmqpValue, Auth, Channel, Confirm, Connection, ConnectionOptions, ConnectionTuning,
-    ConsumerMessage, ConsumerOptions, FieldTable, Publish, QueueDeclareOptions,
+    AmqpValue, Channel, Confirm, Connection, ConnectionTuning, ConsumerMessage, ConsumerOptions,
+    FieldTable, Publish, QueueDeclareOptions,
 };
 use batcher::{BatchKey, Batcher};
 use bergamot_core::backend::Acker;
@@ -229,6 +229,32 @@ impl Worker {
         }
     }
 
+    /// Registers a consumer of `source` (started again on every
+    /// reconnect) and tells the caller: started at once on a `live`
+    /// connection, when the connection is back otherwise.
+    fn consume(
+        &mut self,
+        live: Option<&mut Live>,
+        source: Source,
+        sink: Box<dyn Sink>,
+        reply: Reply<()>,
+    ) {
+        let id = self.next_id;
+        self.next_id += 1;
+        if let Some(live) = live {
+            if let Err(e) = self.start_consumer(live, id, &source) {
+                // A failed declare may have killed the channel; make sure
+                // nothing half-started stays behind.
+                live.recv.retain(|(c, _, _)| *c != id);
+                live.active.remove(&id);
+                reply.send(Err(e)).ok();
+                return;
+            }
+        }
+        self.specs.push(Spec { id, source, sink });
+        reply.send(Ok(())).ok();
+    }
+
     /// Waits `d` while disconnected, answering commands. True on shutdown.
     fn wait_offline(&mut self, d: Duration) -> bool {
         let deadline = Instant::now() + d;
@@ -246,13 +272,7 @@ impl Worker {
                     source,
                     sink,
                     reply,
-                } => {
-                    // Started when the connection is back.
-                    let id = self.next_id;
-                    self.next_id += 1;
-                    self.specs.push(Spec { id, source, sink });
-                    reply.send(Ok(())).ok();
-                }
+                } => self.consume(None, source, sink, reply),
                 Cmd::Settle { reply, .. } => {
                     if let Some(r) = reply {
                         r.send(Err(AmqpError::StaleDelivery)).ok();
@@ -272,12 +292,9 @@ impl Worker {
     fn connect(&mut self) -> Result<Live, AmqpError> {
         let stream = self.target.open(self.config.connect_timeout)?;
         let heartbeat = u16::try_from(self.config.heartbeat.as_secs()).unwrap_or(u16::MAX);
-        let options = ConnectionOptions::default()
-            .auth(Auth::Plain {
-                username: self.target.username.clone(),
-                password: self.target.password.clone(),
-            })
-            .virtual_host(self.target.vhost.clone())
+        let options = self
+            .target
+            .options()
             .heartbeat(heartbeat)
             .connection_timeout(Some(self.config.connect_timeout))
             .information(Some(format!("bergamot-amqp {}", self.names.prefix)));
@@ -663,21 +680,7 @@ impl Worker {
                 sink,
                 reply,
             } => {
-                let id = self.next_id;
-                self.next_id += 1;
-                match self.start_consumer(live, id, &source) {
-                    Ok(()) => {
-                        self.specs.push(Spec { id, source, sink });
-                        reply.send(Ok(())).ok();
-                    }
-                    Err(e) => {
-                        // A failed declare may have killed the channel; make
-                        // sure nothing half-started stays behind.
-                        live.recv.retain(|(c, _, _)| *c != id);
-                        live.active.remove(&id);
-                        reply.send(Err(e)).ok();
-                    }
-                }
+                self.consume(Some(live), source, sink, reply);
                 Ok(())
             }
             Cmd::Settle {

@@ -125,6 +125,19 @@ pub(crate) enum Handed {
     Closed,
 }
 
+impl Handed {
+    /// `message` is not the `expected` type.
+    fn wrong(expected: &str, message: Box<Message>) -> Handed {
+        Handed::Wrong {
+            reason: format!(
+                "expected {expected}, got {}",
+                crate::codec::type_name(&message)
+            ),
+            message,
+        }
+    }
+}
+
 /// A consumer's destination, the same for every message type.
 pub(crate) trait Sink: Send {
     /// The caller dropped the stream.
@@ -176,14 +189,7 @@ impl<T: Item> Sink for Stream<T> {
                     Err(_) => Handed::Closed,
                 }
             }
-            Err(other) => Handed::Wrong {
-                reason: format!(
-                    "expected {}, got {}",
-                    T::EXPECTED,
-                    crate::codec::type_name(&other)
-                ),
-                message: other,
-            },
+            Err(other) => Handed::wrong(T::EXPECTED, other),
         }
     }
 }
@@ -221,10 +227,7 @@ impl Sink for Updates {
                 },
                 Err(_) => Handed::Closed,
             },
-            other => Handed::Wrong {
-                reason: format!("expected update, got {}", crate::codec::type_name(&other)),
-                message: Box::new(other),
-            },
+            other => Handed::wrong("update", Box::new(other)),
         }
     }
 }

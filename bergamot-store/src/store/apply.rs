@@ -47,8 +47,27 @@ pub(super) struct Writes {
 }
 
 impl Writes {
+    /// Records `t`, a transition of the locked `check`, if it applied, and
+    /// makes its state the locked one; returns whether it applied.
+    pub(super) fn apply(
+        &mut self,
+        check: CheckId,
+        l: &mut Locked,
+        t: &Transition,
+        at: DateTime<Utc>,
+        result: Option<ResultId>,
+    ) -> Result<bool> {
+        if !t.is_applied() {
+            return Ok(false);
+        }
+        self.record(check, &l.state, t, at, result)?;
+        l.state = t.state.clone();
+        l.dirty = true;
+        Ok(true)
+    }
+
     /// Records an applied transition of `check` from `before`.
-    pub(super) fn record(
+    fn record(
         &mut self,
         check: CheckId,
         before: &CheckState,
@@ -114,6 +133,9 @@ impl Writes {
     }
 }
 
+/// Six column arrays, collected from an iterator of rows.
+type Columns6<A, B, C, D, E, F> = (Vec<A>, Vec<B>, Vec<C>, Vec<D>, Vec<E>, Vec<F>);
+
 /// The worse (by rank) of two stored status codes.
 fn worse_code(a: i16, b: i16) -> i16 {
     let status = |c: i16| u8::try_from(c).ok().and_then(Status::from_severity);
@@ -169,28 +191,18 @@ impl PostgresStore {
         if states.len() == 0 {
             return Ok(());
         }
-        let mut a_id = Vec::new();
-        let mut a_check = Vec::new();
-        let mut a_opened = Vec::new();
-        let mut a_closed = Vec::new();
-        let mut a_status = Vec::new();
-        let mut a_worst = Vec::new();
-        for (id, a) in &writes.new_alerts {
-            a_id.push(*id);
-            a_check.push(a.check_id);
-            a_opened.push(a.opened_at);
-            a_closed.push(a.closed_at);
-            a_status.push(a.status);
-            a_worst.push(a.worst);
-        }
-        let mut c_id = Vec::new();
-        let mut c_closed = Vec::new();
-        let mut c_worst = Vec::new();
-        for (id, c) in &writes.alert_changes {
-            c_id.push(*id);
-            c_closed.push(c.closed_at);
-            c_worst.push(c.worst);
-        }
+        // Column arrays of the new alert rows and of the changed ones.
+        let (a_id, a_check, a_opened, a_closed, a_status, a_worst): Columns6<_, _, _, _, _, _> =
+            writes
+                .new_alerts
+                .iter()
+                .map(|(id, a)| (*id, a.check_id, a.opened_at, a.closed_at, a.status, a.worst))
+                .collect();
+        let (c_id, c_closed, c_worst): (Vec<_>, Vec<_>, Vec<_>) = writes
+            .alert_changes
+            .iter()
+            .map(|(id, c)| (*id, c.closed_at, c.worst))
+            .collect();
         let sql = WRITE_BACK
             .replace("{STATE_UNNEST}", STATE_UNNEST)
             .replace("{RANK_U}", &crate::aggregate_sql::rank_of("u.worst"))
@@ -242,6 +254,26 @@ impl PostgresStore {
         Ok(())
     }
 
+    /// Applies `t` to the locked `check` and, if it applied, writes it
+    /// back at once; returns whether it applied.
+    pub(super) async fn write_one(
+        tx: &Tx<'_>,
+        locked: &mut HashMap<CheckId, Locked>,
+        check: CheckId,
+        t: &Transition,
+        at: DateTime<Utc>,
+    ) -> Result<bool> {
+        let Some(l) = locked.get_mut(&check) else {
+            return Ok(false);
+        };
+        let mut writes = Writes::default();
+        if !writes.apply(check, l, t, at, None)? {
+            return Ok(false);
+        }
+        Self::write_back(tx, locked, &writes).await?;
+        Ok(true)
+    }
+
     pub(super) async fn apply_results_once(
         &self,
         results: &[CheckResult],
@@ -272,11 +304,7 @@ impl PostgresStore {
                 continue;
             };
             let t = state::transition(&l.state, r, &l.policy, &deps, now);
-            if t.is_applied() {
-                writes.record(r.check_id, &l.state, &t, r.executed_at, Some(r.id))?;
-                l.state = t.state.clone();
-                l.dirty = true;
-            }
+            writes.apply(r.check_id, l, &t, r.executed_at, Some(r.id))?;
             out.push(Ok(t));
         }
         Self::write_back(&tx, &locked, &writes).await?;
@@ -300,16 +328,10 @@ impl PostgresStore {
             .map_err(Error::db("begin a state change"))?;
         let mut locked = Self::lock(&tx, &[check.0]).await?;
         let l = locked
-            .get_mut(&check)
+            .get(&check)
             .ok_or_else(|| Error::not_found("check", check))?;
         let t = f(&l.state, &l.policy);
-        if t.is_applied() {
-            let mut writes = Writes::default();
-            writes.record(check, &l.state, &t, at, None)?;
-            l.state = t.state.clone();
-            l.dirty = true;
-            Self::write_back(&tx, &locked, &writes).await?;
-        }
+        Self::write_one(&tx, &mut locked, check, &t, at).await?;
         tx.commit()
             .await
             .map_err(Error::db("commit a state change"))?;

@@ -23,7 +23,7 @@ impl PostgresStore {
             .map_err(Error::db("begin scheduling a downtime"))?;
         let mut locked = Self::lock(&tx, &[d.check_id.0]).await?;
         let l = locked
-            .get_mut(&d.check_id)
+            .get(&d.check_id)
             .ok_or_else(|| Error::not_found("check", d.check_id))?;
         tx.execute(
             "INSERT INTO downtimes (id, check_id, starts_at, ends_at, author, comment)
@@ -45,13 +45,7 @@ impl PostgresStore {
         let mut out = None;
         if d.starts_at <= now && now < d.ends_at {
             let t = state::set_downtime(&l.state, true, &l.policy, now);
-            if t.is_applied() {
-                let mut writes = Writes::default();
-                writes.record(d.check_id, &l.state, &t, now, None)?;
-                l.state = t.state.clone();
-                l.dirty = true;
-                Self::write_back(&tx, &locked, &writes).await?;
-            }
+            Self::write_one(&tx, &mut locked, d.check_id, &t, now).await?;
             out = Some(t);
         }
         tx.commit().await.map_err(Error::db("commit a downtime"))?;
@@ -107,15 +101,10 @@ impl PostgresStore {
             .map_err(Error::db("look for other downtimes"))?
             .is_some();
         let mut out = None;
-        if let Some(l) = locked.get_mut(&check) {
+        if let Some(l) = locked.get(&check) {
             if l.state.in_downtime && !active {
                 let t = state::set_downtime(&l.state, false, &l.policy, now);
-                if t.is_applied() {
-                    let mut writes = Writes::default();
-                    writes.record(check, &l.state, &t, now, None)?;
-                    l.state = t.state.clone();
-                    l.dirty = true;
-                    Self::write_back(&tx, &locked, &writes).await?;
+                if Self::write_one(&tx, &mut locked, check, &t, now).await? {
                     out = Some((check, t));
                 }
             }
@@ -192,10 +181,7 @@ impl PostgresStore {
                 continue;
             }
             let t = state::set_downtime(&l.state, want, &l.policy, now);
-            if t.is_applied() {
-                writes.record(check, &l.state, &t, now, None)?;
-                l.state = t.state.clone();
-                l.dirty = true;
+            if writes.apply(check, l, &t, now, None)? {
                 out.push((check, t));
             }
         }
@@ -211,16 +197,15 @@ impl PostgresStore {
         check: Option<CheckId>,
         now: DateTime<Utc>,
     ) -> bergamot_core::Result<Vec<Downtime>> {
-        let client = self.client().await?;
-        let rows = client
+        let rows = self
             .query(
                 "SELECT id, check_id, starts_at, ends_at, author, comment FROM downtimes
                  WHERE ($1::uuid IS NULL OR check_id = $1) AND ends_at > $2
                  ORDER BY starts_at, id",
                 &[&check.map(|c| c.0), &now],
+                "read downtimes",
             )
-            .await
-            .map_err(Error::db("read downtimes"))?;
+            .await?;
         Ok(rows
             .iter()
             .map(|r| Downtime {

@@ -4,43 +4,41 @@ use super::PostgresStore;
 use crate::aggregate_sql::{self, Targets};
 use crate::error::{Error, Result};
 use crate::rows::{
-    decode_aggregate, decode_state, status_from_sql, status_to_sql, u64_to_sql, STATE_COLUMNS,
+    decode_aggregate, decode_alerts, decode_state, decode_states, status_from_sql, status_to_sql,
+    u64_to_sql, ALERT_COLUMNS, STATE_COLUMNS,
 };
 use bergamot_core::aggregate::{Aggregate, GroupState, LocationState};
 use bergamot_core::model::{CheckId, GroupId, LocationId, ResultId};
 use bergamot_core::state::{CheckState, Event};
 use bergamot_core::store::{AlertRecord, HistoryEntry, HistoryPage, StateFilter};
 use chrono::{DateTime, Utc};
-use tokio_postgres::types::Json;
+use tokio_postgres::types::{Json, ToSql};
 use uuid::Uuid;
 
 impl PostgresStore {
     pub(super) async fn read_state(&self, check: CheckId) -> bergamot_core::Result<CheckState> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
+        let rows = self
+            .query(
                 &format!("SELECT {STATE_COLUMNS} FROM check_state s WHERE s.check_id = $1"),
                 &[&check.0],
+                "read a check state",
             )
-            .await
-            .map_err(Error::db("read a check state"))?
+            .await?;
+        let row = rows
+            .first()
             .ok_or_else(|| Error::not_found("check", check))?;
-        Ok(decode_state(&row, 0)?.1)
+        Ok(decode_state(row, 0)?.1)
     }
 
     pub(super) async fn read_states(&self) -> bergamot_core::Result<Vec<(CheckId, CheckState)>> {
-        let client = self.client().await?;
-        let rows = client
+        let rows = self
             .query(
                 &format!("SELECT {STATE_COLUMNS} FROM check_state s ORDER BY s.check_id"),
                 &[],
+                "read check states",
             )
-            .await
-            .map_err(Error::db("read check states"))?;
-        Ok(rows
-            .iter()
-            .map(|r| decode_state(r, 0))
-            .collect::<Result<Vec<_>>>()?)
+            .await?;
+        Ok(decode_states(&rows)?)
     }
 
     /// The states whose last result is older than `before` or missing
@@ -74,18 +72,17 @@ impl PostgresStore {
             .statuses
             .as_ref()
             .map(|st| st.iter().map(|s| status_to_sql(*s)).collect());
-        let client = self.client().await?;
         // Hot columns only: no JSON decoding, no output.
-        let rows = client
+        let rows = self
             .query(
                 "SELECT check_id FROM check_state \
                  WHERE ($1::int2[] IS NULL OR status = ANY($1)) \
                    AND ($2::bool IS NULL OR (acknowledged <> 0) = $2) \
                    AND ($3::bool IS NULL OR in_downtime = $3)",
                 &[&statuses, &filter.acknowledged, &filter.in_downtime],
+                "search check states",
             )
-            .await
-            .map_err(Error::db("search check states"))?;
+            .await?;
         Ok(rows.iter().map(|r| CheckId(r.get(0))).collect())
     }
 
@@ -94,48 +91,28 @@ impl PostgresStore {
         checks: &[CheckId],
     ) -> bergamot_core::Result<Vec<(CheckId, CheckState)>> {
         let ids: Vec<Uuid> = checks.iter().map(|c| c.0).collect();
-        let client = self.client().await?;
-        let rows = client
+        let rows = self
             .query(
                 &format!("SELECT {STATE_COLUMNS} FROM check_state s WHERE s.check_id = ANY($1)"),
                 &[&ids],
+                "read check states",
             )
-            .await
-            .map_err(Error::db("read check states"))?;
-        Ok(rows
-            .iter()
-            .map(|r| decode_state(r, 0))
-            .collect::<Result<Vec<_>>>()?)
+            .await?;
+        Ok(decode_states(&rows)?)
     }
 
-    pub(super) async fn read_ancestor_groups(
+    /// The ancestors an ancestor query (`sql`, the check at `$1`) returns
+    /// for an existing `check`, each id made a `T` by `id`.
+    pub(super) async fn ancestors<T>(
         &self,
         check: CheckId,
-    ) -> bergamot_core::Result<Vec<GroupId>> {
-        if !self.exists("checks", check.0).await? {
-            return Err(bergamot_core::Error::not_found("check", check));
-        }
-        let client = self.client().await?;
-        let rows = client
-            .query(aggregate_sql::ANCESTOR_GROUPS, &[&check.0])
-            .await
-            .map_err(Error::db("read ancestor groups"))?;
-        Ok(rows.iter().map(|r| GroupId(r.get(0))).collect())
-    }
-
-    pub(super) async fn read_ancestor_locations(
-        &self,
-        check: CheckId,
-    ) -> bergamot_core::Result<Vec<LocationId>> {
-        if !self.exists("checks", check.0).await? {
-            return Err(bergamot_core::Error::not_found("check", check));
-        }
-        let client = self.client().await?;
-        let rows = client
-            .query(aggregate_sql::ANCESTOR_LOCATIONS, &[&check.0])
-            .await
-            .map_err(Error::db("read ancestor locations"))?;
-        Ok(rows.iter().map(|r| LocationId(r.get(0))).collect())
+        sql: &str,
+        context: &'static str,
+        id: impl Fn(Uuid) -> T,
+    ) -> Result<Vec<T>> {
+        self.ensure_check(check).await?;
+        let rows = self.query(sql, &[&check.0], context).await?;
+        Ok(rows.iter().map(|r| id(r.get(0))).collect())
     }
 
     pub(super) async fn read_history(
@@ -147,19 +124,18 @@ impl PostgresStore {
             .before_version
             .map(|v| u64_to_sql(v, "before_version"))
             .transpose()?;
-        let client = self.client().await?;
-        let rows = client
+        let rows = self
             .query(
                 "SELECT version, at, result_id, status, ok, hard, attempt, output, events,
                         acknowledged, in_downtime, suppressed, flapping
                  FROM history WHERE check_id = $1 AND ($2::int8 IS NULL OR version < $2)
                  ORDER BY version DESC LIMIT $3",
                 &[&check.0, &before, &limit(page.limit)],
+                "read history",
             )
-            .await
-            .map_err(Error::db("read history"))?;
-        if rows.is_empty() && !self.exists("checks", check.0).await? {
-            return Err(bergamot_core::Error::not_found("check", check));
+            .await?;
+        if rows.is_empty() {
+            self.ensure_check(check).await?;
         }
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
@@ -196,105 +172,86 @@ impl PostgresStore {
         limit_n: usize,
     ) -> bergamot_core::Result<Vec<AlertRecord>> {
         if let Some(c) = check {
-            if !self.exists("checks", c.0).await? {
-                return Err(bergamot_core::Error::not_found("check", c));
-            }
+            self.ensure_check(c).await?;
         }
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT id, check_id, opened_at, closed_at, status, worst FROM alerts
-                 WHERE ($1::uuid IS NULL OR check_id = $1)
+        Ok(self
+            .alerts_where(
+                "WHERE ($1::uuid IS NULL OR check_id = $1)
                  ORDER BY opened_at DESC, id DESC LIMIT $2",
                 &[&check.map(|c| c.0), &limit(limit_n)],
+                "read alerts",
             )
-            .await
-            .map_err(Error::db("read alerts"))?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            out.push(AlertRecord {
-                id: r.get(0),
-                check_id: CheckId(r.get(1)),
-                opened_at: r.get(2),
-                closed_at: r.get(3),
-                status: status_from_sql(r.get(4), "alerts")?,
-                worst: status_from_sql(r.get(5), "alerts")?,
-            });
-        }
-        Ok(out)
+            .await?)
     }
 
     pub(super) async fn read_active_alerts(
         &self,
         closed_since: DateTime<Utc>,
     ) -> bergamot_core::Result<Vec<AlertRecord>> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT id, check_id, opened_at, closed_at, status, worst FROM alerts
-                 WHERE closed_at IS NULL OR closed_at >= $1
-                 ORDER BY opened_at, id",
+        Ok(self
+            .alerts_where(
+                "WHERE closed_at IS NULL OR closed_at >= $1 ORDER BY opened_at, id",
                 &[&closed_since],
+                "read active alerts",
             )
-            .await
-            .map_err(Error::db("read active alerts"))?;
-        rows.iter()
-            .map(|r| {
-                Ok(AlertRecord {
-                    id: r.get(0),
-                    check_id: CheckId(r.get(1)),
-                    opened_at: r.get(2),
-                    closed_at: r.get(3),
-                    status: status_from_sql(r.get(4), "alerts")?,
-                    worst: status_from_sql(r.get(5), "alerts")?,
-                })
-            })
-            .collect()
+            .await?)
     }
 
-    /// Runs an aggregate query with JIT off (it costs more than it saves here).
+    /// The alert records `filter` (a `WHERE …` clause, ordering and limit
+    /// over `params`) selects.
+    async fn alerts_where(
+        &self,
+        filter: &str,
+        params: &[&(dyn ToSql + Sync)],
+        context: &'static str,
+    ) -> Result<Vec<AlertRecord>> {
+        let rows = self
+            .query(
+                &format!("SELECT {ALERT_COLUMNS} FROM alerts {filter}"),
+                params,
+                context,
+            )
+            .await?;
+        decode_alerts(&rows)
+    }
+
     /// Aggregates of the groups `targets` selects with `params`.
     pub(super) async fn groups_where(
         &self,
         targets: Targets,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<GroupState>> {
-        let found = self
-            .aggregates(&aggregate_sql::group_query(targets), params, "groups")
-            .await?;
-        Ok(found
-            .into_iter()
-            .map(|(id, aggregate)| GroupState {
-                id: GroupId(id),
-                aggregate,
-            })
-            .collect())
+        let sql = aggregate_sql::group_query(targets);
+        self.aggregates(&sql, params, "groups", |id, aggregate| GroupState {
+            id: GroupId(id),
+            aggregate,
+        })
+        .await
     }
 
     /// Aggregates of the locations `targets` selects with `params`.
     pub(super) async fn locations_where(
         &self,
         targets: Targets,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<LocationState>> {
-        let found = self
-            .aggregates(&aggregate_sql::location_query(targets), params, "locations")
-            .await?;
-        Ok(found
-            .into_iter()
-            .map(|(id, aggregate)| LocationState {
-                id: LocationId(id),
-                aggregate,
-            })
-            .collect())
+        let sql = aggregate_sql::location_query(targets);
+        self.aggregates(&sql, params, "locations", |id, aggregate| LocationState {
+            id: LocationId(id),
+            aggregate,
+        })
+        .await
     }
 
-    async fn aggregates(
+    /// Runs an aggregate query (rows of an id and the aggregate columns of
+    /// `table`) with JIT off, making a `T` of each row.
+    async fn aggregates<T>(
         &self,
         sql: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        params: &[&(dyn ToSql + Sync)],
         table: &'static str,
-    ) -> Result<Vec<(Uuid, Aggregate)>> {
+        make: impl Fn(Uuid, Aggregate) -> T,
+    ) -> Result<Vec<T>> {
         let mut client = self.client().await?;
         let tx = client
             .build_transaction()
@@ -320,22 +277,23 @@ impl PostgresStore {
             .map_err(Error::db("end an aggregate query"))?;
         found
             .iter()
-            .map(|r| Ok((r.get::<_, Uuid>(0), decode_aggregate(r, 1, table)?)))
+            .map(|r| Ok(make(r.get(0), decode_aggregate(r, 1, table)?)))
             .collect()
     }
 
-    pub(super) async fn exists(&self, table: &'static str, id: Uuid) -> Result<bool> {
-        let client = self.client().await?;
-        let sql = match table {
-            "groups" => "SELECT 1 FROM groups WHERE id = $1",
-            "locations" => "SELECT 1 FROM locations WHERE id = $1",
-            _ => "SELECT 1 FROM checks WHERE id = $1",
-        };
-        Ok(client
-            .query_opt(sql, &[&id])
-            .await
-            .map_err(Error::db("look up an object"))?
-            .is_some())
+    /// Fails with [`Error::NotFound`] unless `check` exists.
+    async fn ensure_check(&self, check: CheckId) -> Result<()> {
+        let found = self
+            .query(
+                "SELECT 1 FROM checks WHERE id = $1",
+                &[&check.0],
+                "look up a check",
+            )
+            .await?;
+        if found.is_empty() {
+            return Err(Error::not_found("check", check));
+        }
+        Ok(())
     }
 }
 

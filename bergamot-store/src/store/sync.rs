@@ -10,7 +10,7 @@ use bergamot_core::model::{
 use bergamot_core::state::{self};
 use bergamot_core::store::SyncReport;
 use std::collections::{HashMap, HashSet};
-use tokio_postgres::types::Json;
+use tokio_postgres::types::{Json, ToSql};
 use uuid::Uuid;
 
 impl PostgresStore {
@@ -43,77 +43,77 @@ impl PostgresStore {
         .map_err(db("save the site"))?;
         // NOT EXISTS over unnest is a hash anti-join; `<> ALL($1)` would
         // compare every row with every id (quadratic for 100k checks).
-        let removed = tx
-            .execute(
-                "DELETE FROM checks t WHERE NOT EXISTS (SELECT 1 FROM unnest($1::uuid[]) AS u(id) WHERE u.id = t.id)",
-                &[&plan.c_id],
-            )
-            .await
-            .map_err(db("remove checks"))?;
-        tx.execute(
-            "DELETE FROM groups t WHERE NOT EXISTS (SELECT 1 FROM unnest($1::uuid[]) AS u(id) WHERE u.id = t.id)",
-            &[&plan.g_id],
-        )
-        .await
-        .map_err(db("remove groups"))?;
-        tx.execute(
-            "DELETE FROM locations t WHERE NOT EXISTS (SELECT 1 FROM unnest($1::uuid[]) AS u(id) WHERE u.id = t.id)",
-            &[&plan.l_id],
-        )
-        .await
-        .map_err(db("remove locations"))?;
+        let mut removed = 0;
+        for (table, ids, what) in [
+            ("checks", &plan.c_id, "remove checks"),
+            ("groups", &plan.g_id, "remove groups"),
+            ("locations", &plan.l_id, "remove locations"),
+        ] {
+            let n = tx
+                .execute(
+                    &format!(
+                        "DELETE FROM {table} t WHERE NOT EXISTS \
+                         (SELECT 1 FROM unnest($1::uuid[]) AS u(id) WHERE u.id = t.id)"
+                    ),
+                    &[ids],
+                )
+                .await
+                .map_err(db(what))?;
+            if table == "checks" {
+                removed = n;
+            }
+        }
         tx.batch_execute(
             "DELETE FROM group_parents; DELETE FROM check_groups; DELETE FROM check_deps;",
         )
         .await
         .map_err(db("clear graph edges"))?;
-        tx.execute(
-            "INSERT INTO groups (id, position, name)
-             SELECT * FROM unnest($1::uuid[], $2::int4[], $3::text[])
-             ON CONFLICT (id) DO UPDATE SET position = excluded.position, name = excluded.name",
-            &[&plan.g_id, &plan.g_pos, &plan.g_name],
-        )
-        .await
-        .map_err(db("save groups"))?;
-        tx.execute(
-            "INSERT INTO group_parents (group_id, parent_id, ord)
-             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int4[])",
-            &[&plan.e_child, &plan.e_parent, &plan.e_ord],
-        )
-        .await
-        .map_err(db("save group parents"))?;
-        tx.execute(
-            "INSERT INTO locations (id, position, name, parent_id)
-             SELECT * FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::uuid[])
-             ON CONFLICT (id) DO UPDATE SET position = excluded.position, name = excluded.name,
-                 parent_id = excluded.parent_id",
-            &[&plan.l_id, &plan.l_pos, &plan.l_name, &plan.l_parent],
-        )
-        .await
-        .map_err(db("save locations"))?;
-        tx.execute(
-            "INSERT INTO checks (id, position, is_host, location_id, policy, def)
-             SELECT * FROM unnest($1::uuid[], $2::int4[], $3::bool[], $4::uuid[], $5::jsonb[], $6::jsonb[])
-             ON CONFLICT (id) DO UPDATE SET position = excluded.position,
-                 is_host = excluded.is_host, location_id = excluded.location_id,
-                 policy = excluded.policy, def = excluded.def",
-            &[&plan.c_id, &plan.c_pos, &plan.c_host, &plan.c_loc, &plan.c_policy, &plan.c_def],
-        )
-        .await
-        .map_err(db("save checks"))?;
-        tx.execute(
-            "INSERT INTO check_groups (check_id, group_id, sole)
-             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bool[])",
-            &[&plan.m_check, &plan.m_group, &plan.m_sole],
-        )
-        .await
-        .map_err(db("save group members"))?;
-        tx.execute(
-            "INSERT INTO check_deps (check_id, dep_id) SELECT * FROM unnest($1::uuid[], $2::uuid[])",
-            &[&plan.d_check, &plan.d_dep],
-        )
-        .await
-        .map_err(db("save dependencies"))?;
+        let inserts: [(&str, &[&(dyn ToSql + Sync)], &'static str); 6] = [
+            (
+                "INSERT INTO groups (id, position, name)
+                 SELECT * FROM unnest($1::uuid[], $2::int4[], $3::text[])
+                 ON CONFLICT (id) DO UPDATE SET position = excluded.position, name = excluded.name",
+                &[&plan.g_id, &plan.g_pos, &plan.g_name],
+                "save groups",
+            ),
+            (
+                "INSERT INTO group_parents (group_id, parent_id, ord)
+                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int4[])",
+                &[&plan.e_child, &plan.e_parent, &plan.e_ord],
+                "save group parents",
+            ),
+            (
+                "INSERT INTO locations (id, position, name, parent_id)
+                 SELECT * FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::uuid[])
+                 ON CONFLICT (id) DO UPDATE SET position = excluded.position, name = excluded.name,
+                     parent_id = excluded.parent_id",
+                &[&plan.l_id, &plan.l_pos, &plan.l_name, &plan.l_parent],
+                "save locations",
+            ),
+            (
+                "INSERT INTO checks (id, position, is_host, location_id, policy, def)
+                 SELECT * FROM unnest($1::uuid[], $2::int4[], $3::bool[], $4::uuid[], $5::jsonb[], $6::jsonb[])
+                 ON CONFLICT (id) DO UPDATE SET position = excluded.position,
+                     is_host = excluded.is_host, location_id = excluded.location_id,
+                     policy = excluded.policy, def = excluded.def",
+                &[&plan.c_id, &plan.c_pos, &plan.c_host, &plan.c_loc, &plan.c_policy, &plan.c_def],
+                "save checks",
+            ),
+            (
+                "INSERT INTO check_groups (check_id, group_id, sole)
+                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bool[])",
+                &[&plan.m_check, &plan.m_group, &plan.m_sole],
+                "save group members",
+            ),
+            (
+                "INSERT INTO check_deps (check_id, dep_id) SELECT * FROM unnest($1::uuid[], $2::uuid[])",
+                &[&plan.d_check, &plan.d_dep],
+                "save dependencies",
+            ),
+        ];
+        for (sql, params, what) in inserts {
+            tx.execute(sql, params).await.map_err(db(what))?;
+        }
         let mut initial = StateArrays::default();
         for c in &model.checks {
             if !existing.contains(&c.id.0) {
