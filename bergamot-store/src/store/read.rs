@@ -47,21 +47,17 @@ impl PostgresStore {
         &self,
         before: DateTime<Utc>,
     ) -> bergamot_core::Result<Vec<(CheckId, CheckState)>> {
-        let client = self.client().await?;
-        let rows = client
+        let rows = self
             .query(
                 &format!(
                     "SELECT {STATE_COLUMNS} FROM check_state s \
                      WHERE s.last_check_at IS NULL OR s.last_check_at < $1 ORDER BY s.check_id"
                 ),
                 &[&before],
+                "read check states checked before an instant",
             )
-            .await
-            .map_err(Error::db("read check states checked before an instant"))?;
-        Ok(rows
-            .iter()
-            .map(|r| decode_state(r, 0))
-            .collect::<Result<Vec<_>>>()?)
+            .await?;
+        Ok(decode_states(&rows)?)
     }
 
     pub(super) async fn read_matching_checks(
