@@ -782,132 +782,48 @@ fn jobs_carry_the_event_and_the_recipient() {
     assert_eq!(jobs[0].status, JobStatus::Pending);
 }
 
-struct RelevanceCase {
-    name: &'static str,
-    kind: NotificationKind,
-    seq: u32,
-    esc: u32,
-    open: bool,
-    acked: bool,
-    held: bool,
-    send: bool,
-}
-
 #[test]
 fn still_relevant_table() {
     use NotificationKind::*;
+    let open = AlertNow {
+        open: true,
+        acknowledged: false,
+        held_back: false,
+        flapping: false,
+        in_downtime: false,
+    };
+    let closed = AlertNow {
+        open: false,
+        ..open
+    };
+    let acked = AlertNow {
+        acknowledged: true,
+        ..open
+    };
+    let held = AlertNow {
+        held_back: true,
+        ..open
+    };
+    let closed_held = AlertNow {
+        held_back: true,
+        ..closed
+    };
+    // (case, kind, repeat, escalation step, the alert now, still sent)
     let cases = [
-        RelevanceCase {
-            name: "open alert",
-            kind: Alert,
-            seq: 0,
-            esc: 0,
-            open: true,
-            acked: false,
-            held: false,
-            send: true,
-        },
-        RelevanceCase {
-            name: "closed before due",
-            kind: Alert,
-            seq: 0,
-            esc: 0,
-            open: false,
-            acked: false,
-            held: false,
-            send: false,
-        },
-        RelevanceCase {
-            name: "acked before due",
-            kind: Alert,
-            seq: 0,
-            esc: 0,
-            open: true,
-            acked: true,
-            held: false,
-            send: false,
-        },
-        RelevanceCase {
-            name: "first alert while held back",
-            kind: Alert,
-            seq: 0,
-            esc: 0,
-            open: true,
-            acked: false,
-            held: true,
-            send: true,
-        },
-        RelevanceCase {
-            name: "repeat while held back",
-            kind: Alert,
-            seq: 2,
-            esc: 0,
-            open: true,
-            acked: false,
-            held: true,
-            send: false,
-        },
-        RelevanceCase {
-            name: "escalation while held back",
-            kind: Alert,
-            seq: 0,
-            esc: 1,
-            open: true,
-            acked: false,
-            held: true,
-            send: false,
-        },
-        RelevanceCase {
-            name: "realert after close",
-            kind: Realert,
-            seq: 5,
-            esc: 0,
-            open: false,
-            acked: false,
-            held: false,
-            send: false,
-        },
-        RelevanceCase {
-            name: "ack of an open alert",
-            kind: Acknowledge,
-            seq: 0,
-            esc: 0,
-            open: true,
-            acked: true,
-            held: false,
-            send: true,
-        },
-        RelevanceCase {
-            name: "ack after close",
-            kind: Acknowledge,
-            seq: 0,
-            esc: 0,
-            open: false,
-            acked: false,
-            held: false,
-            send: false,
-        },
-        RelevanceCase {
-            name: "recovery",
-            kind: Recovery,
-            seq: 0,
-            esc: 0,
-            open: false,
-            acked: false,
-            held: true,
-            send: true,
-        },
+        ("open alert", Alert, 0, 0, open, true),
+        ("closed before due", Alert, 0, 0, closed, false),
+        ("acked before due", Alert, 0, 0, acked, false),
+        ("first alert while held back", Alert, 0, 0, held, true),
+        ("repeat while held back", Alert, 2, 0, held, false),
+        ("escalation while held back", Alert, 0, 1, held, false),
+        ("realert after close", Realert, 5, 0, closed, false),
+        ("ack of an open alert", Acknowledge, 0, 0, acked, true),
+        ("ack after close", Acknowledge, 0, 0, closed, false),
+        ("recovery", Recovery, 0, 0, closed_held, true),
     ];
-    for c in cases {
-        let j = job(c.kind, "alice", "mail", c.seq, c.esc, JobStatus::Sending);
-        let now = AlertNow {
-            open: c.open,
-            acknowledged: c.acked,
-            held_back: c.held,
-            flapping: false,
-            in_downtime: false,
-        };
-        assert_eq!(still_relevant(&j, &now).is_ok(), c.send, "{}", c.name);
+    for (name, kind, seq, esc, now, send) in cases {
+        let j = job(kind, "alice", "mail", seq, esc, JobStatus::Sending);
+        assert_eq!(still_relevant(&j, &now).is_ok(), send, "{name}");
     }
 }
 
