@@ -104,6 +104,13 @@ fn new_schedule(m: &Model) -> (Schedule, Instant) {
     (s, origin)
 }
 
+/// A schedule of the one check `check(1, every)`, and that check's id.
+fn one_check(every: u64) -> (Schedule, Instant, CheckId) {
+    let m = model(vec![check(1, every)]);
+    let (s, origin) = new_schedule(&m);
+    (s, origin, m.checks[0].id)
+}
+
 #[test]
 fn offsets_spread_evenly_over_the_interval() {
     // 600 checks at 60 s: each 10 s window should get 100. Offsets are a hash
@@ -214,9 +221,7 @@ fn passive_and_trap_checks_are_not_held() {
 
 #[test]
 fn reschedule_to_a_shorter_interval_runs_within_it() {
-    let m = model(vec![check(1, 300)]);
-    let id = m.checks[0].id;
-    let (mut s, origin) = new_schedule(&m);
+    let (mut s, origin, id) = one_check(300);
     let first = s.next_due(id).expect("scheduled");
     assert_eq!(first, origin + spread_offset(id, secs(300)));
     assert_eq!(s.interval(id), Some(secs(300)));
@@ -248,9 +253,7 @@ fn reschedule_shorter_before_the_first_run_is_at_most_the_interval_from_now() {
 
 #[test]
 fn reschedule_to_a_longer_interval_counts_from_the_last_run() {
-    let m = model(vec![check(1, 60)]);
-    let id = m.checks[0].id;
-    let (mut s, origin) = new_schedule(&m);
+    let (mut s, origin, id) = one_check(60);
     s.reschedule(id, secs(10), origin);
     let first = s.next_due(id).expect("scheduled");
     assert_eq!(s.due(first, wall()).len(), 1);
@@ -562,9 +565,7 @@ fn lag_warnings_are_rate_limited() {
 
 #[test]
 fn a_check_overdue_by_several_intervals_runs_once() {
-    let m = model(vec![check(1, 10)]);
-    let id = m.checks[0].id;
-    let (mut s, origin) = new_schedule(&m);
+    let (mut s, origin, id) = one_check(10);
     s.reschedule(id, secs(10), origin);
     // Nothing dispatched for 95 s: nine runs missed.
     let late = s.due(origin + secs(95), wall());
