@@ -235,6 +235,12 @@ fn carol_after_15(r: &mut NotifyRule) {
     r.escalations = vec![step(15, &["carol"], false)];
 }
 
+/// The rule tells alice and bob on both `mail` and `hook`.
+fn alice_and_bob_on_mail_and_hook(r: &mut NotifyRule) {
+    r.contacts = vec!["alice".into(), "bob".into()];
+    r.channels = vec!["mail".into(), "hook".into()];
+}
+
 fn repeat_every_30(r: &mut NotifyRule) {
     r.repeat_every = Some(Duration::from_secs(30 * 60));
 }
@@ -258,10 +264,7 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "every contact times every channel, one job each",
-        rule: |r| {
-            r.contacts = vec!["alice".into(), "bob".into()];
-            r.channels = vec!["mail".into(), "hook".into()];
-        },
+        rule: alice_and_bob_on_mail_and_hook,
         facts: same,
         existing: none,
         now: 0,
@@ -785,29 +788,18 @@ fn jobs_carry_the_event_and_the_recipient() {
 #[test]
 fn still_relevant_table() {
     use NotificationKind::*;
-    let open = AlertNow {
-        open: true,
-        acknowledged: false,
-        held_back: false,
+    let st = |open, acknowledged, held_back| AlertNow {
+        open,
+        acknowledged,
+        held_back,
         flapping: false,
         in_downtime: false,
     };
-    let closed = AlertNow {
-        open: false,
-        ..open
-    };
-    let acked = AlertNow {
-        acknowledged: true,
-        ..open
-    };
-    let held = AlertNow {
-        held_back: true,
-        ..open
-    };
-    let closed_held = AlertNow {
-        held_back: true,
-        ..closed
-    };
+    let open = st(true, false, false);
+    let closed = st(false, false, false);
+    let acked = st(true, true, false);
+    let held = st(true, false, true);
+    let closed_held = st(false, false, true);
     // (case, kind, repeat, escalation step, the alert now, still sent)
     let cases = [
         ("open alert", Alert, 0, 0, open, true),
@@ -865,6 +857,19 @@ fn ejob(kind: NotificationKind, min: i64, version: u64, who: &str, ch: &str) -> 
     j
 }
 
+/// Flapping started at +5 (version 4).
+fn flapping_started() -> Vec<CheckEvent> {
+    vec![cev(NotificationKind::FlappingStarted, 5, 4)]
+}
+
+/// Flapping started at +5 (version 4) and stopped at +40 (version 9).
+fn flapped() -> Vec<CheckEvent> {
+    vec![
+        cev(NotificationKind::FlappingStarted, 5, 4),
+        cev(NotificationKind::FlappingStopped, 40, 9),
+    ]
+}
+
 struct EventCase {
     name: &'static str,
     rule: fn(&mut NotifyRule),
@@ -877,11 +882,8 @@ struct EventCase {
 const EVENT_CASES: &[EventCase] = &[
     EventCase {
         name: "flapping started goes to the rule's contacts on every channel",
-        rule: |r| {
-            r.contacts = vec!["alice".into(), "bob".into()];
-            r.channels = vec!["mail".into(), "hook".into()];
-        },
-        events: || vec![cev(NotificationKind::FlappingStarted, 5, 4)],
+        rule: alice_and_bob_on_mail_and_hook,
+        events: flapping_started,
         existing: none,
         now: 5,
         want: &[
@@ -894,12 +896,7 @@ const EVENT_CASES: &[EventCase] = &[
     EventCase {
         name: "flapping started then stopped: one of each",
         rule: keep,
-        events: || {
-            vec![
-                cev(NotificationKind::FlappingStarted, 5, 4),
-                cev(NotificationKind::FlappingStopped, 40, 9),
-            ]
-        },
+        events: flapped,
         existing: none,
         now: 40,
         want: &[
@@ -952,7 +949,7 @@ const EVENT_CASES: &[EventCase] = &[
                 NotificationKind::FlappingStopped,
             ]
         },
-        events: || vec![cev(NotificationKind::FlappingStarted, 5, 4)],
+        events: flapping_started,
         existing: none,
         now: 5,
         want: &["flapping_started alice/mail s0 e0 +5"],
@@ -960,12 +957,7 @@ const EVENT_CASES: &[EventCase] = &[
     EventCase {
         name: "types without flapping: no flapping notification",
         rule: |r| r.types = vec![NotificationKind::Alert, NotificationKind::Recovery],
-        events: || {
-            vec![
-                cev(NotificationKind::FlappingStarted, 5, 4),
-                cev(NotificationKind::FlappingStopped, 40, 9),
-            ]
-        },
+        events: flapped,
         existing: none,
         now: 40,
         want: &[],
@@ -995,7 +987,7 @@ const EVENT_CASES: &[EventCase] = &[
     EventCase {
         name: "a flapping event outside the contact's period waits for it",
         rule: |r| r.contacts = vec!["alice".into(), "dave".into()],
-        events: || vec![cev(NotificationKind::FlappingStarted, 5, 4)],
+        events: flapping_started,
         existing: none,
         now: 5,
         want: &[
@@ -1006,7 +998,7 @@ const EVENT_CASES: &[EventCase] = &[
     EventCase {
         name: "escalation contacts are not told of flapping",
         rule: |r| r.escalations = vec![step(0, &["carol"], false)],
-        events: || vec![cev(NotificationKind::FlappingStarted, 5, 4)],
+        events: flapping_started,
         existing: none,
         now: 5,
         want: &["flapping_started alice/mail s0 e0 +5"],
@@ -1014,7 +1006,7 @@ const EVENT_CASES: &[EventCase] = &[
     EventCase {
         name: "ignore_statuses does not drop flapping events",
         rule: |r| r.ignore_statuses = vec![Status::Critical],
-        events: || vec![cev(NotificationKind::FlappingStarted, 5, 4)],
+        events: flapping_started,
         existing: none,
         now: 5,
         want: &["flapping_started alice/mail s0 e0 +5"],
