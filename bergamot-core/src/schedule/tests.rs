@@ -14,6 +14,10 @@ fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
 
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
 fn check(i: usize, every: u64) -> Check {
     let host = format!("host{i}");
     Check::service(SITE, &host, "svc")
@@ -100,6 +104,13 @@ fn new_schedule(m: &Model) -> (Schedule, Instant) {
     (s, origin)
 }
 
+/// A schedule of the one check `check(1, every)`, and that check's id.
+fn one_check(every: u64) -> (Schedule, Instant, CheckId) {
+    let m = model(vec![check(1, every)]);
+    let (s, origin) = new_schedule(&m);
+    (s, origin, m.checks[0].id)
+}
+
 #[test]
 fn offsets_spread_evenly_over_the_interval() {
     // 600 checks at 60 s: each 10 s window should get 100. Offsets are a hash
@@ -109,13 +120,7 @@ fn offsets_spread_evenly_over_the_interval() {
     // half) fails it by hundreds.
     let m = model((0..600).map(|i| check(i, 60)).collect());
     let (mut s, origin) = new_schedule(&m);
-    let log = run(
-        &mut s,
-        origin,
-        Duration::ZERO,
-        secs(60),
-        Duration::from_millis(100),
-    );
+    let log = run(&mut s, origin, Duration::ZERO, secs(60), ms(100));
     // Exactly once each within the first interval.
     let by = times_by_check(&log);
     assert_eq!(by.len(), 600);
@@ -137,7 +142,7 @@ fn offsets_spread_evenly_over_the_interval() {
     for c in &m.checks {
         let first = by[&c.id][0];
         let expected = spread_offset(c.id, secs(60));
-        assert!(first >= expected && first < expected + Duration::from_millis(100));
+        assert!(first >= expected && first < expected + ms(100));
     }
 }
 
@@ -161,13 +166,7 @@ fn spread_offset_is_deterministic_and_within_the_interval() {
 fn dispatch_builds_full_executes_and_keeps_the_cadence() {
     let m = model(vec![check(1, 60)]);
     let (mut s, origin) = new_schedule(&m);
-    let log = run(
-        &mut s,
-        origin,
-        Duration::ZERO,
-        secs(300),
-        Duration::from_millis(250),
-    );
+    let log = run(&mut s, origin, Duration::ZERO, secs(300), ms(250));
     let times: Vec<_> = log.iter().map(|(t, _)| *t).collect();
     assert_eq!(times.len(), 5);
     for pair in times.windows(2) {
@@ -193,24 +192,12 @@ fn same_inputs_give_the_same_dispatches() {
     let m = model((0..300).map(|i| check(i, 30)).collect());
     let go = || {
         let (mut s, origin) = new_schedule(&m);
-        let mut log = run(
-            &mut s,
-            origin,
-            Duration::ZERO,
-            secs(45),
-            Duration::from_millis(70),
-        );
+        let mut log = run(&mut s, origin, Duration::ZERO, secs(45), ms(70));
         s.reschedule(m.checks[5].id, secs(10), origin + secs(45));
         s.execute_now(m.checks[6].id);
         s.disable(m.checks[7].id);
         // A stall, to exercise the catch-up path too.
-        log.extend(run(
-            &mut s,
-            origin,
-            secs(50),
-            secs(120),
-            Duration::from_millis(70),
-        ));
+        log.extend(run(&mut s, origin, secs(50), secs(120), ms(70)));
         log
     };
     let (a, b) = (go(), go());
@@ -234,9 +221,7 @@ fn passive_and_trap_checks_are_not_held() {
 
 #[test]
 fn reschedule_to_a_shorter_interval_runs_within_it() {
-    let m = model(vec![check(1, 300)]);
-    let id = m.checks[0].id;
-    let (mut s, origin) = new_schedule(&m);
+    let (mut s, origin, id) = one_check(300);
     let first = s.next_due(id).expect("scheduled");
     assert_eq!(first, origin + spread_offset(id, secs(300)));
     assert_eq!(s.interval(id), Some(secs(300)));
@@ -245,13 +230,7 @@ fn reschedule_to_a_shorter_interval_runs_within_it() {
     assert!(s.reschedule(id, secs(10), first + secs(2)));
     assert_eq!(s.interval(id), Some(secs(10)));
     assert_eq!(s.next_due(id), Some(first + secs(10)));
-    let log = run(
-        &mut s,
-        first,
-        Duration::ZERO,
-        secs(30),
-        Duration::from_millis(100),
-    );
+    let log = run(&mut s, first, Duration::ZERO, secs(30), ms(100));
     let times: Vec<_> = log.iter().map(|(t, _)| *t).collect();
     assert_eq!(times, vec![secs(10), secs(20), secs(30)]);
     assert!(log.iter().all(|(_, e)| e.ttl == secs(10)));
@@ -274,9 +253,7 @@ fn reschedule_shorter_before_the_first_run_is_at_most_the_interval_from_now() {
 
 #[test]
 fn reschedule_to_a_longer_interval_counts_from_the_last_run() {
-    let m = model(vec![check(1, 60)]);
-    let id = m.checks[0].id;
-    let (mut s, origin) = new_schedule(&m);
+    let (mut s, origin, id) = one_check(60);
     s.reschedule(id, secs(10), origin);
     let first = s.next_due(id).expect("scheduled");
     assert_eq!(s.due(first, wall()).len(), 1);
@@ -310,7 +287,7 @@ fn control_messages_follow_the_state_machine_intervals() {
             check_id: id,
             interval: secs(interval),
         };
-        assert!(s.apply_control(&control, t + Duration::from_millis(500)));
+        assert!(s.apply_control(&control, t + ms(500)));
         t += secs(interval);
         assert_eq!(s.next_due(id), Some(t));
     }
@@ -323,7 +300,7 @@ fn execute_now_runs_at_once_and_keeps_the_cadence() {
     let id = m.checks[0].id;
     let (mut s, origin) = new_schedule(&m);
     let due_before = s.next_due(id).expect("scheduled");
-    let now = origin + Duration::from_millis(1);
+    let now = origin + ms(1);
     assert!(s.execute_now(id));
     assert!(s.execute_now(id), "a second request merges");
     assert_eq!(s.next_wake(), Some(origin));
@@ -337,7 +314,7 @@ fn execute_now_runs_at_once_and_keeps_the_cadence() {
     assert_eq!(ex[0].ttl, secs(30));
     assert_eq!(ex[0].timeout, secs(5));
     assert_eq!(s.next_due(id), Some(due_before));
-    let log = run(&mut s, origin, Duration::from_millis(1), secs(120), secs(1));
+    let log = run(&mut s, origin, ms(1), secs(120), secs(1));
     assert_eq!(times_by_check(&log)[&id].len(), 2);
     assert!(log.iter().all(|(_, e)| !e.execute_now));
     assert_eq!(s.stats().executed_now, 1);
@@ -368,13 +345,7 @@ fn disable_and_enable() {
         s.next_due(id),
         Some(enable_at + spread_offset(id, secs(60)))
     );
-    let log = run(
-        &mut s,
-        origin,
-        secs(180),
-        secs(360),
-        Duration::from_millis(500),
-    );
+    let log = run(&mut s, origin, secs(180), secs(360), ms(500));
     assert_eq!(times_by_check(&log)[&id].len(), 3);
     assert_eq!(s.stats().enabled, 10);
 }
@@ -409,13 +380,7 @@ fn reload_keeps_unchanged_checks_and_loses_or_doubles_nothing() {
     let every = 60;
     let a: Vec<Check> = (0..300).map(|i| check(i, every)).collect();
     let (mut s, origin) = new_schedule(&model(a.clone()));
-    let mut log = run(
-        &mut s,
-        origin,
-        Duration::ZERO,
-        secs(90),
-        Duration::from_millis(100),
-    );
+    let mut log = run(&mut s, origin, Duration::ZERO, secs(90), ms(100));
 
     // B: drop 0..50, add 300..350, check 50 gets every 30 s, check 51 new params,
     // check 52 gets every 120 s, in shuffled order.
@@ -458,13 +423,7 @@ fn reload_keeps_unchanged_checks_and_loses_or_doubles_nothing() {
         );
     }
 
-    log.extend(run(
-        &mut s,
-        origin,
-        secs(90),
-        secs(450),
-        Duration::from_millis(100),
-    ));
+    log.extend(run(&mut s, origin, secs(90), secs(450), ms(100)));
     let by = times_by_check(&log);
     for c in &a[..50] {
         assert!(
@@ -540,13 +499,7 @@ fn a_stall_is_detected_and_caught_up_without_a_burst() {
     let n = 6000;
     let m = model((0..n).map(|i| check(i, 60)).collect());
     let (mut s, origin) = new_schedule(&m);
-    let mut log = run(
-        &mut s,
-        origin,
-        Duration::ZERO,
-        secs(30),
-        Duration::from_millis(100),
-    );
+    let mut log = run(&mut s, origin, Duration::ZERO, secs(30), ms(100));
     assert!(!s.stats().behind);
     assert!(s.stats().lag_max_ms <= 100);
     // Stall: nothing runs for 20 s.
@@ -563,13 +516,7 @@ fn a_stall_is_detected_and_caught_up_without_a_burst() {
     assert!(st.late >= 1500, "{st:?}");
     assert_eq!(st.catching_up as u64, st.late);
     log.extend(burst.into_iter().map(|e| (secs(50), e)));
-    let after = run(
-        &mut s,
-        origin,
-        secs(50),
-        secs(120),
-        Duration::from_millis(100),
-    );
+    let after = run(&mut s, origin, secs(50), secs(120), ms(100));
     // Catch-up: over the 10 s window the late ~1900 arrive on top of the
     // normal 100/s, so no second carries more than normal + late/10 with the
     // same binomial margin; far below the ~2000 an unthrottled catch-up fires.
@@ -618,9 +565,7 @@ fn lag_warnings_are_rate_limited() {
 
 #[test]
 fn a_check_overdue_by_several_intervals_runs_once() {
-    let m = model(vec![check(1, 10)]);
-    let id = m.checks[0].id;
-    let (mut s, origin) = new_schedule(&m);
+    let (mut s, origin, id) = one_check(10);
     s.reschedule(id, secs(10), origin);
     // Nothing dispatched for 95 s: nine runs missed.
     let late = s.due(origin + secs(95), wall());
@@ -629,23 +574,11 @@ fn a_check_overdue_by_several_intervals_runs_once() {
         "late check fired instead of being re-spread"
     );
     assert!(s.stats().behind);
-    let log = run(
-        &mut s,
-        origin,
-        secs(95),
-        secs(105),
-        Duration::from_millis(100),
-    );
+    let log = run(&mut s, origin, secs(95), secs(105), ms(100));
     assert_eq!(log.len(), 1, "ran {} times", log.len());
     // Then back on a 10 s cadence from its catch-up run.
     let t = log[0].0;
-    let next = run(
-        &mut s,
-        origin,
-        secs(105),
-        t + secs(20),
-        Duration::from_millis(100),
-    );
+    let next = run(&mut s, origin, secs(105), t + secs(20), ms(100));
     let times: Vec<_> = next.iter().map(|(t, _)| *t).collect();
     assert_eq!(times, vec![t + secs(10), t + secs(20)]);
 }
@@ -655,7 +588,7 @@ fn heap_stays_bounded_under_churn() {
     let m = model((0..100).map(|i| check(i, 60)).collect());
     let (mut s, origin) = new_schedule(&m);
     for round in 0..200u64 {
-        let now = origin + Duration::from_millis(round);
+        let now = origin + ms(round);
         for c in &m.checks {
             s.reschedule(c.id, secs(10 + round % 2 * 50), now);
             s.disable(c.id);
@@ -668,8 +601,8 @@ fn heap_stays_bounded_under_churn() {
         "heap grew to {}",
         s.heap_len()
     );
-    let step = Duration::from_millis(100);
-    let log = run(&mut s, origin, Duration::from_millis(199), secs(200), step);
+    let step = ms(100);
+    let log = run(&mut s, origin, ms(199), secs(200), step);
     let by = times_by_check(&log);
     assert_eq!(by.len(), 100);
     for t in by.values() {
@@ -816,7 +749,7 @@ mod driver {
         let running = Running::start(scheduler);
 
         // Two intervals: every check published twice, 60 s apart, on time.
-        tokio::time::sleep(secs(120) - Duration::from_millis(1)).await;
+        tokio::time::sleep(secs(120) - ms(1)).await;
         {
             let ex = queue.executes.lock();
             assert_eq!(ex.len(), 120);
@@ -843,7 +776,7 @@ mod driver {
                 check_id: m.checks[8].id,
             })
             .expect("scheduler listens");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(ms(10)).await;
         assert_eq!(queue.acks.load(Ordering::SeqCst), 2);
         {
             let ex = queue.executes.lock();
@@ -888,7 +821,7 @@ mod driver {
         queue.fail_publishes.store(3, Ordering::SeqCst);
         let (scheduler, handle) = Scheduler::new(&m, queue.clone(), SchedulerConfig::default());
         let running = Running::start(scheduler);
-        tokio::time::sleep(secs(60) - Duration::from_millis(1)).await;
+        tokio::time::sleep(secs(60) - ms(1)).await;
         assert_eq!(handle.stats().publish_errors, 3);
         assert_eq!(queue.executes.lock().len(), 7);
         tokio::time::sleep(secs(60)).await;
@@ -902,7 +835,7 @@ mod driver {
             check_id: m.checks[0].id,
         })
         .expect("scheduler consumes the second stream");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(ms(10)).await;
         assert_eq!(queue.acks.load(Ordering::SeqCst), 1);
         assert!(queue
             .executes
@@ -1015,7 +948,7 @@ fn intervals_follow_the_real_state_machine() {
         s.apply_control(&control, t + secs(1));
         t = s.next_due(id).expect("scheduled");
         // Nothing runs before the next due time.
-        assert!(s.due(t - Duration::from_millis(1), wall()).is_empty());
+        assert!(s.due(t - ms(1), wall()).is_empty());
     }
     let ttls: Vec<_> = runs.iter().map(|(_, ttl)| *ttl).collect();
     assert_eq!(ttls, vec![300, 300, 20, 20, 60, 60, 20, 20, 300]);
@@ -1074,7 +1007,7 @@ mod in_memory {
         let (scheduler, handle) = Scheduler::new(&m, queue.clone(), SchedulerConfig::default());
         let running = Running::start(scheduler);
 
-        tokio::time::sleep(secs(60) - Duration::from_millis(1)).await;
+        tokio::time::sleep(secs(60) - ms(1)).await;
         {
             let t = taken.lock();
             assert_eq!(t.len(), 19);
@@ -1102,7 +1035,7 @@ mod in_memory {
             })
             .await
             .expect("publish control");
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(ms(5)).await;
         {
             let t = taken.lock();
             let now: Vec<_> = t.iter().filter(|(_, e)| e.execute_now).collect();
@@ -1196,7 +1129,7 @@ mod in_memory {
 
         // Half the partitions go: only the other half runs.
         owner_tx.send_replace((0..32).collect());
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        tokio::time::sleep(ms(1)).await;
         let mark = taken.lock().len();
         tokio::time::sleep(secs(60)).await;
         {
@@ -1213,7 +1146,7 @@ mod in_memory {
         }
         // The owner disappears: nothing is dispatched any more.
         drop(owner_tx);
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        tokio::time::sleep(ms(1)).await;
         let mark = taken.lock().len();
         tokio::time::sleep(secs(120)).await;
         assert_eq!(taken.lock().len(), mark);
@@ -1291,20 +1224,8 @@ mod partitions {
         assert_eq!(ca.checks_stopped + cb.checks_stopped, 300);
         assert_eq!(a.stats().scheduled + b.stats().scheduled, 300);
 
-        let la = run(
-            &mut a,
-            origin,
-            Duration::ZERO,
-            secs(300),
-            Duration::from_millis(100),
-        );
-        let lb = run(
-            &mut b,
-            origin,
-            Duration::ZERO,
-            secs(300),
-            Duration::from_millis(100),
-        );
+        let la = run(&mut a, origin, Duration::ZERO, secs(300), ms(100));
+        let lb = run(&mut b, origin, Duration::ZERO, secs(300), ms(100));
         let ta = times_by_check(&la);
         let tb = times_by_check(&lb);
         assert!(ta.keys().all(|id| !tb.contains_key(id)));
@@ -1323,7 +1244,7 @@ mod partitions {
     fn a_lost_partition_stops_and_a_regained_one_keeps_its_cadence() {
         let m = model((0..200).map(|i| check(i, 60)).collect());
         let (mut s, origin) = new_schedule(&m);
-        let step = Duration::from_millis(100);
+        let step = ms(100);
         let first = run(&mut s, origin, Duration::ZERO, secs(60), step);
         assert_eq!(first.len(), 200);
         let last: HashMap<CheckId, Duration> =
@@ -1383,13 +1304,7 @@ mod partitions {
         let m = model((0..200).map(|i| check(i, 60)).collect());
         let (mut s1, origin1) = new_schedule(&m);
         let wall0 = wall();
-        let log = run(
-            &mut s1,
-            origin1,
-            Duration::ZERO,
-            secs(150),
-            Duration::from_millis(100),
-        );
+        let log = run(&mut s1, origin1, Duration::ZERO, secs(150), ms(100));
         // What the store would hold: the wall time of each check's last run.
         let mut last_wall: HashMap<CheckId, chrono::DateTime<chrono::Utc>> = HashMap::new();
         for (t, e) in &log {
@@ -1416,13 +1331,7 @@ mod partitions {
             }
         }
         // And the cadence goes on from there, once per interval.
-        let log2 = run(
-            &mut s2,
-            origin2,
-            Duration::ZERO,
-            secs(180),
-            Duration::from_millis(100),
-        );
+        let log2 = run(&mut s2, origin2, Duration::ZERO, secs(180), ms(100));
         let t2 = times_by_check(&log2);
         assert_eq!(t2.len(), 200);
         assert!(t2.values().all(|t| t.len() == 3));
@@ -1444,16 +1353,9 @@ mod partitions {
         let mut b = Schedule::new(ScheduleConfig::default(), origin + secs(5));
         b.apply_model(&m, origin + secs(5));
         b.set_owned_partitions(&BTreeSet::new(), origin + secs(5));
-        assert!(run(
-            &mut b,
-            origin,
-            secs(5),
-            secs(100),
-            Duration::from_millis(100)
-        )
-        .is_empty());
+        assert!(run(&mut b, origin, secs(5), secs(100), ms(100)).is_empty());
 
-        let step = Duration::from_millis(100);
+        let step = ms(100);
         let mut log = run(&mut a, origin, Duration::ZERO, secs(100), step);
         // A dies at 100 s; B learns from the store and takes over at 103 s.
         let takeover = secs(103);
@@ -1532,7 +1434,7 @@ mod partitions {
         let m = model((0..3000).map(|i| check(i, 60)).collect());
         let (mut s, origin) = new_schedule(&m);
         for round in 0..40u64 {
-            let now = origin + Duration::from_millis(round * 10);
+            let now = origin + ms(round * 10);
             let half = if round % 2 == 0 {
                 set(0..32)
             } else {
@@ -1550,13 +1452,7 @@ mod partitions {
         assert_eq!(s.stats().scheduled, 0);
         s.set_owned_partitions(&set(0..64), origin + secs(2));
         assert_eq!(s.stats().scheduled, 3000);
-        let t = times_by_check(&run(
-            &mut s,
-            origin,
-            secs(2),
-            secs(122),
-            Duration::from_millis(100),
-        ));
+        let t = times_by_check(&run(&mut s, origin, secs(2), secs(122), ms(100)));
         assert_eq!(t.len(), 3000);
         assert!(t.values().all(|v| v.len() == 2));
     }

@@ -235,6 +235,12 @@ fn carol_after_15(r: &mut NotifyRule) {
     r.escalations = vec![step(15, &["carol"], false)];
 }
 
+/// The rule tells alice and bob on both `mail` and `hook`.
+fn alice_and_bob_on_mail_and_hook(r: &mut NotifyRule) {
+    r.contacts = vec!["alice".into(), "bob".into()];
+    r.channels = vec!["mail".into(), "hook".into()];
+}
+
 fn repeat_every_30(r: &mut NotifyRule) {
     r.repeat_every = Some(Duration::from_secs(30 * 60));
 }
@@ -258,10 +264,7 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "every contact times every channel, one job each",
-        rule: |r| {
-            r.contacts = vec!["alice".into(), "bob".into()];
-            r.channels = vec!["mail".into(), "hook".into()];
-        },
+        rule: alice_and_bob_on_mail_and_hook,
         facts: same,
         existing: none,
         now: 0,
@@ -782,132 +785,37 @@ fn jobs_carry_the_event_and_the_recipient() {
     assert_eq!(jobs[0].status, JobStatus::Pending);
 }
 
-struct RelevanceCase {
-    name: &'static str,
-    kind: NotificationKind,
-    seq: u32,
-    esc: u32,
-    open: bool,
-    acked: bool,
-    held: bool,
-    send: bool,
-}
-
 #[test]
 fn still_relevant_table() {
     use NotificationKind::*;
+    let st = |open, acknowledged, held_back| AlertNow {
+        open,
+        acknowledged,
+        held_back,
+        flapping: false,
+        in_downtime: false,
+    };
+    let open = st(true, false, false);
+    let closed = st(false, false, false);
+    let acked = st(true, true, false);
+    let held = st(true, false, true);
+    let closed_held = st(false, false, true);
+    // (case, kind, repeat, escalation step, the alert now, still sent)
     let cases = [
-        RelevanceCase {
-            name: "open alert",
-            kind: Alert,
-            seq: 0,
-            esc: 0,
-            open: true,
-            acked: false,
-            held: false,
-            send: true,
-        },
-        RelevanceCase {
-            name: "closed before due",
-            kind: Alert,
-            seq: 0,
-            esc: 0,
-            open: false,
-            acked: false,
-            held: false,
-            send: false,
-        },
-        RelevanceCase {
-            name: "acked before due",
-            kind: Alert,
-            seq: 0,
-            esc: 0,
-            open: true,
-            acked: true,
-            held: false,
-            send: false,
-        },
-        RelevanceCase {
-            name: "first alert while held back",
-            kind: Alert,
-            seq: 0,
-            esc: 0,
-            open: true,
-            acked: false,
-            held: true,
-            send: true,
-        },
-        RelevanceCase {
-            name: "repeat while held back",
-            kind: Alert,
-            seq: 2,
-            esc: 0,
-            open: true,
-            acked: false,
-            held: true,
-            send: false,
-        },
-        RelevanceCase {
-            name: "escalation while held back",
-            kind: Alert,
-            seq: 0,
-            esc: 1,
-            open: true,
-            acked: false,
-            held: true,
-            send: false,
-        },
-        RelevanceCase {
-            name: "realert after close",
-            kind: Realert,
-            seq: 5,
-            esc: 0,
-            open: false,
-            acked: false,
-            held: false,
-            send: false,
-        },
-        RelevanceCase {
-            name: "ack of an open alert",
-            kind: Acknowledge,
-            seq: 0,
-            esc: 0,
-            open: true,
-            acked: true,
-            held: false,
-            send: true,
-        },
-        RelevanceCase {
-            name: "ack after close",
-            kind: Acknowledge,
-            seq: 0,
-            esc: 0,
-            open: false,
-            acked: false,
-            held: false,
-            send: false,
-        },
-        RelevanceCase {
-            name: "recovery",
-            kind: Recovery,
-            seq: 0,
-            esc: 0,
-            open: false,
-            acked: false,
-            held: true,
-            send: true,
-        },
+        ("open alert", Alert, 0, 0, open, true),
+        ("closed before due", Alert, 0, 0, closed, false),
+        ("acked before due", Alert, 0, 0, acked, false),
+        ("first alert while held back", Alert, 0, 0, held, true),
+        ("repeat while held back", Alert, 2, 0, held, false),
+        ("escalation while held back", Alert, 0, 1, held, false),
+        ("realert after close", Realert, 5, 0, closed, false),
+        ("ack of an open alert", Acknowledge, 0, 0, acked, true),
+        ("ack after close", Acknowledge, 0, 0, closed, false),
+        ("recovery", Recovery, 0, 0, closed_held, true),
     ];
-    for c in cases {
-        let j = job(c.kind, "alice", "mail", c.seq, c.esc, JobStatus::Sending);
-        let now = AlertNow {
-            open: c.open,
-            acknowledged: c.acked,
-            held_back: c.held,
-            flapping: false,
-            in_downtime: false,
-        };
-        assert_eq!(still_relevant(&j, &now).is_ok(), c.send, "{}", c.name);
+    for (name, kind, seq, esc, now, send) in cases {
+        let j = job(kind, "alice", "mail", seq, esc, JobStatus::Sending);
+        assert_eq!(still_relevant(&j, &now).is_ok(), send, "{name}");
     }
 }
 
@@ -949,6 +857,19 @@ fn ejob(kind: NotificationKind, min: i64, version: u64, who: &str, ch: &str) -> 
     j
 }
 
+/// Flapping started at +5 (version 4).
+fn flapping_started() -> Vec<CheckEvent> {
+    vec![cev(NotificationKind::FlappingStarted, 5, 4)]
+}
+
+/// Flapping started at +5 (version 4) and stopped at +40 (version 9).
+fn flapped() -> Vec<CheckEvent> {
+    vec![
+        cev(NotificationKind::FlappingStarted, 5, 4),
+        cev(NotificationKind::FlappingStopped, 40, 9),
+    ]
+}
+
 struct EventCase {
     name: &'static str,
     rule: fn(&mut NotifyRule),
@@ -961,11 +882,8 @@ struct EventCase {
 const EVENT_CASES: &[EventCase] = &[
     EventCase {
         name: "flapping started goes to the rule's contacts on every channel",
-        rule: |r| {
-            r.contacts = vec!["alice".into(), "bob".into()];
-            r.channels = vec!["mail".into(), "hook".into()];
-        },
-        events: || vec![cev(NotificationKind::FlappingStarted, 5, 4)],
+        rule: alice_and_bob_on_mail_and_hook,
+        events: flapping_started,
         existing: none,
         now: 5,
         want: &[
@@ -978,12 +896,7 @@ const EVENT_CASES: &[EventCase] = &[
     EventCase {
         name: "flapping started then stopped: one of each",
         rule: keep,
-        events: || {
-            vec![
-                cev(NotificationKind::FlappingStarted, 5, 4),
-                cev(NotificationKind::FlappingStopped, 40, 9),
-            ]
-        },
+        events: flapped,
         existing: none,
         now: 40,
         want: &[
@@ -1036,7 +949,7 @@ const EVENT_CASES: &[EventCase] = &[
                 NotificationKind::FlappingStopped,
             ]
         },
-        events: || vec![cev(NotificationKind::FlappingStarted, 5, 4)],
+        events: flapping_started,
         existing: none,
         now: 5,
         want: &["flapping_started alice/mail s0 e0 +5"],
@@ -1044,12 +957,7 @@ const EVENT_CASES: &[EventCase] = &[
     EventCase {
         name: "types without flapping: no flapping notification",
         rule: |r| r.types = vec![NotificationKind::Alert, NotificationKind::Recovery],
-        events: || {
-            vec![
-                cev(NotificationKind::FlappingStarted, 5, 4),
-                cev(NotificationKind::FlappingStopped, 40, 9),
-            ]
-        },
+        events: flapped,
         existing: none,
         now: 40,
         want: &[],
@@ -1079,7 +987,7 @@ const EVENT_CASES: &[EventCase] = &[
     EventCase {
         name: "a flapping event outside the contact's period waits for it",
         rule: |r| r.contacts = vec!["alice".into(), "dave".into()],
-        events: || vec![cev(NotificationKind::FlappingStarted, 5, 4)],
+        events: flapping_started,
         existing: none,
         now: 5,
         want: &[
@@ -1090,7 +998,7 @@ const EVENT_CASES: &[EventCase] = &[
     EventCase {
         name: "escalation contacts are not told of flapping",
         rule: |r| r.escalations = vec![step(0, &["carol"], false)],
-        events: || vec![cev(NotificationKind::FlappingStarted, 5, 4)],
+        events: flapping_started,
         existing: none,
         now: 5,
         want: &["flapping_started alice/mail s0 e0 +5"],
@@ -1098,7 +1006,7 @@ const EVENT_CASES: &[EventCase] = &[
     EventCase {
         name: "ignore_statuses does not drop flapping events",
         rule: |r| r.ignore_statuses = vec![Status::Critical],
-        events: || vec![cev(NotificationKind::FlappingStarted, 5, 4)],
+        events: flapping_started,
         existing: none,
         now: 5,
         want: &["flapping_started alice/mail s0 e0 +5"],

@@ -93,6 +93,26 @@ impl Sim {
         }
         assert!(self.state.hard && !self.state.ok && self.state.current_alert.is_some());
     }
+
+    /// Applies `status` `n` times, returning the flap percent and events of
+    /// each result that had events.
+    fn eventful(&mut self, status: Status, n: usize) -> Vec<(f64, Vec<Event>)> {
+        let mut seen = Vec::new();
+        for _ in 0..n {
+            let t = self.result(status);
+            if !t.events.is_empty() {
+                seen.push((t.state.flap_percent, t.events));
+            }
+        }
+        seen
+    }
+
+    /// A check with `policy` driven to hard `status` with an open alert.
+    fn failing(policy: Policy, status: Status) -> Self {
+        let mut sim = Sim::new(policy);
+        sim.hard_failing(status);
+        sim
+    }
 }
 
 #[test]
@@ -143,8 +163,7 @@ fn soft_attempts_then_hard_at_the_alert_threshold() {
 #[test]
 fn soft_attempts_then_hard_at_the_recovery_threshold() {
     for recovers_after in [1u32, 2, 4] {
-        let mut sim = Sim::new(policy(2, recovers_after));
-        sim.hard_failing(Critical);
+        let mut sim = Sim::failing(policy(2, recovers_after), Critical);
         for n in 1..=recovers_after + 1 {
             let t = sim.result(OkS);
             let ctx = format!("recovers_after {recovers_after}, ok result {n}");
@@ -213,8 +232,7 @@ fn worse_while_hard_realerts_better_does_not() {
         (Critical, Critical, &[]),
     ];
     for (from, to, want) in cases {
-        let mut sim = Sim::new(policy(2, 2));
-        sim.hard_failing(*from);
+        let mut sim = Sim::failing(policy(2, 2), *from);
         let alert = sim.state.current_alert;
         let t = sim.result(*to);
         assert_eq!(t.events, *want, "{from} -> {to}");
@@ -242,8 +260,7 @@ fn no_realert_when_acknowledged_or_held_back() {
         ("encompassed", |s| s.deps = vec![dep(true, false)]),
     ];
     for (name, setup) in cases {
-        let mut sim = Sim::new(policy(1, 1));
-        sim.hard_failing(Warning);
+        let mut sim = Sim::failing(policy(1, 1), Warning);
         setup(&mut sim);
         let t = sim.result(Critical);
         assert_eq!(t.events, vec![], "{name}");
@@ -286,8 +303,7 @@ fn soft_dependency_holds_the_dependant_soft() {
 
 #[test]
 fn soft_dependency_holds_a_recovery_soft_too() {
-    let mut sim = Sim::new(policy(1, 1));
-    sim.hard_failing(Critical);
+    let mut sim = Sim::failing(policy(1, 1), Critical);
     sim.deps = vec![dep(false, true)];
     let t = sim.result(OkS);
     assert!(!t.state.hard && t.state.ok);
@@ -337,8 +353,7 @@ fn encompassed_by_a_hard_failing_dependency() {
 
 #[test]
 fn encompassed_check_still_recovers() {
-    let mut sim = Sim::new(policy(1, 1));
-    sim.hard_failing(Critical);
+    let mut sim = Sim::failing(policy(1, 1), Critical);
     sim.deps = vec![dep(true, false)];
     let t = sim.result(OkS);
     assert_eq!(t.events, vec![Event::Recovery]);
@@ -411,13 +426,7 @@ fn flapping_holds_alerts_back_until_it_stops() {
     assert_eq!(t.events, vec![Event::FlappingStarted]);
     assert!(t.state.hard && t.state.current_alert.is_none());
     // Steady failure decays the percent; the alert goes out when flapping stops.
-    let mut seen = Vec::new();
-    for _ in 0..20 {
-        let t = sim.result(Critical);
-        if !t.events.is_empty() {
-            seen.push((t.state.flap_percent, t.events));
-        }
-    }
+    let seen = sim.eventful(Critical, 20);
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert!(seen[0].0 <= 5.0);
     assert_eq!(seen[0].1, vec![Event::FlappingStopped, Event::Alert]);
@@ -437,8 +446,7 @@ fn acknowledgement_rules() {
         (Ack::Sticky, OkS, Ack::None),
     ];
     for (kind, next, want) in cases {
-        let mut sim = Sim::new(policy(1, 1));
-        sim.hard_failing(Critical);
+        let mut sim = Sim::failing(policy(1, 1), Critical);
         let t = sim.ack(*kind);
         assert_eq!(t.outcome, Outcome::Applied);
         assert_eq!(t.state.acknowledged, *kind);
@@ -449,8 +457,7 @@ fn acknowledgement_rules() {
 
 #[test]
 fn sticky_ack_survives_a_soft_recovery() {
-    let mut sim = Sim::new(policy(1, 3));
-    sim.hard_failing(Critical);
+    let mut sim = Sim::failing(policy(1, 3), Critical);
     sim.ack(Ack::Sticky);
     for _ in 0..2 {
         assert_eq!(sim.result(OkS).state.acknowledged, Ack::Sticky);
@@ -759,13 +766,7 @@ fn flapping_holds_a_recovery_back_until_it_stops() {
     let t = sim.result(OkS);
     assert_eq!(t.events, vec![Event::FlappingStarted]);
     assert!(t.state.hard && t.state.ok && t.state.current_alert.is_some());
-    let mut seen = Vec::new();
-    for _ in 0..30 {
-        let t = sim.result(OkS);
-        if !t.events.is_empty() {
-            seen.push((t.state.flap_percent, t.events));
-        }
-    }
+    let seen = sim.eventful(OkS, 30);
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert!(seen[0].0 <= 5.0);
     assert_eq!(seen[0].1, vec![Event::FlappingStopped, Event::Recovery]);
@@ -818,8 +819,7 @@ fn transitions_say_whether_the_interval_and_the_aggregate_contribution_changed()
 fn ack_ends_at_hard_ok_even_while_recovery_is_held_back() {
     for kind in [Ack::Normal, Ack::Sticky] {
         for hold in ["downtime", "suppressed"] {
-            let mut sim = Sim::new(policy(1, 2));
-            sim.hard_failing(Critical);
+            let mut sim = Sim::failing(policy(1, 2), Critical);
             sim.ack(kind);
             match hold {
                 "downtime" => sim.downtime(true),
@@ -843,8 +843,7 @@ fn ack_ends_at_hard_ok_even_while_recovery_is_held_back() {
 /// much worse it gets, while its dependency's alert covers it.
 #[test]
 fn encompassed_check_never_realerts() {
-    let mut sim = Sim::new(policy(1, 1));
-    sim.hard_failing(Warning);
+    let mut sim = Sim::failing(policy(1, 1), Warning);
     sim.deps = vec![dep(true, false)];
     for status in [Critical, Warning, Unknown, Critical] {
         let t = sim.result(status);
